@@ -1,0 +1,704 @@
+"""
+data.py: the runtime half of nanoOMR's data engine.
+
+A prepared dataset (see data/m21/prepare.py) is a directory holding a Hugging Face DatasetDict
+(splits train/val/test, columns image, transcription, source, tune_id, font) and a sentencepiece
+tokenizer. This file turns it into training batches and scores predictions:
+
+    train_tokenizer / Tokenizer   sentencepiece BPE with an exact round trip on ABC text
+    load_split                    the on-disk split, or a one-line error naming the prepare command
+    OMRDataset                    PNG -> (3, H, W) float image with fixed height, plus token ids
+    Collate / collate             right-pad images with white, add BOS/EOS, pad targets with -1
+    WidthBucketSampler            optional batch sampler grouping similar widths (DDP-aware)
+    abc_symbols / score           tokenizer-independent metrics: SER over ABC symbols, CER, BPE-SER,
+                                  exact-match sequence accuracy
+
+Run `python data.py --bench --data_dir=data/m21/quick` to measure loader and metric speed.
+"""
+
+import io
+import os
+import re
+import sys
+import math
+import time
+import tempfile
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+# -----------------------------------------------------------------------------
+# Tokenizer
+#
+# ABC is whitespace-sensitive: a space between two notes breaks a beam, a newline is a line break (and
+# separates header fields from the body). sentencepiece's defaults (NFKC normalization, a dummy "▁"
+# prefix, collapsing runs of spaces) would silently rewrite the label, so we switch all of that off and
+# check decode(encode(t)) == t in the tests on every transcription of every split.
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+
+def train_tokenizer(texts, out_prefix, vocab_size=4096):
+    """Train a sentencepiece BPE model on `texts` and write `<out_prefix>.model` (+ `.vocab`) atomically.
+    Returns the path of the .model file. If the corpus is too small for `vocab_size`, sentencepiece is
+    allowed to stop early (hard_vocab_limit=False) and we print the size it actually reached."""
+    import sentencepiece as spm
+    texts = [t for t in texts if t]
+    if not texts:
+        raise ValueError("train_tokenizer: no non-empty training texts")
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts),          # in memory: no temp corpus file, no line splitting
+        model_writer=model,
+        model_type="bpe",
+        vocab_size=vocab_size,
+        hard_vocab_limit=False,                 # tiny corpora: shrink the vocab instead of failing
+        character_coverage=1.0,                 # every character seen in training gets its own piece
+        byte_fallback=True,                     # unseen characters (val/test, model output) -> UTF-8 bytes
+        normalization_rule_name="identity",     # no NFKC: the label is exactly what we wrote
+        add_dummy_prefix=False,                 # no leading "▁" that decode would have to strip again
+        remove_extra_whitespaces=False,         # double spaces and leading/trailing spaces survive
+        split_by_whitespace=True,               # pieces never straddle a space, i.e. a beam break
+        split_by_number=False,                  # allow pieces like "A2" or "d2B": durations stick to notes
+        user_defined_symbols=["\n"],            # a line break is always exactly one token
+        pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+        max_sentence_length=max(4192, max(len(t.encode("utf-8")) for t in texts) + 1),  # never drop a long tune
+        num_threads=os.cpu_count() or 1,
+        minloglevel=2,                          # sentencepiece is chatty on stderr; we print the summary
+    )
+    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    n = sp.get_piece_size()
+    if n < vocab_size:
+        print(f"train_tokenizer: corpus too small for vocab_size={vocab_size}, using {n}")
+    # atomic writes: a temp file in the same directory, then os.replace (a crash never leaves half a model)
+    out_dir = os.path.dirname(os.path.abspath(out_prefix))
+    os.makedirs(out_dir, exist_ok=True)
+    vocab = "".join(f"{sp.id_to_piece(i)}\t{sp.get_score(i)}\n" for i in range(n))
+    for ext, payload in ((".vocab", vocab.encode("utf-8")), (".model", model.getvalue())):
+        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".tok-", suffix=ext)
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+        os.replace(tmp, out_prefix + ext)
+    return out_prefix + ".model"
+
+
+class Tokenizer:
+    """Thin wrapper around a sentencepiece model: ids in, ids out, special ids as attributes."""
+
+    def __init__(self, path):
+        import sentencepiece as spm
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"tokenizer model not found: {path}")
+        self.path = path
+        self.sp = spm.SentencePieceProcessor(model_file=path)
+        self.vocab_size = self.sp.get_piece_size()
+        self.pad_id, self.bos_id, self.eos_id = self.sp.pad_id(), self.sp.bos_id(), self.sp.eos_id()
+        # ids that never carry text. The model may also emit ids >= vocab_size if its output layer is
+        # rounded up (nanoGPT pads 50257 -> 50304); those are dropped too instead of crashing decode.
+        self._special = {self.pad_id, self.bos_id, self.eos_id, self.sp.unk_id()}
+
+    def encode(self, text):
+        return self.sp.encode(text)
+
+    def decode(self, ids):
+        ids = [int(i) for i in ids]
+        return self.sp.decode([i for i in ids if 0 <= i < self.vocab_size and i not in self._special])
+
+    def __reduce__(self):
+        # DataLoader workers started with spawn/forkserver pickle the dataset; rebuild from the path
+        return (Tokenizer, (self.path,))
+
+
+# -----------------------------------------------------------------------------
+# On-disk splits
+
+
+def prepare_command(data_dir):
+    """The command that creates `data_dir`, for error messages."""
+    if "pdmx" in data_dir.lower():
+        return f"python data/pdmx_synth/prepare.py --out_dir={data_dir}"
+    if os.path.basename(os.path.normpath(data_dir)) == "quick":
+        return f"python data/m21/prepare.py --out_dir={data_dir} --max_tunes=600"
+    return f"python data/m21/prepare.py --out_dir={data_dir}"
+
+
+def load_split(data_dir, split):
+    """One split of a prepared dataset as a datasets.Dataset (memory-mapped Arrow, cheap to open)."""
+    import datasets
+    if not os.path.isfile(os.path.join(data_dir, "dataset_dict.json")):
+        raise FileNotFoundError(f"no prepared dataset at {data_dir}; create it with: {prepare_command(data_dir)}")
+    dd = datasets.load_from_disk(data_dir)
+    if split not in dd:
+        raise ValueError(f"split '{split}' not in {data_dir} (has: {', '.join(dd.keys())})")
+    return dd[split]
+
+
+# -----------------------------------------------------------------------------
+# Images
+
+
+def _to_gray(im):
+    """PIL image of any mode -> mode "L", with transparent areas turned into white paper (not black)."""
+    if im.mode == "L":
+        return im
+    if im.mode in ("LA", "RGBA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        paper = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        paper.alpha_composite(im)
+        im = paper
+    return im.convert("L")
+
+
+def resize_to_height(im, img_height, max_width):
+    """Scale a grayscale PIL image to height `img_height`, keeping its aspect ratio.
+
+    Over-wide images (width after scaling > max_width) are scaled down *uniformly* until they are
+    max_width wide and then centred vertically on a white img_height-high canvas. We never crop (the
+    label would then describe music that is not in the image) and never squeeze only the width (that
+    distorts note heads and spacing, which the model reads). The cost is a smaller staff for the rare
+    very long system; with stored systems of 2-8 measures and max_width=2048 this is uncommon.
+    Returns an (img_height, W) PIL image, W <= max_width."""
+    w, h = im.size
+    W = max(1, round(w * img_height / h))
+    # PIL's BILINEAR widens its kernel when shrinking (i.e. it antialiases), so thin staff lines
+    # become light-gray lines instead of vanishing; it measured faster than LANCZOS at equal legibility.
+    if W <= max_width:
+        return im.resize((W, img_height), Image.Resampling.BILINEAR)
+    h2 = max(1, round(h * max_width / w))
+    small = im.resize((max_width, h2), Image.Resampling.BILINEAR)
+    canvas = Image.new("L", (max_width, img_height), 255)
+    canvas.paste(small, (0, (img_height - h2) // 2))
+    return canvas
+
+
+def resized_width(w, h, img_height, max_width):
+    """The width resize_to_height will produce for a w x h image, without decoding it."""
+    return min(max(1, round(w * img_height / h)), max_width)
+
+
+def augment_image(x, g):
+    """Light, label-preserving augmentation of a (1, H, W) float image in [0, 1] (ink dark, paper 1.0).
+
+    Written in torch so it runs in DataLoader workers without extra deps. `g` is a torch.Generator:
+    the same (seed, epoch, index) always gives the same image, whatever the number of workers.
+    Each effect fires with probability 1/2; magnitudes stay small because a note moved by a staff
+    position changes its pitch, i.e. the label:
+      - rotation by at most +-0.5 degrees (scanned pages are rarely straighter than that);
+      - contrast: ink darkness scaled by 0.6-1.0 (faint print);
+      - Gaussian blur, sigma 0.3-1.0 px (soft focus, low-res scans);
+      - additive Gaussian noise, sigma up to 0.04 (sensor noise).
+    We work on ink = 1 - x so that zero padding (grid_sample, conv) means white paper."""
+    u = lambda: torch.rand((), generator=g).item()
+    ink = (1.0 - x).unsqueeze(0)  # (1, 1, H, W)
+    _, _, H, W = ink.shape
+    if u() < 0.5:
+        a = math.radians((2 * u() - 1) * 0.5)
+        # affine_grid works in [-1, 1] coordinates on both axes; scale the off-diagonal terms by the
+        # aspect ratio so the rotation is a true rotation in pixel space and not a shear.
+        theta = torch.tensor([[math.cos(a), -math.sin(a) * H / W, 0.0],
+                              [math.sin(a) * W / H, math.cos(a), 0.0]]).unsqueeze(0)
+        grid = F.affine_grid(theta, ink.shape, align_corners=False)
+        ink = F.grid_sample(ink, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if u() < 0.5:
+        ink = ink * (0.6 + 0.4 * u())
+    if u() < 0.5:
+        sigma = 0.3 + 0.7 * u()
+        r = max(1, math.ceil(2 * sigma))
+        k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / sigma) ** 2)
+        k = k / k.sum()
+        # separable blur: a (1, 1, 1, K) kernel along W, then a (1, 1, K, 1) kernel along H
+        ink = F.conv2d(ink, k.view(1, 1, 1, -1), padding=(0, r))
+        ink = F.conv2d(ink, k.view(1, 1, -1, 1), padding=(r, 0))
+    if u() < 0.5:
+        ink = ink + torch.randn(ink.shape, generator=g) * (0.04 * u())
+    return (1.0 - ink.squeeze(0)).clamp_(0.0, 1.0)  # (1, H, W)
+
+
+# -----------------------------------------------------------------------------
+# Dataset
+
+
+class OMRDataset(torch.utils.data.Dataset):
+    """(image, token ids) pairs from one split of a prepared dataset.
+
+    item = dict(image=(3, H, W) float32 in [0, 1], ids=list[int] (no BOS/EOS), text=str, index=int)
+    with H = img_height and W <= max_width. `index` is the row in the on-disk split (stable even when
+    max_len filters rows out), which is what error messages and eval dumps refer to.
+    The 3 channels are one gray channel expanded (a view, no copy): pretrained backbones want RGB,
+    but there is no reason to move 3x the bytes around before collate stacks the batch."""
+
+    def __init__(self, data_dir, split, tokenizer, img_height=224, max_width=2048, max_len=None,
+                 augment=False, seed=0):
+        import datasets
+        self.data_dir, self.split, self.tokenizer = data_dir, split, tokenizer
+        self.img_height, self.max_width, self.augment, self.seed = img_height, max_width, augment, seed
+        self.epoch = 0
+        ds = load_split(data_dir, split)
+        # decode=False: we get the raw PNG bytes and decode them ourselves (datasets' own decoding of a
+        # row measured ~2 ms vs ~0.06 ms for the bytes). Only the image column is read per item; the
+        # transcriptions (small strings) are read once into a list (datasets 5 returns a lazy Column).
+        self.ds = ds.cast_column("image", datasets.Image(decode=False)).select_columns(["image"])
+        self.texts = list(ds["transcription"])
+        self.rows = np.arange(len(ds))
+        if max_len is not None:
+            # Drop (rather than truncate) labels that do not fit: a truncated label would teach the
+            # model to stop in the middle of a system. +1 for the BOS/EOS each sequence gets in collate.
+            lens = np.array([len(ids) + 1 for ids in tokenizer.sp.encode(self.texts)])
+            self.rows = np.nonzero(lens <= max_len)[0]
+            if len(self.rows) < len(ds):
+                print(f"OMRDataset[{split}]: dropped {len(ds) - len(self.rows)} of {len(ds)} samples "
+                      f"longer than max_len={max_len} tokens")
+        self._widths = None
+
+    def __len__(self):
+        return len(self.rows)
+
+    def set_epoch(self, epoch):
+        """New augmentation draws per epoch. Call before creating the DataLoader iterator (with the default
+        persistent_workers=False, workers get a fresh copy of the dataset every epoch)."""
+        self.epoch = epoch
+
+    def load_image(self, row):
+        """Decode row `row` of the split into an (img_height, W) uint8 array; any failure names the row."""
+        img = self.ds[int(row)]["image"]
+        try:
+            src = io.BytesIO(img["bytes"]) if img.get("bytes") is not None else img["path"]
+            with Image.open(src) as im:
+                im = _to_gray(im)
+                if im.size[0] < 1 or im.size[1] < 1:
+                    raise ValueError(f"empty image {im.size}")
+                im = resize_to_height(im, self.img_height, self.max_width)
+                return np.array(im, dtype=np.uint8)  # writable copy
+        except Exception as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ValueError(f"corrupt image at index {int(row)} of split '{self.split}' in {self.data_dir}: "
+                             f"{msg}") from None
+
+    def __getitem__(self, i):
+        row = int(self.rows[i])
+        arr, text = self.load_image(row), self.texts[row]
+        x = torch.from_numpy(arr).unsqueeze(0).float().div_(255.0)  # (1, H, W)
+        if self.augment:
+            g = torch.Generator().manual_seed(hash((self.seed, self.epoch, row)) & 0x7FFF_FFFF_FFFF_FFFF)
+            x = augment_image(x, g)
+        return dict(image=x.expand(3, -1, -1), ids=self.tokenizer.encode(text), text=text, index=row)
+
+    def widths(self):
+        """Resized width of every sample (np.int64, aligned with this dataset's positions), read from the
+        PNG headers without decoding any pixels. Used by WidthBucketSampler."""
+        if self._widths is None:
+            import pyarrow.compute as pc
+            sizes = []
+            tab = self.ds.with_format("arrow")
+            for batch in tab.iter(batch_size=4096):
+                col = batch.column("image").combine_chunks()
+                heads = pc.binary_slice(col.field("bytes"), 0, 32).to_pylist()
+                for j, head in enumerate(heads):
+                    if head is not None and head[:8] == b"\x89PNG\r\n\x1a\n":
+                        # PNG: the IHDR chunk comes first; width and height are big-endian u32 at 16 and 20
+                        sizes.append((int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")))
+                    else:  # another format: let PIL read just the header (lazy open, no decode)
+                        rec = batch.slice(j, 1).column("image").to_pylist()[0]
+                        with Image.open(io.BytesIO(rec["bytes"]) if rec["bytes"] else rec["path"]) as im:
+                            sizes.append(im.size)
+            ws = np.array([resized_width(w, h, self.img_height, self.max_width) if w and h else 1
+                           for w, h in sizes], dtype=np.int64)
+            self._widths = ws[self.rows]
+        return self._widths
+
+
+# -----------------------------------------------------------------------------
+# Batching
+
+
+def collate(batch, pad_id, bos_id=BOS_ID, eos_id=EOS_ID):
+    """List of OMRDataset items -> one batch dict (see Collate). The default BOS/EOS ids are the ones
+    train_tokenizer always assigns."""
+    B = len(batch)
+    H = batch[0]["image"].shape[1]
+    if any(b["image"].shape[1] != H for b in batch):
+        raise ValueError("collate: all images in a batch must have the same height")
+    widths = torch.tensor([b["image"].shape[2] for b in batch], dtype=torch.int64)  # (B,)
+    # White padding (1.0), not black: padding that looks like paper is what the encoder sees at the
+    # right end of short systems anyway; `widths` lets the model mask these columns out of attention.
+    # The three channels are identical (grayscale), so we fill ONE channel and return a stride-0 expand
+    # of it: (B, 3, H, Wmax) as the backbones expect, but a DataLoader worker ships 3x fewer bytes through
+    # shared memory. Treat it as read-only (out-of-place ops); to move it to a GPU cheaply, send
+    # images[:, :1] and expand there: images[:, :1].to(device).expand(-1, 3, -1, -1).
+    Wmax = int(widths.max())
+    if torch.utils.data.get_worker_info() is not None:
+        # In a DataLoader worker, build the batch directly in shared memory (as default_collate does):
+        # otherwise sending it to the main process costs one more full copy of the batch.
+        storage = torch.UntypedStorage._new_shared(B * H * Wmax * 4)
+        gray = torch.empty(0).set_(storage).view(B, 1, H, Wmax).fill_(1.0)  # (B, 1, H, Wmax)
+    else:
+        gray = torch.ones(B, 1, H, Wmax)  # (B, 1, H, Wmax)
+    for k, b in enumerate(batch):
+        gray[k, :, :, : b["image"].shape[2]] = b["image"][:1]
+    images = gray.expand(-1, 3, -1, -1)  # (B, 3, H, Wmax), a view
+    # Teacher forcing: input idx = [bos] + ids, target = ids + [eos], shifted by one position.
+    # Targets are padded with -1 so cross_entropy(ignore_index=-1) skips them; idx is padded with pad_id
+    # (a real embedding row, but its positions never produce a counted loss).
+    T = max(len(b["ids"]) for b in batch) + 1
+    idx = torch.full((B, T), pad_id, dtype=torch.int64)      # (B, T)
+    targets = torch.full((B, T), -1, dtype=torch.int64)      # (B, T)
+    for k, b in enumerate(batch):
+        ids = torch.tensor(b["ids"], dtype=torch.int64)
+        n = len(ids)
+        idx[k, 0] = bos_id
+        idx[k, 1 : n + 1] = ids
+        targets[k, :n] = ids
+        targets[k, n] = eos_id
+    return dict(images=images, widths=widths, idx=idx, targets=targets,
+                text=[b["text"] for b in batch],
+                index=torch.tensor([b["index"] for b in batch], dtype=torch.int64))
+
+
+class Collate:
+    """Picklable collate_fn for DataLoader: `DataLoader(ds, collate_fn=Collate(tok.pad_id, tok.bos_id, tok.eos_id))`.
+    Returns dict(images (B,3,H,Wmax) float32 white-padded, widths (B,) int64, idx (B,T) int64,
+    targets (B,T) int64 padded with -1, text list[str], index (B,) int64)."""
+
+    def __init__(self, pad_id, bos_id=BOS_ID, eos_id=EOS_ID):
+        self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
+
+    def __call__(self, batch):
+        return collate(batch, self.pad_id, self.bos_id, self.eos_id)
+
+
+class WidthBucketSampler(torch.utils.data.Sampler):
+    """Batch sampler that puts images of similar width in the same batch, to waste less compute on padding.
+
+    Per epoch: shuffle all indices (seed + epoch), give each rank an equal shard exactly like
+    DistributedSampler (rank::num_replicas after padding/truncating to a multiple of num_replicas),
+    then *within the shard* cut windows of batch_size * bucket_factor indices, sort each window by width
+    and slice it into batches, and finally shuffle the batch order. Every rank therefore yields the
+    same number of batches (DDP needs that), batches stay random across epochs, and a larger
+    bucket_factor means less padding but less randomness inside a batch.
+    Use as DataLoader(ds, batch_sampler=WidthBucketSampler(ds.widths(), ...)); call set_epoch(e) each epoch."""
+
+    def __init__(self, widths, batch_size, num_replicas=None, rank=None, shuffle=True, seed=0,
+                 drop_last=False, bucket_factor=50):
+        if num_replicas is None or rank is None:
+            dist = torch.distributed
+            ddp = dist.is_available() and dist.is_initialized()
+            num_replicas = num_replicas if num_replicas is not None else (dist.get_world_size() if ddp else 1)
+            rank = rank if rank is not None else (dist.get_rank() if ddp else 0)
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} not in [0, {num_replicas})")
+        self.widths = np.asarray(widths)
+        self.batch_size, self.num_replicas, self.rank = batch_size, num_replicas, rank
+        self.shuffle, self.seed, self.drop_last, self.bucket_factor = shuffle, seed, drop_last, bucket_factor
+        self.epoch = 0
+        n = len(self.widths)
+        self.shard_size = n // num_replicas if drop_last else math.ceil(n / num_replicas)
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        if self.drop_last:
+            return self.shard_size // self.batch_size
+        return math.ceil(self.shard_size / self.batch_size)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        n = len(self.widths)
+        order = torch.randperm(n, generator=g).tolist() if self.shuffle else list(range(n))
+        total = self.shard_size * self.num_replicas
+        while len(order) < total:  # pad by repeating, as DistributedSampler does
+            order += order[: total - len(order)]
+        shard = order[:total][self.rank :: self.num_replicas]
+        window = self.batch_size * self.bucket_factor
+        batches = []
+        for s in range(0, len(shard), window):
+            w = sorted(shard[s : s + window], key=lambda i: self.widths[i])
+            batches += [w[j : j + self.batch_size] for j in range(0, len(w), self.batch_size)]
+        if self.drop_last:
+            batches = [b for b in batches if len(b) == self.batch_size]
+        if self.shuffle:
+            batches = [batches[j] for j in torch.randperm(len(batches), generator=g).tolist()]
+        return iter(batches)
+
+
+# -----------------------------------------------------------------------------
+# Metrics
+#
+# SER (symbol error rate) is computed over musical symbols from a small ABC lexer, not over BPE ids, so
+# numbers compare across tokenizers and vocab sizes. One symbol = one thing a musician reads:
+#   note       accidental + letter + octave marks + duration, e.g. ^c'2, _B,/2, =f3/2
+#   rest       z2, x, Z4 (multi-measure)
+#   chord      [CEG]2 as ONE symbol (like a note: one wrong chord tone = one error)
+#   grace      {gAB} as ONE symbol (an ornament on the following note)
+#   bar        | || |] [| |: :| :: :|: (plus a volta [1 [2 |1 :|2 as its own symbol "[1")
+#   tie -, slur ( and ), tuplet (3 / (3:2:3, broken rhythm > <
+#   decoration !trill! +fermata+ and the one-letter ones ~ . H L M O P S T u v J R
+#   annotation "Am" / "^text" as one symbol
+#   field      a header/body field line (K:G, M:6/8, L:1/8, w:...) or an inline field [K:D], one symbol each
+#   " "        a beam break: whitespace BETWEEN a note-like symbol and the next symbol. In ABC (and in the
+#              image) a space between two notes splits their beam, so we count it, as LEGATO-style labels
+#              do; whitespace next to a bar line, a field or a line end only lays out the text and is dropped.
+#   "\n"       a line (system) break inside the body; newlines that end header fields are dropped.
+# Comments (% ...) and line continuations (\) are ignored; any other character is a symbol of its own,
+# so garbage in a prediction is still counted as errors.
+
+_DUR = r"\d*(?:/+\d*)?"
+_ABC_TOKEN = re.compile("|".join([
+    r"(?P<field>^[A-Za-z+]:[^\n]*)",                  # field line (only at line start)
+    r"(?P<comment>%[^\n]*)",
+    r"(?P<inline>\[[A-Za-z]:[^\]\n]*\])",             # inline field [K:D]
+    r"(?P<volta>\[\d+(?:[,-]\d+)*|(?<=\|)\d+(?:[,-]\d+)*)",  # [1  or the 2 of :|2
+    r"(?P<chord>\[[^\[\]|\n]*\]" + _DUR + ")",
+    r"(?P<bar>:*\[?\|+\]?:*|::+)",
+    r"(?P<note>[_^=]*[A-Ga-g][,']*" + _DUR + ")",
+    r"(?P<rest>[zxZX]" + _DUR + ")",
+    r"(?P<tuplet>\(\d+(?::\d*)*)",
+    r"(?P<grace>\{[^}\n]*\})",
+    r"(?P<deco>![^!\n]*!|\+[^+\n]*\+|[.~HLMOPSTuvJR])",
+    r"(?P<annot>\"[^\"\n]*\")",
+    r"(?P<space>[ \t]+)",
+    r"(?P<newline>\r?\n)",
+    r"(?P<cont>\\)",
+    r"(?P<other>\S)",
+]), re.M)
+# The same pattern without named groups, for findall: it returns plain strings from a C loop, and a
+# symbol's kind is recovered from the string itself (memoized, the set of distinct symbols is small).
+# This keeps lexing at a few microseconds per tune; a finditer + m.lastgroup loop was ~3x slower.
+_ABC_FINDALL = re.compile(re.sub(r"\(\?P<\w+>", "(?:", _ABC_TOKEN.pattern), re.M)
+_KIND = {}  # symbol string -> kind
+
+
+def _kind(s):
+    """Kind of one matched string (memoized). Field lines are only recognized as such at a line start,
+    which findall already guaranteed; "A:" can never come out of the note rule, so this is unambiguous."""
+    k = _KIND.get(s)
+    if k is None:
+        if len(s) > 1 and s[1] == ":" and (s[0].isalpha() or s[0] == "+"):
+            k = "field"
+        elif s[0].isdigit():  # a bare number is the volta after a bar (|1, :|2); durations stick to notes
+            k = "volta"
+        else:
+            k = _ABC_TOKEN.fullmatch(s).lastgroup
+            if k == "other":
+                k = {"-": "tie", ")": "slur_end"}.get(s, k)
+        if len(_KIND) < 100_000:  # bound the memo against adversarial input
+            _KIND[s] = k
+    return k
+
+
+_NOTE_END = {"note", "rest", "chord", "tie", "slur_end"}  # a beam break can only follow one of these
+_NO_SPACE_NEXT = {"bar", "volta", "field", "inline", "newline", "space", "comment", "cont", None}
+_NORMALIZE = {"field", "chord", "grace", "volta", "newline", "comment", "cont"}
+
+
+def abc_symbols(text):
+    """Split ABC text into musical symbols (list[str]); see the table above. Deterministic and
+    tokenizer-independent: the unit of SER."""
+    toks = _ABC_FINDALL.findall(text)
+    kinds = [_KIND.get(s) or _kind(s) for s in toks]
+    out = []
+    prev = None
+    n = len(toks)
+    for j, (s, kind) in enumerate(zip(toks, kinds)):
+        if kind in _NORMALIZE:
+            if kind in ("comment", "cont"):
+                continue
+            if kind == "field":
+                s = s[:2] + s[2:].strip()
+            elif kind == "volta":
+                s = "[" + s.lstrip("[")
+            elif kind == "newline":
+                nxt = kinds[j + 1] if j + 1 < n else None
+                if prev in (None, "field", "newline") or nxt in (None, "field", "newline"):
+                    continue
+                s = "\n"
+            else:  # chord, grace: spaces inside do not matter
+                s = "".join(s.split())
+        elif kind == "space":
+            nxt = kinds[j + 1] if j + 1 < n else None
+            if prev not in _NOTE_END or nxt in _NO_SPACE_NEXT:
+                continue
+            s = " "
+        out.append(s)
+        prev = kind
+    return out
+
+
+def levenshtein(a, b):
+    """Edit distance (unit-cost insert/delete/substitute) between two sequences of hashables.
+
+    Bit-parallel algorithm of Myers (1999, "A fast bit-vector algorithm for approximate string matching
+    based on dynamic programming") in Hyyro's formulation (2001) for global distance: one column of the
+    DP matrix is held as two bit-vectors (vertical +1 / -1 deltas) in Python ints of len(a) bits, so a
+    whole column costs ~15 int operations instead of len(a) Python-level steps."""
+    if len(a) < len(b):
+        a, b = b, a  # bit-vectors over the longer sequence, Python loop over the shorter
+    # common prefix and suffix cost nothing: strip them (most of a good prediction)
+    i, n = 0, min(len(a), len(b))
+    while i < n and a[i] == b[i]:
+        i += 1
+    a, b = a[i:], b[i:]
+    j, n = 0, len(b)
+    while j < n and a[-1 - j] == b[-1 - j]:
+        j += 1
+    if j:
+        a, b = a[:-j], b[:-j]
+    m = len(a)
+    if not b:
+        return m
+    peq = {}  # symbol -> bitmask of its positions in a
+    bit = 1
+    for c in a:
+        peq[c] = peq.get(c, 0) | bit
+        bit <<= 1
+    mask, hi = bit - 1, bit >> 1
+    pv, mv, dist = mask, 0, m  # column 0: D[i][0] = i, all vertical deltas +1
+    for c in b:
+        eq = peq.get(c, 0)
+        xv = eq | mv
+        xh = (((eq & pv) + pv) ^ pv) | eq
+        ph = mv | (mask & ~(xh | pv))
+        mh = pv & xh
+        if ph & hi:
+            dist += 1
+        elif mh & hi:
+            dist -= 1
+        ph = (ph << 1) | 1  # | 1: the top row D[0][j] = j grows by one per column (global alignment)
+        mh <<= 1
+        pv = mask & (mh | ~(xv | ph))
+        mv = ph & xv
+    return dist
+
+
+def score(preds, refs, tokenizer=None):
+    """Corpus-level metrics of predicted vs reference ABC strings, as fractions (0.05 = 5%).
+
+    ser     sum of symbol edit distances / sum of reference symbols (abc_symbols)
+    cer     same over characters (whitespace and newlines included)
+    bpe_ser same over tokenizer ids, LEGATO-style (None when no tokenizer is given)
+    seq_acc fraction of predictions exactly equal to their reference
+    n       number of pairs
+    Corpus-level (total edits / total reference length) rather than a mean of per-sample rates, so short
+    samples do not dominate. Rates can exceed 1 when predictions are much longer than the references."""
+    if len(preds) != len(refs):
+        raise ValueError(f"score: {len(preds)} predictions but {len(refs)} references")
+    se = sn = ce = cn = te = tn = exact = 0
+    for p, r in zip(preds, refs):
+        rs = abc_symbols(r)
+        sn += len(rs)
+        cn += len(r)
+        rt = tokenizer.encode(r) if tokenizer is not None else None
+        tn += len(rt) if rt is not None else 0
+        if p == r:
+            exact += 1
+            continue
+        se += levenshtein(abc_symbols(p), rs)
+        ce += levenshtein(p, r)
+        if tokenizer is not None:
+            te += levenshtein(tokenizer.encode(p), rt)
+    return dict(ser=se / max(sn, 1), cer=ce / max(cn, 1),
+                bpe_ser=te / max(tn, 1) if tokenizer is not None else None,
+                seq_acc=exact / max(len(refs), 1), n=len(refs))
+
+
+# -----------------------------------------------------------------------------
+# Benchmark: python data.py --bench --data_dir=data/m21/quick
+
+
+def _corrupt(text, rate, rng):
+    """A fake prediction for benchmarks and tests: each note or rest is substituted, deleted or doubled
+    with probability `rate`; everything else (fields, bars, layout whitespace) is kept as written."""
+    out = []
+    for s in _ABC_FINDALL.findall(text):
+        r = rng.random() if _kind(s) in ("note", "rest") else 1.0
+        if r < rate / 3:
+            out.append(rng.choice(["A", "c2", "z", "^f", "G,3"]))
+        elif r < 2 * rate / 3:
+            continue
+        elif r < rate:
+            out += [s, s]
+        else:
+            out.append(s)
+    return "".join(out)
+
+
+def bench(data_dir, split="train", batch_size=32, num_workers=2, n_samples=2000, heights=(128, 224),
+          max_width=2048):
+    import random
+    tok = Tokenizer(os.path.join(data_dir, "tokenizer.model"))
+    collate_fn = Collate(tok.pad_id, tok.bos_id, tok.eos_id)
+    for h in heights:
+        ds = OMRDataset(data_dir, split, tok, img_height=h, max_width=max_width)
+        # n_samples draws (the split repeated as needed), the same ones for random and bucketed batches
+        rows = [i % len(ds) for i in range(n_samples)]
+        sub = torch.utils.data.Subset(ds, rows)
+        # CPU time per sample in this process (decode + resize + tokenize + collate), single-threaded as in
+        # a worker: unlike wall-clock rates it barely moves when other jobs share the cores.
+        torch_threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        c0 = time.process_time()
+        for k in range(0, 256, batch_size):
+            collate_fn([ds[rows[(k + j) % n_samples]] for j in range(batch_size)])
+        cpu_ms = (time.process_time() - c0) / 256 * 1e3
+        torch.set_num_threads(torch_threads)
+        print(f"loader img_height={h} cpu cost: {cpu_ms:.2f} ms CPU per sample -> at most "
+              f"{1e3 / cpu_ms:.0f} samples/s per worker core")
+        for mode in ("random", "bucketed"):
+            if mode == "random":
+                kw = dict(batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(0))
+            else:
+                kw = dict(batch_sampler=WidthBucketSampler(ds.widths()[rows], batch_size, 1, 0, seed=0))
+            loader = torch.utils.data.DataLoader(sub, num_workers=num_workers, collate_fn=collate_fn, **kw)
+            t0 = time.perf_counter()
+            it = iter(loader)
+            first = next(it)  # worker start-up and the first batch are excluded from the steady-state rate
+            t1 = time.perf_counter()
+            n, px, nb = 0, 0, 0
+            for b in it:
+                n += len(b["text"])
+                px += b["images"].shape[-1]
+                nb += 1
+            t2 = time.perf_counter()
+            print(f"loader img_height={h} {mode:8s}: {n / (t2 - t1):6.0f} samples/s ({num_workers} workers, "
+                  f"batch {batch_size}, {n} samples after a first batch that took {t1 - t0:.2f}s with worker "
+                  f"start-up; mean padded width {px / max(1, nb):.0f} px)")
+    # metrics: 800 reference transcriptions against fake predictions with ~5% symbol errors
+    refs = []
+    for s in ("val", "test", "train"):
+        try:
+            refs += load_split(data_dir, s)["transcription"]
+        except ValueError:
+            pass
+    refs = [refs[i % len(refs)] for i in range(800)]
+    rng = random.Random(0)
+    preds = [_corrupt(r, 0.05, rng) for r in refs]
+    t0 = time.perf_counter()
+    m = score(preds, refs, tok)
+    dt = time.perf_counter() - t0
+    nsym = sum(len(abc_symbols(r)) for r in refs) / len(refs)
+    nch = sum(len(r) for r in refs) / len(refs)
+    print(f"metrics: score() on {len(refs)} samples (mean {nsym:.0f} symbols, {nch:.0f} chars, 5% symbol "
+          f"noise) took {dt:.3f}s -> ser {m['ser']:.4f} cer {m['cer']:.4f} bpe_ser {m['bpe_ser']:.4f} "
+          f"seq_acc {m['seq_acc']:.4f}")
+
+
+if __name__ == "__main__":
+    import argparse
+    p = argparse.ArgumentParser(description="nanoOMR data runtime: loader and metric benchmark")
+    p.add_argument("--bench", action="store_true", help="measure loader samples/s and metric speed")
+    p.add_argument("--data_dir", default="data/m21/quick")
+    p.add_argument("--split", default="train")
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--num_workers", type=int, default=2)
+    p.add_argument("--n_samples", type=int, default=2000)
+    p.add_argument("--max_width", type=int, default=2048)
+    args = p.parse_args()
+    if not args.bench:
+        p.print_help()
+        sys.exit(0)
+    try:
+        bench(args.data_dir, args.split, args.batch_size, args.num_workers, args.n_samples, max_width=args.max_width)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        sys.exit(f"error: {e}")

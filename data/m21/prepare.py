@@ -1,0 +1,689 @@
+"""
+data/m21/prepare.py: build the embedded default OMR corpus from the real tunes inside music21's corpus.
+
+Pipeline, one tune at a time (in worker processes):
+
+    source ABC tune --music21--> measures of events --our writer--> canonical ABC excerpt (the LABEL)
+    canonical ABC --verovio--> SVG (the IMAGE) + MEI (what verovio understood)
+    check_agreement(MEI, events): every note/rest/bar verovio drew must equal what the label says
+
+The image is engraved FROM the label text, so anything the label leaves out (titles, lyrics, chord
+symbols, slurs, decorations, volta brackets) is also absent from the image: label and image cannot
+disagree, and check_agreement proves verovio read the label the way we meant it.
+
+Usage:
+    python data/m21/prepare.py                                          # full corpus -> data/m21/full
+    python data/m21/prepare.py --out_dir=data/m21/quick --max_tunes=600 # quick-start corpus
+music21 is needed here only; training reads the saved DatasetDict.
+"""
+import argparse
+import glob
+import hashlib
+import io
+import json
+import os
+import pickle
+import re
+import shutil
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from fractions import Fraction
+from multiprocessing import Pipe, Process
+from multiprocessing.connection import wait
+
+import numpy as np
+
+# the ABC collections shipped with music21 (single-voice tunes). josquin (multi-voice) is left out.
+ABC_SOURCES = ['oneills1850', 'ryansMammoth', 'airdsAirs', 'essenFolksong', 'miscFolk', 'nottingham-dataset']
+FONTS = ['Leipzig', 'Bravura', 'Gootville', 'Leland', 'Petaluma']
+SPLIT_PCT = (90, 5, 5)  # train / val / test, by tune
+SHARD_SIZE = 32         # tunes per resumable shard
+
+# -----------------------------------------------------------------------------
+# enumerate tunes (cheap text split on X: lines; music21 parses one tune at a time in the workers)
+
+def list_tunes(sources, no_essen=False):
+    """-> list of (source, relpath, index, abc_text); deterministic order."""
+    import music21
+    root = os.path.dirname(music21.corpus.__file__)
+    tunes = []
+    for src in sources:
+        if no_essen and src == 'essenFolksong':
+            continue
+        for path in sorted(glob.glob(os.path.join(root, src, '*.abc'))):
+            with open(path, encoding='latin-1') as f:  # several files are not valid utf-8
+                text = f.read()
+            rel = os.path.relpath(path, root)
+            parts = [p for p in re.split(r'(?m)^(?=X:)', text) if p.startswith('X:')]
+            for i, p in enumerate(parts):
+                tunes.append((src, rel, i, p))
+    return tunes
+
+def tune_hash(relpath, index, salt=''):
+    return int(hashlib.sha1(f'{salt}{relpath}#{index}'.encode()).hexdigest()[:12], 16)
+
+def split_of(relpath, index):
+    """train/val/test from a hash of (source file, tune index): stable, independent of seed and max_tunes."""
+    h = tune_hash(relpath, index) % 100
+    return 'train' if h < SPLIT_PCT[0] else 'val' if h < SPLIT_PCT[0] + SPLIT_PCT[1] else 'test'
+
+# -----------------------------------------------------------------------------
+# music21 score -> measures of plain events (everything the label and the check need)
+
+TYPE_UNITS = {'breve': Fraction(16), 'whole': Fraction(8), 'half': Fraction(4), 'quarter': Fraction(2),
+              'eighth': Fraction(1), '16th': Fraction(1, 2), '32nd': Fraction(1, 4), '64th': Fraction(1, 8)}
+MEI_DUR = {'breve': 'breve', 'whole': '1', 'half': '2', 'quarter': '4', 'eighth': '8', '16th': '16', '32nd': '32', '64th': '64'}
+MAJOR = {-7: 'Cb', -6: 'Gb', -5: 'Db', -4: 'Ab', -3: 'Eb', -2: 'Bb', -1: 'F', 0: 'C', 1: 'G', 2: 'D', 3: 'A', 4: 'E',
+         5: 'B', 6: 'F#', 7: 'C#'}
+SHARP_ORDER, FLAT_ORDER = 'FCGDAEB', 'BEADGCF'
+CLEFS = {'TrebleClef': 'treble', 'BassClef': 'bass', 'AltoClef': 'alto', 'TenorClef': 'tenor'}
+
+def key_alters(sharps):
+    """key signature -> {step: alter} for the steps it alters."""
+    if sharps >= 0:
+        return {s: 1 for s in SHARP_ORDER[:sharps]}
+    return {s: -1 for s in FLAT_ORDER[:-sharps]}
+
+def _barline(bl, default='|'):
+    if bl is None:
+        return default
+    if getattr(bl, 'direction', None) == 'end':
+        return ':|'
+    if getattr(bl, 'direction', None) == 'start':
+        return '|:'
+    return {'double': '||', 'final': '|]', 'light-heavy': '|]', 'heavy-light': '||'}.get(bl.type, '|')
+
+def score_to_measures(score):
+    """music21 Score of one tune -> list of measure dicts; raises ValueError for what we do not support.
+
+    measure = dict(ctx=(clef, sharps, meter), events=[...], left='|:'|'', right=bar, offset0=Fraction, ok=bool)
+    event = dict(rest=bool, pitches=[(step, octave, alter)], type=str, dots=int, grace=bool, tuplet=int|0,
+                 tie=bool (set later), start=Fraction offset in quarters from the bar start)
+    """
+    from music21 import harmony, stream
+    parts = score.parts if hasattr(score, 'parts') and len(score.parts) else [score]
+    if len(parts) != 1:
+        raise ValueError('multi-voice')
+    measures = list(parts[0].getElementsByClass(stream.Measure))
+    if not measures:
+        raise ValueError('no measures (music21 needs 2 plain bar lines)')
+    clef, sharps, meter, out = 'treble', None, None, []
+    for m in measures:
+        if m.clef is not None:
+            clef = CLEFS.get(type(m.clef).__name__, '?')
+        if m.keySignature is not None:
+            sharps = m.keySignature.sharps
+            if getattr(m.keySignature, 'isNonTraditional', False):
+                sharps = None
+        if m.timeSignature is not None:
+            ts = m.timeSignature
+            meter = {'common': 'C', 'cut': 'C|'}.get(ts.symbol, ts.ratioString)
+        ok = clef != '?' and sharps is not None and meter is not None and not m.voices
+        events = []
+        for n in m.notesAndRests:
+            if isinstance(n, harmony.Harmony):
+                continue  # chord symbols ("Em") are text: left out of label and image alike
+            d = n.duration
+            if d.type not in TYPE_UNITS or d.dots > 2:
+                ok = False  # 'complex' durations (e.g. 5 eighths) would need ties we did not write
+                break
+            tup = 0
+            if d.tuplets:
+                t = d.tuplets[0]
+                if len(d.tuplets) > 1 or (t.numberNotesActual, t.numberNotesNormal) != (3, 2):
+                    ok = False
+                    break
+                tup = 3
+            if n.isRest:
+                pitches = []
+            elif n.isChord:
+                pitches = sorted(((p.step, p.octave, int(p.alter)) for p in n.pitches), key=lambda x: _midi(x))
+            else:
+                pitches = [(n.pitch.step, n.pitch.octave, int(n.pitch.alter))]
+            if any(o is None or not (1 <= o <= 7) or a not in ACC for (_, o, a) in pitches):
+                ok = False  # far ledger lines, microtones, triple sharps
+            if any(pp.alter != int(pp.alter) for pp in ([] if n.isRest else n.pitches)):
+                ok = False
+            events.append(dict(rest=n.isRest, pitches=pitches, type=d.type, dots=d.dots, grace=d.isGrace,
+                               tuplet=tup, tie_start=n.tie is not None and n.tie.type in ('start', 'continue'),
+                               start=Fraction(n.offset).limit_denominator(192),
+                               qlen=Fraction(d.quarterLength).limit_denominator(192)))
+        while events and events[-1]['grace']:
+            events.pop()  # a grace note at the end of a bar has no main note to attach to: not written
+        if ok and not _tuplets_ok(events):
+            ok = False
+        if not any(not e['grace'] for e in events):
+            ok = False  # empty or grace-only measure
+        out.append(dict(ctx=(clef, sharps, meter), events=events, ok=ok,
+                        left='|:' if getattr(m.leftBarline, 'direction', None) == 'start' else '',
+                        right=_barline(m.rightBarline),
+                        offset0=Fraction(m.paddingLeft).limit_denominator(192)))
+    return out
+
+def _midi(p):
+    step, octave, alter = p
+    return 12 * (octave + 1) + 'C D EF G A B'.index(step) + alter
+
+def _tuplets_ok(events):
+    """we write triplets as ABC '(3' which covers the next 3 notes: each triplet must be exactly 3 events."""
+    run = 0
+    for e in events:
+        if e['grace']:
+            continue
+        if e['tuplet']:
+            run += 1
+        elif run:
+            if run % 3:
+                return False
+            run = 0
+    return run % 3 == 0
+
+# -----------------------------------------------------------------------------
+# the canonical ABC writer: one way to write everything (the label format, see README.md)
+
+def _dur(units):
+    """length in eighths (L:1/8) -> ABC suffix: 1->'', 2->'2', 1/2->'/', 1/4->'/4', 3/2->'3/2'."""
+    if units == 1:
+        return ''
+    if units.denominator == 1:
+        return str(units.numerator)
+    if units == Fraction(1, 2):
+        return '/'
+    return (str(units.numerator) if units.numerator != 1 else '') + '/' + str(units.denominator)
+
+def _units(e):
+    u = TYPE_UNITS[e['type']]
+    return u * (2 - Fraction(1, 2 ** e['dots']))
+
+def _pitch(step, octave, acc):
+    name = step if octave <= 4 else step.lower()
+    marks = ',' * max(0, 4 - octave) + "'" * max(0, octave - 5)
+    return acc + name + marks
+
+ACC = {-2: '__', -1: '_', 0: '=', 1: '^', 2: '^^'}
+MEI_ACCID = {'': None, '__': 'ff', '_': 'f', '=': 'n', '^': 's', '^^': 'ss'}
+
+def write_excerpt(measures):
+    """list of consecutive measures (same ctx) -> canonical ABC: header lines + one line of music.
+
+    Rules (deterministic, what the image shows):
+    - header 'M:<meter>\\nL:1/8\\nK:<major key with that signature>[ clef=..]'; no X:, T:, C:.
+    - accidentals printed only where the pitch differs from the key signature / earlier accidental in the
+      same bar and octave (ABC semantics); courtesy accidentals are dropped.
+    - beaming = spacing: eighths and shorter are joined when they lie in the same beat
+      (dotted quarter in compound meters, quarter otherwise) and a triplet is its own group;
+      everything else is separated by one space.
+    - ties only between equal pitches; triplets as '(3'; grace notes '{..}' glued to their note;
+      chords '[..]' low to high; bar lines '|', '||', '|]', '|:', ':|', ':||:' with spaces around.
+    """
+    clef, sharps, meter = measures[0]['ctx']
+    head = f'M:{meter}\nL:1/8\nK:{MAJOR[sharps]}' + ('' if clef == 'treble' else f' clef={clef}')
+    compound = '/' in meter and meter.split('/')[1] == '8' and int(meter.split('/')[0]) % 3 == 0
+    beat = Fraction(3, 2) if compound else Fraction(1)
+    body = []
+    if measures[0]['left'] == '|:':
+        body.append('|:')
+    for mi, m in enumerate(measures):
+        state = {}
+        for st, alt in key_alters(sharps).items():
+            for o in range(0, 9):
+                state[(st, o)] = alt
+        toks, prev_beam_group, pending_tuplet, tuplet_id, grace_buf = [], None, 0, 0, []
+        events = m['events']
+        for ei, e in enumerate(events):
+            pitches_txt = []
+            e['printed'] = []  # the accidentals the image must show, for check_agreement
+            for (st, o, a) in e['pitches']:
+                acc = '' if state.get((st, o), 0) == a else ACC[a]
+                state[(st, o)] = a
+                pitches_txt.append(_pitch(st, o, acc))
+                e['printed'].append(MEI_ACCID[acc])
+            # the length goes on each chord note, '[G3B3]': verovio ignores a length after the bracket
+            d = _dur(_units(e))
+            s = 'z' + d if e['rest'] else pitches_txt[0] + d if len(pitches_txt) == 1 else \
+                '[' + ''.join(p + d for p in pitches_txt) + ']'
+            if e['grace']:
+                grace_buf.append(s)
+                continue
+            if e.get('tie'):
+                s += '-'
+            if grace_buf:
+                s = '{' + ''.join(grace_buf) + '}' + s
+                grace_buf = []
+            if e['tuplet']:
+                if pending_tuplet == 0:
+                    s = '(3' + s
+                    pending_tuplet = 3
+                    tuplet_id += 1
+                pending_tuplet -= 1
+            # beam group: join to previous token when both beamable and in the same beat
+            start = e['start'] + m['offset0']
+            end = start + e['qlen']
+            g = (int(start // beat), tuplet_id if e['tuplet'] else 0)  # a triplet is its own beam group
+            beamable = not e['rest'] and TYPE_UNITS[e['type']] <= 1 and end <= (g[0] + 1) * beat
+            if toks and beamable and prev_beam_group == g:
+                toks[-1] += s
+            else:
+                toks.append(s)
+            prev_beam_group = g if beamable else None
+        bar = m['right']
+        nxt = measures[mi + 1] if mi + 1 < len(measures) else None
+        if nxt is not None and nxt['left'] == '|:':
+            bar = ':||:' if bar == ':|' else '|:'  # verovio misreads '::' and drops the start of ':|:'
+        m['bar_out'] = bar
+        body.append(' '.join(toks))
+        body.append(bar)
+    return head + '\n' + ' '.join(body)
+
+def mark_ties(measures):
+    """keep a tie only if the next (non-grace) event has the same pitches; o'Neill uses '-' as a slur too."""
+    flat = [e for m in measures for e in m['events'] if not e['grace']]
+    for a, b in zip(flat, flat[1:] + [None]):
+        a['tie'] = bool(a['tie_start'] and b is not None and not a['rest'] and b['pitches'] == a['pitches'])
+
+# -----------------------------------------------------------------------------
+# engraving (verovio) and the label/image agreement check
+
+
+def engrave(abc, font, layout):
+    """canonical ABC -> (svg, mei) with verovio, forced onto a single system, no header/footer text."""
+    import verovio
+    verovio.enableLog(verovio.LOG_OFF)  # verovio warns on stderr for every odd input; we check ourselves
+    # a fresh toolkit per excerpt (3 ms): verovio 6.4's ABC reader keeps the previous tune's key signature
+    tk = verovio.toolkit()
+    tk.setOptions({'font': font, 'scale': layout['scale'], 'spacingLinear': layout['spacingLinear'],
+                   'spacingNonLinear': layout['spacingNonLinear'], 'breaks': 'none', 'pageWidth': 60000,
+                   'adjustPageWidth': True, 'adjustPageHeight': True, 'header': 'none', 'footer': 'none',
+                   'pageMarginLeft': 20, 'pageMarginRight': 20, 'pageMarginTop': 20, 'pageMarginBottom': 20})
+    if not tk.loadData('X:1\n' + abc + '\n'):
+        raise ValueError('verovio load failed')
+    svg = tk.renderToSVG(1)
+    if tk.getPageCount() != 1 or svg.count('class="system"') != 1:
+        raise ValueError('not one system')
+    return svg, tk.getMEI()
+
+MEI_NS = '{http://www.music-encoding.org/ns/mei}'
+MEI_BAR = {'|': 'single', '||': 'dbl', '|]': 'end', ':|': 'rptend', '|:': 'rptstart', ':||:': 'rptend'}
+MEI_CLEF = {'treble': ('G', '2'), 'bass': ('F', '4'), 'alto': ('C', '3'), 'tenor': ('C', '4')}
+
+def expected_events(measures):
+    """what the label says, in the form we read back from verovio's MEI (call after write_excerpt)."""
+    clef, sharps, meter = measures[0]['ctx']
+    keysig = '0' if sharps == 0 else f'{abs(sharps)}{"s" if sharps > 0 else "f"}'
+    msig = {'C': ('common', None, None), 'C|': ('cut', None, None)}.get(meter) or (None,) + tuple(meter.split('/'))
+    out = [(MEI_CLEF[clef], keysig, msig)]
+    for i, m in enumerate(measures):
+        left = 'rptstart' if (m['left'] == '|:' if i == 0 else measures[i - 1]['bar_out'] == ':||:') else None
+        evs = []
+        for e in m['events']:
+            dur = (MEI_DUR[e['type']], e['dots'], e['grace'], e['tuplet'])
+            evs.append(('r',) + dur if e['rest'] else
+                       ('n',) + dur + (tuple((s.lower(), o, w) for (s, o, _), w in zip(e['pitches'], e['printed'])),))
+        evs.append(('bar', left, MEI_BAR[m['bar_out']]))
+        out.append(evs)
+    return out, sum(1 for m in measures for e in m['events'] if e.get('tie'))
+
+def mei_events(mei):
+    """verovio's own parse of what it drew -> per measure list of events, and the number of ties."""
+    root = ET.fromstring(mei)
+    sd, clef, msig = root.find(f'.//{MEI_NS}scoreDef'), root.find(f'.//{MEI_NS}clef'), root.find(f'.//{MEI_NS}meterSig')
+    head = ((clef.get('shape'), clef.get('line')) if clef is not None else None, sd.get('keysig', '0'),
+            (msig.get('sym'), msig.get('count'), msig.get('unit')) if msig is not None else None)
+    out, ties = [head], 0
+    for meas in root.iter(MEI_NS + 'measure'):
+        evs = []
+        def walk(el, tup, in_chord):
+            for c in el:
+                tag = c.tag[len(MEI_NS):]
+                t = tup or (3 if tag == 'tuplet' and c.get('num') == '3' else 0)
+                if tag == 'rest':
+                    evs.append(('r', c.get('dur'), int(c.get('dots', 0)), False, t))
+                elif tag in ('mRest', 'multiRest', 'space', 'mSpace'):
+                    evs.append(('?', tag))
+                elif tag == 'chord' or (tag == 'note' and not in_chord):
+                    notes = [c] if tag == 'note' else list(c.iter(MEI_NS + 'note'))
+                    ps = []
+                    for n in notes:  # the WRITTEN accidental only: what is drawn (accid.ges is playback)
+                        acc = n.get('accid')
+                        for a in n.iter(MEI_NS + 'accid'):
+                            acc = a.get('accid') or acc
+                        ps.append((n.get('pname'), int(n.get('oct')), acc))
+                    ps.sort(key=lambda p: _midi((p[0].upper(), p[1], 0)))
+                    grace = c.get('grace') is not None  # a grace note inside a triplet bracket is no triplet note
+                    evs.append(('n', c.get('dur'), int(c.get('dots', 0)), grace, 0 if grace else t, tuple(ps)))
+                else:
+                    walk(c, t, in_chord)
+        walk(meas, 0, False)
+        evs.append(('bar', meas.get('left'), meas.get('right')))
+        ties += sum(1 for _ in meas.iter(MEI_NS + 'tie'))
+        out.append(evs)
+    return out, ties
+
+def check_agreement(mei, measures):
+    """raise ValueError if verovio's parse of the engraved label differs from the label: clef, key
+    signature, meter, then per measure every note (letter, octave, written accidental, duration, dots,
+    grace, triplet), rest, chord, the bar lines and the number of ties. Call after write_excerpt."""
+    got, got_ties = mei_events(mei)
+    want, want_ties = expected_events(measures)
+    if got[0] != want[0]:
+        raise ValueError(f'mismatch in clef/key/meter: {got[0]} != {want[0]}')
+    if len(got) != len(want):
+        raise ValueError(f'mismatch in measure count: {len(got) - 1} != {len(want) - 1}')
+    for i, (g, w) in enumerate(zip(got[1:], want[1:])):
+        if g != w:
+            raise ValueError(f'mismatch in measure {i}: {g} != {w}')
+    if got_ties != want_ties:
+        raise ValueError(f'mismatch in ties: {got_ties} != {want_ties}')
+
+def rasterize(svg, rng):
+    """SVG -> grayscale PIL image, black on white, cropped to the ink with a small random margin."""
+    import resvg_py
+    from PIL import Image
+    png = resvg_py.svg_to_bytes(svg_string=svg, background='#ffffff', skip_system_fonts=True)
+    img = Image.open(io.BytesIO(bytes(png))).convert('L')
+    a = np.asarray(img)
+    ys, xs = np.nonzero(a < 200)
+    if len(ys) == 0:
+        raise ValueError('blank image')
+    mg = int(rng.integers(6, 20))
+    box = (max(0, xs.min() - mg), max(0, ys.min() - mg), min(a.shape[1], xs.max() + mg + 1), min(a.shape[0], ys.max() + mg + 1))
+    out = Image.new('L', (box[2] - box[0], box[3] - box[1]), 255)
+    out.paste(img.crop(box), (0, 0))
+    return out
+
+# -----------------------------------------------------------------------------
+# one tune -> excerpts (runs inside a worker process)
+
+def choose_excerpts(measures, rng, max_excerpts, min_len=2, max_len=8):
+    """cut the tune into consecutive windows of 2-8 measures (random lengths), keep the windows whose
+    measures are all supported and share one (clef, key, meter), then keep up to max_excerpts of them.
+    Windows never overlap. -> list of (start, end) measure indices, in tune order."""
+    windows, i = [], 0
+    while i + min_len <= len(measures):
+        n = int(rng.integers(min_len, max_len + 1))
+        w = measures[i:i + n]
+        if len(w) >= min_len and all(m['ok'] for m in w) and len({m['ctx'] for m in w}) == 1:
+            windows.append((i, i + len(w)))
+        i += n
+    if len(windows) > max_excerpts:
+        keep = sorted(rng.choice(len(windows), size=max_excerpts, replace=False).tolist())
+        windows = [windows[k] for k in keep]
+    return windows
+
+def sample_layout(rng):
+    """per-sample engraving style, so the model does not learn one typeface or one spacing."""
+    return dict(font=FONTS[int(rng.integers(len(FONTS)))], scale=int(rng.integers(85, 131)),
+                spacingLinear=round(float(rng.uniform(0.15, 0.35)), 3),
+                spacingNonLinear=round(float(rng.uniform(0.45, 0.75)), 3))
+
+def process_tune(job):
+    """(source, relpath, index, abc_text, seed, max_excerpts) -> (samples, skip_counts).
+    Expected failures are counted reasons; only a hard crash of the process escapes (handled by the pool)."""
+    src, rel, idx, text, seed, max_excerpts = job
+    skips, samples = {}, []
+    def skip(reason):
+        skips[reason] = skips.get(reason, 0) + 1
+    rng = np.random.default_rng([seed, tune_hash(rel, idx) & 0xFFFFFFFF])
+    try:
+        import music21
+        score = music21.converter.parse(text, format='abc')
+        measures = score_to_measures(score)
+    except ValueError as e:
+        skip(f'tune: {e}')
+        return samples, skips
+    except Exception as e:  # music21 raises many exception types on malformed ABC
+        skip(f'tune: malformed ABC ({type(e).__name__})')
+        return samples, skips
+    windows = choose_excerpts(measures, rng, max_excerpts)
+    if not windows:
+        skip('tune: no supported 2-8 measure excerpt')
+    for k, (a, b) in enumerate(windows):
+        ex = [dict(m, events=[dict(e) for e in m['events']]) for m in measures[a:b]]
+        mark_ties(ex)
+        layout = sample_layout(rng)
+        try:
+            abc = write_excerpt(ex)
+            svg, mei = engrave(abc, layout['font'], layout)
+            check_agreement(mei, ex)
+            img = rasterize(svg, rng)
+        except ValueError as e:
+            skip('excerpt: ' + ('label/image mismatch' if str(e).startswith('mismatch') else str(e)))
+            continue
+        buf = io.BytesIO()
+        img.save(buf, format='PNG')
+        samples.append(dict(image=buf.getvalue(), transcription=abc, source=src,
+                            tune_id=f'{rel}#{idx}', font=layout['font'], excerpt=k))
+    return samples, skips
+
+# -----------------------------------------------------------------------------
+# crash-proof process pool: one tune at a time per worker; a worker killed by a signal (verovio abort or
+# segfault) costs only the tune it was on, which is counted, and a fresh worker replaces it.
+
+def _worker(conn):
+    while True:
+        job = conn.recv()
+        if job is None:
+            return
+        conn.send(process_tune(job))
+
+def run_pool(jobs, num_workers, on_result):
+    """calls on_result(i, samples, skips) for every job i, in completion order."""
+    todo = list(range(len(jobs)))[::-1]
+    workers = {}  # sentinel -> (process, conn, job index)
+    procs = []    # every process started, to clean up on an exception
+
+    def start():
+        a, b = Pipe()
+        p = Process(target=_worker, args=(b,), daemon=True)
+        p.start()
+        procs.append(p)
+        b.close()
+        return p, a
+
+    def feed(p, conn):
+        i = todo.pop() if todo else None
+        if i is None:
+            conn.send(None)
+            p.join()
+            return
+        conn.send(jobs[i])
+        workers[p.sentinel] = (p, conn, i)
+
+    try:
+        for _ in range(max(1, min(num_workers, len(jobs)))):
+            feed(*start())
+        while workers:
+            ready = wait([conn for _, conn, _ in workers.values()] + list(workers.keys()))
+            for s, (p, conn, i) in list(workers.items()):
+                if conn not in ready and s not in ready:
+                    continue
+                del workers[s]
+                try:
+                    result = conn.recv() if conn.poll() else None
+                except (EOFError, OSError):  # died mid-send
+                    result = None
+                if result is None:  # the process died without a result: a crash inside verovio or music21
+                    p.join()
+                    on_result(i, [], {f'tune: worker crashed (exit code {p.exitcode})': 1})
+                    conn.close()
+                    feed(*start())
+                else:
+                    on_result(i, *result)
+                    feed(p, conn)
+    finally:  # Ctrl-C or an error in on_result: do not leave workers behind
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join()
+
+# -----------------------------------------------------------------------------
+# the driver: select tunes, run shards (resumable), write the DatasetDict + tokenizer + meta atomically
+
+def select_tunes(tunes, max_tunes, seed):
+    """all tunes, or max_tunes of them chosen by a seeded hash, stratified so that small corpora still
+    get val and test tunes (each split keeps its share, at least one tune)."""
+    if not max_tunes or max_tunes >= len(tunes):
+        return tunes
+    by_split = {'train': [], 'val': [], 'test': []}
+    for t in sorted(tunes, key=lambda t: tune_hash(t[1], t[2], salt=f'select{seed}')):
+        by_split[split_of(t[1], t[2])].append(t)
+    n_val = max(1, round(max_tunes * SPLIT_PCT[1] / 100))
+    n_test = max(1, round(max_tunes * SPLIT_PCT[2] / 100))
+    chosen = by_split['val'][:n_val] + by_split['test'][:n_test] + by_split['train'][:max(0, max_tunes - n_val - n_test)]
+    keep = {(t[1], t[2]) for t in chosen}
+    return [t for t in tunes if (t[1], t[2]) in keep]  # back to corpus order
+
+def _atomic_pickle(obj, path):
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.tmp-')
+    with os.fdopen(fd, 'wb') as f:
+        pickle.dump(obj, f)
+    os.replace(tmp, path)
+
+def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1337, no_essen=False,
+            num_workers=None, vocab_size=4096, sources=None, quiet=False):
+    """build the corpus into out_dir (see module docstring); returns the meta dict. Resumable: finished
+    shards are cached in <out_dir>.partial/ and reused when the same options are given again."""
+    import datasets
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from data import train_tokenizer  # the repo's data.py (runtime), not this data/ directory
+    sources = list(sources or ABC_SOURCES)
+    bad = [s for s in sources if s not in ABC_SOURCES]
+    if bad:
+        raise ValueError(f'unknown source(s) {bad}; choose from {ABC_SOURCES}')
+    num_workers = num_workers or os.cpu_count() or 1
+    t0 = time.time()
+    tunes = select_tunes(list_tunes(sources, no_essen), max_tunes, seed)
+    if not tunes:
+        raise ValueError('no tunes selected')
+    options = dict(max_tunes=max_tunes, excerpts_per_tune=excerpts_per_tune, seed=seed, no_essen=no_essen,
+                   sources=sources, version=1)
+    partial = out_dir.rstrip('/') + '.partial'
+    if os.path.isdir(partial):
+        try:
+            with open(os.path.join(partial, 'options.json')) as f:
+                same = json.load(f) == options
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            shutil.rmtree(partial)
+    os.makedirs(partial, exist_ok=True)
+    with open(os.path.join(partial, 'options.json'), 'w') as f:
+        json.dump(options, f)
+
+    # shards of SHARD_SIZE tunes; a finished shard is one pickle, so an interrupted run resumes there
+    shards = [list(range(i, min(i + SHARD_SIZE, len(tunes)))) for i in range(0, len(tunes), SHARD_SIZE)]
+    shard_path = lambda k: os.path.join(partial, f'shard_{k:05d}.pkl')
+    results = {}  # tune index -> (samples, skips)
+    for k, sh in enumerate(shards):
+        if os.path.exists(shard_path(k)):
+            with open(shard_path(k), 'rb') as f:
+                results.update(pickle.load(f))
+    jobs_idx = [i for k, sh in enumerate(shards) if not os.path.exists(shard_path(k)) for i in sh]
+    shard_of = {i: k for k, sh in enumerate(shards) for i in sh}
+    pending = {k: len(sh) for k, sh in enumerate(shards) if not os.path.exists(shard_path(k))}
+    n_done, n_excerpts, t_start = len(results), sum(len(r[0]) for r in results.values()), time.time()
+    if n_done and not quiet:
+        print(f'resuming: {n_done} tunes already done in {partial}')
+
+    def on_result(j, samples, skips):
+        nonlocal n_done, n_excerpts
+        i = jobs_idx[j]
+        results[i] = (samples, skips)
+        n_done += 1
+        n_excerpts += len(samples)
+        k = shard_of[i]
+        pending[k] -= 1
+        if pending[k] == 0:
+            _atomic_pickle({t: results[t] for t in shards[k]}, shard_path(k))
+        if not quiet:
+            dt = time.time() - t_start
+            print(f'\rtunes {n_done}/{len(tunes)}  excerpts {n_excerpts}  {dt:.0f}s', end='', flush=True)
+
+    jobs = [tunes[i][:4] + (seed, excerpts_per_tune) for i in jobs_idx]
+    run_pool(jobs, num_workers, on_result)
+    if not quiet:
+        print()
+    render_s = time.time() - t_start
+
+    # collect in corpus order (deterministic whatever order the workers finished in)
+    rows = {'train': [], 'val': [], 'test': []}
+    skipped, tunes_used = {}, {'train': 0, 'val': 0, 'test': 0}
+    for i, (src, rel, idx, _) in enumerate(tunes):
+        samples, skips = results[i]
+        for r, c in skips.items():
+            skipped[r] = skipped.get(r, 0) + c
+        sp = split_of(rel, idx)
+        tunes_used[sp] += bool(samples)
+        rows[sp].extend(samples)
+    features = datasets.Features({'image': datasets.Image(), 'transcription': datasets.Value('string'),
+                                  'source': datasets.Value('string'), 'tune_id': datasets.Value('string'),
+                                  'font': datasets.Value('string')})
+    dd = datasets.DatasetDict({sp: datasets.Dataset.from_dict(
+        {'image': [{'bytes': r['image'], 'path': None} for r in rs],
+         'transcription': [r['transcription'] for r in rs], 'source': [r['source'] for r in rs],
+         'tune_id': [r['tune_id'] for r in rs], 'font': [r['font'] for r in rs]}, features=features)
+        for sp, rs in rows.items()})
+    if len(dd['train']) == 0:
+        raise RuntimeError('no training excerpts were produced; see the skip reasons above')
+
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=os.path.basename(out_dir.rstrip('/')) + '.tmp-')
+    bars = not datasets.utils.are_progress_bars_disabled()
+    datasets.disable_progress_bars()  # our own progress line is enough
+    # an empty split (possible in tiny corpora) must be saved as one empty shard, else it will not load
+    dd.save_to_disk(tmp, num_shards={sp: 1 for sp in dd if len(dd[sp]) == 0} or None)
+    if bars:
+        datasets.enable_progress_bars()
+    train_tokenizer([r['transcription'] for r in rows['train']], os.path.join(tmp, 'tokenizer'), vocab_size)
+    meta = dict(options, num_workers=num_workers, vocab_size=vocab_size,
+                tunes_selected=len(tunes), tunes_with_excerpts=tunes_used,
+                excerpts={sp: len(rs) for sp, rs in rows.items()},
+                skipped=dict(sorted(skipped.items(), key=lambda kv: -kv[1])),
+                render_seconds=round(render_s, 1), total_seconds=round(time.time() - t0, 1))
+    with open(os.path.join(tmp, 'meta.json'), 'w') as f:
+        json.dump(meta, f, indent=2)
+    # atomic swap: the old corpus (if any) is moved aside first, so out_dir is always complete or absent
+    if os.path.exists(out_dir):
+        old = tmp + '.old'
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, out_dir)
+    shutil.rmtree(partial, ignore_errors=True)
+    if not quiet:
+        print(f'wrote {out_dir}: ' + ', '.join(f'{sp} {n} excerpts from {tunes_used[sp]} tunes'
+                                               for sp, n in meta['excerpts'].items()))
+        print(f'skipped: {sum(skipped.values())} ' + json.dumps(meta['skipped']))
+        print(f'time: {meta["total_seconds"]}s')
+        for sp, n in meta['excerpts'].items():
+            if n == 0:
+                print(f'warning: split {sp} is empty; use more tunes (--max_tunes)')
+    return meta
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap.add_argument('--out_dir', default='data/m21/full')
+    ap.add_argument('--max_tunes', type=int, default=None, help='use only this many tunes (quick corpora)')
+    ap.add_argument('--excerpts_per_tune', type=int, default=4)
+    ap.add_argument('--seed', type=int, default=1337)
+    ap.add_argument('--no_essen', action='store_true', help='leave out the Essen collection (non-commercial license)')
+    ap.add_argument('--num_workers', type=int, default=None, help='default: all cores')
+    ap.add_argument('--vocab_size', type=int, default=4096)
+    ap.add_argument('--sources', default=','.join(ABC_SOURCES), help='comma-separated music21 corpus folders')
+    a = ap.parse_args(argv)
+    try:
+        prepare(a.out_dir, a.max_tunes, a.excerpts_per_tune, a.seed, a.no_essen, a.num_workers, a.vocab_size,
+                [s for s in a.sources.split(',') if s])
+    except (ValueError, RuntimeError, FileNotFoundError, OSError) as e:
+        sys.exit(f'error: {e}')
+    except KeyboardInterrupt:
+        sys.exit('interrupted: run the same command again to resume')
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,674 @@
+"""
+model.py: the MusicTrOCR model (image of one system of engraved music -> ABC tokens).
+
+An image encoder (any backbone from backbones.py) turns the picture into a grid of feature
+vectors; a small hand-written Transformer decoder reads that grid through cross-attention and
+writes the ABC transcription one BPE token at a time. This is the TrOCR recipe
+(Li et al. 2021, https://arxiv.org/abs/2109.10282) with the decoder written nanoGPT-style:
+
+    images (B,3,H,W) in [0,1] --normalize, pad--> backbone --> (B,C,h,w) grid
+      --linear--> (B,h,w,D) --+2D sin/cos (if the backbone has no positions)--> flatten
+      --LayerNorm--> memory (B, S=h*w, D)   (+ a key padding mask from the image widths)
+    idx (B,T) --tok emb + learned pos--> N x [causal self-attn, cross-attn, SwiGLU MLP]
+      --LayerNorm--> tied head --> logits (B,T,V)
+
+Also here: configure_optimizers (AdamW), estimate_mfu (encoder + decoder FLOPs against a table
+of GPU peaks), generate (greedy / sampling / beam search, with a KV cache) and the checkpoint
+helpers that train.py and sample.py use (save_checkpoint, load_model, load_checkpoint_state).
+
+`python model.py --bench_cache` prints decoding speed with and without the KV cache.
+"""
+
+import inspect
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import backbones
+
+# ImageNet statistics: every pretrained backbone in backbones.py expects inputs normalized this way
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class MusicTrOCRConfig:
+    backbone: str = 'resnet50'
+    pretrained: str = None   # None = random init; otherwise whatever backbones.build_backbone accepts
+    vocab_size: int = 4096
+    n_layer: int = 6
+    n_head: int = 8
+    d_model: int = 512
+    d_ff: int = 2048         # hidden size of the SwiGLU MLP
+    max_seq_len: int = 2048  # positions of the decoder, bos included
+    dropout: float = 0.1
+    img_height: int = 224    # recorded for the data pipeline / MFU estimate; the model accepts any H
+    pad_id: int = 0          # the ids data.train_tokenizer assigns (unk is 1)
+    bos_id: int = 2
+    eos_id: int = 3
+    freeze_backbone: bool = False
+    grad_checkpointing: bool = False
+
+
+# -----------------------------------------------------------------------------
+# decoder building blocks
+
+class SelfAttention(nn.Module):
+    """Causal multi-head self-attention, with an optional KV cache for decoding."""
+
+    def __init__(self, config):
+        super().__init__()
+        assert config.d_model % config.n_head == 0
+        self.n_head = config.n_head
+        self.c_attn = nn.Linear(config.d_model, 3 * config.d_model, bias=False)  # q, k, v in one matmul
+        self.c_proj = nn.Linear(config.d_model, config.d_model, bias=False)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.dropout = config.dropout
+
+    def forward(self, x, cache=None):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        # (B, T, C) -> (B, nh, T, hs)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        p = self.dropout if self.training else 0.0
+        if cache is None or cache.pos == 0:
+            # no past: ordinary causal attention over these T positions
+            if cache is not None:
+                cache.append(k, v)
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=T > 1)
+        else:
+            pos = cache.pos
+            k, v = cache.append(k, v)  # (B, nh, pos+T, hs): everything seen so far
+            if T == 1:
+                mask = None  # the newest token may look at every cached key
+            else:
+                # query i sits at absolute position pos+i and sees keys 0..pos+i
+                mask = (torch.arange(pos + T, device=x.device)[None, :]
+                        <= (pos + torch.arange(T, device=x.device))[:, None])  # (T, pos+T)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, nh, T, hs) -> (B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention from the text positions to the image memory."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.n_head = config.n_head
+        self.q_proj = nn.Linear(config.d_model, config.d_model, bias=False)
+        self.kv_proj = nn.Linear(config.d_model, 2 * config.d_model, bias=False)
+        self.c_proj = nn.Linear(config.d_model, config.d_model, bias=False)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.dropout = config.dropout
+
+    def memory_kv(self, memory):
+        """Keys and values of the memory, (B, nh, S, hs) each. Computed once per image when decoding."""
+        B, S, C = memory.size()
+        k, v = self.kv_proj(memory).split(C, dim=2)
+        k = k.view(B, S, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, S, self.n_head, C // self.n_head).transpose(1, 2)
+        return k, v
+
+    def forward(self, x, mem_kv, mem_mask):
+        B, T, C = x.size()
+        q = self.q_proj(x).view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k, v = mem_kv
+        # mem_mask (B, S) bool, True = real image column -> (B, 1, 1, S) broadcast over heads and queries.
+        # Masked keys get weight exactly 0, so right-padding an image with white changes nothing.
+        mask = None if mem_mask is None else mem_mask[:, None, None, :]
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    """SwiGLU feed-forward (Shazeer 2020, https://arxiv.org/abs/2002.05202): down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.w_gate = nn.Linear(config.d_model, config.d_ff, bias=False)
+        self.w_up = nn.Linear(config.d_model, config.d_ff, bias=False)
+        self.c_proj = nn.Linear(config.d_ff, config.d_model, bias=False)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(F.silu(self.w_gate(x)) * self.w_up(x)))
+
+
+class Block(nn.Module):
+    """One pre-norm decoder layer: x + SelfAttn(LN x), + CrossAttn(LN x, memory), + MLP(LN x)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.d_model)
+        self.attn = SelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.d_model)
+        self.cross = CrossAttention(config)
+        self.ln_3 = nn.LayerNorm(config.d_model)
+        self.mlp = MLP(config)
+
+    def forward(self, x, mem_kv, mem_mask, cache=None):
+        x = x + self.attn(self.ln_1(x), cache)
+        x = x + self.cross(self.ln_2(x), mem_kv, mem_mask)
+        x = x + self.mlp(self.ln_3(x))
+        return x
+
+
+class KVCache:
+    """Self-attention keys/values of one layer, preallocated for `max_len` positions.
+
+    Decoding token t then costs O(t) (attend to the cache) instead of O(t^2) (recompute
+    the whole prefix), which is what makes long ABC sequences affordable.
+    """
+
+    def __init__(self, max_len):
+        self.max_len, self.pos, self.k, self.v = max_len, 0, None, None
+
+    def append(self, k, v):
+        B, nh, T, hs = k.shape
+        if self.k is None:  # allocate on first use, to get device and dtype (autocast) right
+            self.k = k.new_zeros(B, nh, self.max_len, hs)
+            self.v = v.new_zeros(B, nh, self.max_len, hs)
+        assert self.pos + T <= self.max_len, "KV cache overflow"
+        self.k[:, :, self.pos:self.pos + T] = k
+        self.v[:, :, self.pos:self.pos + T] = v
+        self.pos += T
+        return self.k[:, :, :self.pos], self.v[:, :, :self.pos]
+
+    def reorder(self, index):
+        """Beam search: row i of the new cache is row index[i] of the old one."""
+        if self.k is not None:
+            self.k = self.k.index_select(0, index)
+            self.v = self.v.index_select(0, index)
+
+
+def sincos_2d(h, w, dim, device):
+    """Fixed 2D sin/cos position code (B-free), (h, w, dim): half the channels encode the row and
+    half the column, each with the 1D code of Vaswani et al. 2017 (as in MAE, He et al. 2021)."""
+    assert dim % 4 == 0, "d_model must be a multiple of 4 for the 2D position code"
+    d4 = dim // 4
+    omega = 1.0 / (10000 ** (torch.arange(d4, device=device, dtype=torch.float32) / d4))  # (d4,)
+    y = torch.arange(h, device=device, dtype=torch.float32)[:, None] * omega[None, :]  # (h, d4)
+    x = torch.arange(w, device=device, dtype=torch.float32)[:, None] * omega[None, :]  # (w, d4)
+    pe_y = torch.cat([y.sin(), y.cos()], dim=1)[:, None, :].expand(h, w, 2 * d4)  # (h, w, D/2)
+    pe_x = torch.cat([x.sin(), x.cos()], dim=1)[None, :, :].expand(h, w, 2 * d4)  # (h, w, D/2)
+    return torch.cat([pe_y, pe_x], dim=2)  # (h, w, D)
+
+
+# GPU peak dense bf16 (fp16 on V100/T4, which lack bf16) tensor-core FLOP/s, from NVIDIA datasheets.
+# Matched by substring of torch.cuda.get_device_name(), first hit wins (so 'H100 PCIe' before 'H100').
+GPU_PEAK_FLOPS = [
+    ('B200', 2250e12), ('H200', 989e12), ('H100 PCIe', 756e12), ('H100', 989e12), ('H800', 989e12),
+    ('A100', 312e12), ('A800', 312e12), ('L40S', 362e12), ('L40', 181e12), ('L4', 121e12),
+    ('A10G', 125e12), ('A10', 125e12), ('RTX 4090', 165e12), ('RTX 3090', 71e12),
+    ('A6000', 155e12), ('V100', 125e12), ('T4', 65e12),
+]
+
+
+# -----------------------------------------------------------------------------
+# the model
+
+class MusicTrOCR(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        # --- encoder
+        self.backbone = backbones.build_backbone(config.backbone, config.pretrained)
+        self.proj = nn.Linear(self.backbone.out_dim, config.d_model)  # grid channels C -> D
+        self.mem_norm = nn.LayerNorm(config.d_model)
+        # --- decoder
+        self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
+        self.pos_emb = nn.Embedding(config.max_seq_len, config.d_model)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.d_model)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        # weight tying (Press & Wolf 2017): the output head and the token embedding are one matrix
+        self.tok_emb.weight = self.lm_head.weight
+        # buffers for input normalization; not persistent, so they never appear in checkpoints
+        self.register_buffer('img_mean', torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer('img_std', torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+        # init everything except the backbone (which may be pretrained) like GPT-2 / nanoGPT
+        for name, module in self.named_modules():
+            if not name.startswith('backbone'):
+                self._init_weights(module)
+        # residual projections get a smaller std: each block adds 3 branches to the residual stream
+        for pn, p in self.named_parameters():
+            if pn.startswith('blocks.') and pn.endswith('c_proj.weight'):
+                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(3 * config.n_layer))
+
+        if config.grad_checkpointing:
+            self.backbone.set_grad_checkpointing(True)
+        if config.freeze_backbone:
+            self.backbone.requires_grad_(False)
+            self.backbone.eval()
+        self._encoder_flops = {}  # (H, W) -> forward FLOPs of the backbone on one image, see estimate_mfu
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def train(self, mode=True):
+        # a frozen backbone stays in eval mode, so its BatchNorm running stats never move
+        super().train(mode)
+        if self.config.freeze_backbone:
+            self.backbone.eval()
+        return self
+
+    def get_num_params(self, trainable_only=False):
+        """Parameter count (the tied embedding/head matrix counted once)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    # --- encoder ------------------------------------------------------------
+
+    def encode(self, images, widths=None):
+        """images (B,3,H,W) in [0,1], paper = 1.0; widths (B,) real widths or None (= all W).
+        Returns memory (B, S, D) and mem_mask (B, S) bool (True = real image) or None."""
+        if images.dim() != 4 or images.size(1) not in (1, 3):
+            raise ValueError(f"images must be (B,3,H,W), got {tuple(images.shape)}")
+        if images.size(1) == 1:
+            images = images.expand(-1, 3, -1, -1)
+        B, _, H, W = images.shape
+        # pad right/bottom with white paper up to the backbone's multiple (e.g. 32 for ResNet, 16 for ViT)
+        m = self.backbone.pad_multiple
+        pad_h, pad_w = (-H) % m, (-W) % m
+        if pad_h or pad_w:
+            images = F.pad(images, (0, pad_w, 0, pad_h), value=1.0)
+        x = (images - self.img_mean) / self.img_std
+        if self.config.freeze_backbone and not any(p.requires_grad for p in self.backbone.parameters()):
+            with torch.no_grad():  # nothing to train in there: don't keep activations for backward
+                grid = self.backbone(x)
+        else:
+            grid = self.backbone(x)  # (B, C, h, w)
+        _, _, h, w = grid.shape
+        mem = self.proj(grid.permute(0, 2, 3, 1))  # (B, h, w, C) -> (B, h, w, D)
+        if not self.backbone.has_pos_embed:
+            mem = mem + sincos_2d(h, w, mem.size(-1), mem.device).to(mem.dtype)
+        mem = self.mem_norm(mem.reshape(B, h * w, -1))  # (B, S=h*w, D), row-major: s = row*w + col
+        mem_mask = None
+        if widths is not None:
+            widths = torch.as_tensor(widths, device=images.device).view(B)
+            if (widths <= 0).any():
+                raise ValueError("widths must be positive")
+            # grid column j starts at pixel j*stride; it is real if that pixel is inside the image
+            cols = torch.arange(w, device=images.device) * self.backbone.stride  # (w,)
+            valid = cols[None, :] < widths[:, None]  # (B, w)
+            mem_mask = valid[:, None, :].expand(B, h, w).reshape(B, h * w)  # (B, S)
+        return mem, mem_mask
+
+    # --- decoder ------------------------------------------------------------
+
+    def decode(self, idx, memory, mem_mask, mem_kv=None, caches=None):
+        """idx (B,T) token ids -> final hidden states (B,T,D) (before the head).
+        mem_kv: per-layer cross-attention (k, v) computed once (else computed here from memory);
+        caches: per-layer KVCache (decoding), then idx holds only the new positions."""
+        B, T = idx.size()
+        pos0 = 0 if caches is None else caches[0].pos
+        if pos0 + T > self.config.max_seq_len:
+            raise ValueError(f"sequence of {pos0 + T} tokens exceeds max_seq_len={self.config.max_seq_len}")
+        pos = torch.arange(pos0, pos0 + T, device=idx.device)
+        x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))  # (B, T, D)
+        for i, block in enumerate(self.blocks):
+            kv = mem_kv[i] if mem_kv is not None else block.cross.memory_kv(memory)
+            x = block(x, kv, mem_mask, None if caches is None else caches[i])
+        return self.ln_f(x)
+
+    def forward(self, images, idx, targets=None, widths=None):
+        """Returns (logits (B,T,V), loss or None). Unlike nanoGPT, logits are for EVERY position even
+        without targets: distillation needs the teacher's full distribution, and generate() has its
+        own cheaper path. loss = mean cross-entropy over targets != -1."""
+        memory, mem_mask = self.encode(images, widths)
+        x = self.decode(idx, memory, mem_mask)
+        logits = self.lm_head(x)  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        return logits, loss
+
+    # --- optimizer & MFU ------------------------------------------------------
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        """AdamW; weight decay on every parameter with >= 2 dims (Linear weights, conv kernels, and,
+        as in nanoGPT, the embedding tables: they are matrices too), none on biases and norm gains.
+        Frozen parameters (frozen backbone, LoRA/NF4 base weights) are left out."""
+        params = {pn: p for pn, p in self.named_parameters() if p.requires_grad}
+        decay = [p for p in params.values() if p.dim() >= 2]
+        no_decay = [p for p in params.values() if p.dim() < 2]
+        groups = [{'params': decay, 'weight_decay': weight_decay},
+                  {'params': no_decay, 'weight_decay': 0.0}]
+        n_decay, n_no_decay = sum(p.numel() for p in decay), sum(p.numel() for p in no_decay)
+        print(f"num decayed parameter tensors: {len(decay)}, with {n_decay:,} parameters")
+        print(f"num non-decayed parameter tensors: {len(no_decay)}, with {n_no_decay:,} parameters")
+        use_fused = device_type == 'cuda' and 'fused' in inspect.signature(torch.optim.AdamW).parameters
+        print(f"using fused AdamW: {use_fused}")
+        extra = dict(fused=True) if use_fused else dict()
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **extra)
+
+    def encoder_flops(self, img_height, img_width):
+        """Forward FLOPs of the backbone on ONE (3, H, W) image, measured once with
+        torch.utils.flop_counter.FlopCounterMode (counts matmuls/convs as 2*MACs) and cached."""
+        key = (int(img_height), int(img_width))
+        if key not in self._encoder_flops:
+            from torch.utils.flop_counter import FlopCounterMode
+            m = self.backbone.pad_multiple
+            H, W = key[0] + (-key[0]) % m, key[1] + (-key[1]) % m
+            p = next(self.backbone.parameters())
+            x = torch.zeros(1, 3, H, W, device=p.device, dtype=p.dtype)
+            was_training = self.backbone.training
+            self.backbone.eval()
+            counter = FlopCounterMode(display=False)
+            with torch.no_grad(), counter:
+                self.backbone(x)
+            self.backbone.train(was_training)
+            self._encoder_flops[key] = counter.get_total_flops()
+        return self._encoder_flops[key]
+
+    def flops_per_sample(self, img_width, seq_len, img_height=None):
+        """Training FLOPs (forward + backward) for one image of the given size and T tokens.
+        Encoder: measured forward FLOPs x3 (x1 when the backbone is frozen: no backward through it).
+        Decoder (PaLM appendix B style): 6 x params applied per token x T, 6 x params applied per memory
+        position (the input projection, the cross-attention K/V) x S, plus the attention score/value
+        matmuls 12*L*D*T per token for self-attention (T keys) and 12*L*D*S for cross-attention."""
+        cfg = self.config
+        H = img_height or cfg.img_height
+        enc = self.encoder_flops(H, img_width)
+        enc_trainable = any(p.requires_grad for p in self.backbone.parameters())
+        m, s = self.backbone.pad_multiple, self.backbone.stride
+        S = ((H + (-H) % m) // s) * ((img_width + (-img_width) % m) // s)  # memory length
+        T, L, D = seq_len, cfg.n_layer, cfg.d_model
+        n_mem = self.proj.weight.numel() + sum(b.cross.kv_proj.weight.numel() for b in self.blocks)
+        n_tok = sum(p.numel() for n, p in self.named_parameters()
+                    if n.startswith('blocks.') and p.dim() >= 2) - (n_mem - self.proj.weight.numel())
+        n_tok += self.lm_head.weight.numel()  # the tied head is a matmul per token (the embedding lookup is free)
+        dec = 6 * n_tok * T + 6 * n_mem * S + 12 * L * D * T * T + 12 * L * D * T * S
+        return (3 if enc_trainable else 1) * enc + dec
+
+    def estimate_mfu(self, fwdbwd_per_iter, dt, img_width, seq_len, img_height=None):
+        """Model FLOPs utilization (Chowdhery et al. 2022): achieved model FLOP/s over the GPU's peak
+        dense bf16 FLOP/s (GPU_PEAK_FLOPS). fwdbwd_per_iter = images processed by this process in one
+        iteration (batch_size * gradient_accumulation_steps), dt = seconds per iteration, img_width and
+        seq_len = the (padded) batch width and T. Returns a fraction (0.4 = 40%), or None on CPU or an
+        unknown GPU, where we have no trustworthy peak number."""
+        if not torch.cuda.is_available() or next(self.parameters()).device.type != 'cuda':
+            return None
+        name = torch.cuda.get_device_name()
+        peak = next((f for key, f in GPU_PEAK_FLOPS if key in name), None)
+        if peak is None:
+            return None
+        flops_achieved = self.flops_per_sample(img_width, seq_len, img_height) * fwdbwd_per_iter / dt
+        return flops_achieved / peak
+
+    # --- generation -----------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, images, max_new_tokens, temperature=0.0, top_k=None, beam_size=1,
+                 use_cache=True, widths=None, ignore_eos=False):
+        """Transcribe a batch of images: returns one list of token ids per image, without bos/eos.
+
+        temperature == 0: greedy; > 0: sampling from softmax(logits / temperature), restricted to the
+        top_k tokens if given. beam_size > 1: beam search (deterministic; temperature must be 0), all
+        beams of all images decoded as one batch of B*beam_size rows. Beams are ranked by their total
+        log-probability, WITHOUT length normalization (the objective greedy decoding approximates; a
+        finished beam keeps its score). A sequence stops at eos (unless ignore_eos, for benchmarks);
+        at most min(max_new_tokens, max_seq_len) tokens are produced (bos takes position 0, the last
+        token is never fed back). The encoder runs once; with use_cache the self-attention keys/values
+        live in a KV cache and the cross-attention keys/values are computed once per image; without it
+        every step re-runs the decoder on the whole prefix (the reference, for tests and benchmarks)."""
+        if beam_size > 1 and temperature > 0:
+            raise ValueError("beam search is deterministic: use temperature=0 with beam_size > 1")
+        was_training = self.training
+        self.eval()
+        try:
+            return self._generate(images, max_new_tokens, temperature, top_k, max(1, beam_size),
+                                  use_cache, widths, ignore_eos)
+        finally:
+            self.train(was_training)
+
+    def _generate(self, images, max_new_tokens, temperature, top_k, K, use_cache, widths, ignore_eos):
+        cfg = self.config
+        B = images.size(0)
+        n_new = min(max_new_tokens, cfg.max_seq_len)
+        memory, mem_mask = self.encode(images, widths)  # (B, S, D), (B, S)
+        if K > 1:  # beams of one image are rows b*K .. b*K+K-1 and share its memory
+            memory = memory.repeat_interleave(K, dim=0)
+            mem_mask = None if mem_mask is None else mem_mask.repeat_interleave(K, dim=0)
+        N = B * K
+        dev = memory.device
+        caches = [KVCache(n_new) for _ in self.blocks] if use_cache else None
+        mem_kv = [blk.cross.memory_kv(memory) for blk in self.blocks] if use_cache else None
+
+        seq = torch.full((N, 1), cfg.bos_id, dtype=torch.long, device=dev)  # (N, 1 + t), bos first
+        finished = torch.zeros(N, dtype=torch.bool, device=dev)
+        scores = torch.zeros(B, K, device=dev)  # beam search: total log-prob of each beam
+        scores[:, 1:] = float('-inf')            # at the start only one (the bos-only) beam is alive
+        for t in range(n_new):
+            if use_cache:
+                x = self.decode(seq[:, -1:], memory, mem_mask, mem_kv, caches)  # only the newest position
+            else:
+                x = self.decode(seq, memory, mem_mask)  # the whole prefix, every step
+            logits = self.lm_head(x[:, -1, :]).float()  # (N, V)
+            V = logits.size(-1)
+            if K == 1:
+                if temperature == 0:
+                    nxt = logits.argmax(dim=-1)  # (N,)
+                else:
+                    logits = logits / temperature
+                    if top_k is not None:
+                        v, _ = torch.topk(logits, min(top_k, V))
+                        logits[logits < v[:, [-1]]] = float('-inf')
+                    nxt = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1).view(N)
+                nxt = torch.where(finished, torch.full_like(nxt, cfg.eos_id), nxt)  # done rows: keep eos
+            else:
+                logp = F.log_softmax(logits, dim=-1)  # (N, V)
+                if not ignore_eos:
+                    # a finished beam can only "extend" by another eos, at zero cost: its score is final
+                    logp[finished] = float('-inf')
+                    logp[finished, cfg.eos_id] = 0.0
+                cand = (scores.view(N, 1) + logp).view(B, K * V)  # every (beam, token) continuation
+                scores, top = cand.topk(K, dim=1)  # (B, K)
+                src = (torch.arange(B, device=dev)[:, None] * K + top // V).view(N)  # parent row of each new beam
+                nxt = (top % V).view(N)
+                seq, finished = seq[src], finished[src]
+                if use_cache:
+                    for c in caches:
+                        c.reorder(src)
+            seq = torch.cat([seq, nxt[:, None]], dim=1)
+            if not ignore_eos:
+                finished = finished | (nxt == cfg.eos_id)
+                if finished.all():
+                    break
+
+        if K > 1:  # keep the best beam of each image
+            best = torch.arange(B, device=dev) * K + scores.argmax(dim=1)
+            seq = seq[best]
+        out = []
+        for row in seq[:, 1:].tolist():  # drop bos, cut at the first eos
+            if not ignore_eos and cfg.eos_id in row:
+                row = row[:row.index(cfg.eos_id)]
+            out.append(row)
+        return out
+
+
+# -----------------------------------------------------------------------------
+# checkpoints: <ckpt_dir>/{model.safetensors, config.json, state.pt}, written atomically
+
+def _unique_state_dict(model):
+    """state_dict without aliases: the tied head and embedding are one tensor, and safetensors
+    refuses to store a tensor twice. Returns ({name: tensor}, {alias: kept name})."""
+    out, aliases, seen = {}, {}, {}
+    for k, t in model.state_dict().items():
+        key = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride())
+        if t.numel() > 0 and key in seen:
+            aliases[k] = seen[key]
+            continue
+        seen[key] = k
+        out[k] = t
+    return out, aliases
+
+
+def save_checkpoint(ckpt_dir, raw_model, meta, state=None):
+    """Write model.safetensors (raw_model's weights), config.json (meta; model_args filled in from
+    raw_model.config if absent) and state.pt (optimizer/scaler/RNG/data position, if given) into a
+    temp dir beside ckpt_dir, then swap it into place: an existing ckpt_dir is renamed aside, the new
+    one renamed in, the old one deleted. A crash leaves either the old or the new checkpoint whole
+    (plus, at worst, a *.tmp-* / *.old-* directory next to it)."""
+    from safetensors.torch import save_file
+    ckpt_dir = os.path.abspath(ckpt_dir)
+    parent, name = os.path.split(ckpt_dir)
+    os.makedirs(parent, exist_ok=True)
+    meta = dict(meta)
+    meta.setdefault('model_args', asdict(raw_model.config))
+    tmp = tempfile.mkdtemp(prefix=f'{name}.tmp-', dir=parent)
+    try:
+        tensors, _ = _unique_state_dict(raw_model)
+        tensors = {k: v.detach().to('cpu').contiguous() for k, v in tensors.items()}
+        save_file(tensors, os.path.join(tmp, 'model.safetensors'), metadata={'format': 'pt'})
+        with open(os.path.join(tmp, 'config.json'), 'w') as f:
+            json.dump(meta, f, indent=2)
+        if state is not None:
+            torch.save(state, os.path.join(tmp, 'state.pt'))
+        old = None
+        if os.path.exists(ckpt_dir):
+            old = tempfile.mkdtemp(prefix=f'{name}.old-', dir=parent)
+            os.rmdir(old)  # we only wanted a fresh unique name
+            os.rename(ckpt_dir, old)
+        os.rename(tmp, ckpt_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_meta(ckpt_dir):
+    """config.json of a checkpoint as a dict; FileNotFoundError / ValueError with one line."""
+    path = os.path.join(ckpt_dir, 'config.json')
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no checkpoint at {ckpt_dir} (missing {path})")
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"checkpoint {ckpt_dir}: cannot read config.json ({e})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get('model_args'), dict):
+        raise ValueError(f"checkpoint {ckpt_dir}: config.json has no model_args")
+    return meta
+
+
+def _mismatch(ckpt_dir, what):
+    return ValueError(f"checkpoint {ckpt_dir} does not match this code: {what}")
+
+
+def load_model(ckpt_dir, device='cpu'):
+    """Rebuild the model a checkpoint was trained with and load its weights -> (model, meta).
+    The backbone is built with pretrained=None (the weights come from the checkpoint, nothing is
+    downloaded). NF4 quantization of the backbone (meta['quant']) and then LoRA (meta['lora'], the
+    keyword arguments of lora.apply_lora) are applied before loading, in the order train.py applies
+    them, so the module tree matches the saved one. Any difference in keys or shapes -> ValueError."""
+    meta = read_meta(ckpt_dir)
+    args = dict(meta['model_args'])
+    known = {f.name for f in fields(MusicTrOCRConfig)}
+    unknown = sorted(set(args) - known)
+    if unknown:
+        raise _mismatch(ckpt_dir, f"unknown model_args {unknown}")
+    args['pretrained'] = None
+    try:
+        model = MusicTrOCR(MusicTrOCRConfig(**args))
+    except (KeyError, ValueError, AssertionError) as e:
+        raise _mismatch(ckpt_dir, f"cannot build the model ({e})") from None
+    if meta.get('quant'):
+        import quant
+        q = meta['quant']
+        quant.quantize_model_nf4(model.backbone, double_quant=bool(q.get('double_quant', False)))
+    if meta.get('lora'):
+        import lora
+        kw = dict(meta['lora'])
+        if 'targets' in kw:
+            kw['targets'] = tuple(kw['targets'])
+        lora.apply_lora(model, **kw)
+
+    path = os.path.join(ckpt_dir, 'model.safetensors')
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {ckpt_dir} has no model.safetensors")
+    from safetensors.torch import load_file
+    try:
+        sd = load_file(path, device='cpu')
+    except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
+        raise ValueError(f"checkpoint {ckpt_dir}: cannot read model.safetensors ({e})") from None
+    expected, _ = _unique_state_dict(model)
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    for keys, what in ((missing, 'missing key'), (unexpected, 'unexpected key')):
+        if keys:
+            more = f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
+            raise _mismatch(ckpt_dir, f"{what} '{keys[0]}'{more}")
+    for k, t in expected.items():
+        if tuple(sd[k].shape) != tuple(t.shape):
+            raise _mismatch(ckpt_dir, f"shape of '{k}' is {tuple(sd[k].shape)} in the checkpoint, "
+                                      f"{tuple(t.shape)} in the model")
+    model.load_state_dict(sd, strict=False)  # strict in effect: keys checked above, aliases are tied
+    model.to(device)
+    return model, meta
+
+
+def load_checkpoint_state(ckpt_dir, device='cpu'):
+    """state.pt (optimizer, scaler, RNG states, data position) as saved by save_checkpoint, or None."""
+    path = os.path.join(ckpt_dir, 'state.pt')
+    if not os.path.isfile(path):
+        return None
+    return torch.load(path, map_location=device, weights_only=False)  # our own file: RNG states are not tensors-only
+
+
+# -----------------------------------------------------------------------------
+# python model.py --bench_cache: decoding speed with and without the KV cache
+
+def bench_cache(lengths=(256, 1024), backbone='cnn_tiny', device='cpu'):
+    """Default decoder (6 layers, d_model 512, 8 heads, d_ff 2048), random weights, one 128 x 1024
+    image, greedy decoding of exactly n tokens (eos ignored). Prints tokens/s for both paths."""
+    torch.manual_seed(0)
+    model = MusicTrOCR(MusicTrOCRConfig(backbone=backbone, img_height=128)).to(device).eval()
+    img = torch.rand(1, 3, 128, 1024, device=device)
+    print(f"decoder: {model.config.n_layer} layers, d_model {model.config.d_model}, "
+          f"{model.get_num_params() / 1e6:.1f}M params total; device {device}, threads {torch.get_num_threads()}")
+    for n in lengths:
+        res = {}
+        for use_cache in (True, False):
+            t0 = time.perf_counter()
+            out = model.generate(img, n, use_cache=use_cache, ignore_eos=True)
+            dt = time.perf_counter() - t0
+            assert len(out[0]) == n
+            res[use_cache] = n / dt
+            print(f"{n:5d} new tokens, cache={str(use_cache):5s}: {n / dt:8.1f} tokens/s ({dt:.2f} s)")
+        print(f"{n:5d} new tokens: the cache is {res[True] / res[False]:.1f}x faster")
+
+
+if __name__ == '__main__':
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    ap.add_argument('--bench_cache', action='store_true', help='benchmark generate() with/without KV cache')
+    ap.add_argument('--backbone', default='cnn_tiny')
+    ap.add_argument('--device', default='cpu')
+    ap.add_argument('--lengths', default='256,1024', help='comma-separated numbers of new tokens')
+    a = ap.parse_args()
+    if a.bench_cache:
+        bench_cache(tuple(int(n) for n in a.lengths.split(',')), a.backbone, a.device)
+    else:
+        ap.print_help()

@@ -1,0 +1,502 @@
+"""
+study.py: the backbone study. Train every encoder with one recipe on the same number of samples,
+evaluate each on the test split, and gather the results into one table, plots and examples.
+
+    # 1. the sweep: one train.py run per backbone, as a subprocess, so train.py's loop is the only loop
+    python study.py run --backbones=resnet50,efficientnet_b0,convnext_tiny,vit_small,deit_small,swin_tiny,mobilevit_small \\
+        --max_samples=200000 --minutes_per_backbone=10 --out_root=out-study --data_dir=data/m21/full
+    # 2. the gathering: every number is read back from the runs' own files, never typed in
+    python study.py report --runs='out-study/*' --results_dir=results
+
+`run` passes any other `--key=value` straight to train.py for every backbone (e.g. --img_height=224,
+--compile=True), after config/<backbone>.py, so all runs share the recipe and differ only in the
+encoder. Every run gets max_iters = ceil(max_samples / (batch_size * gradient_accumulation_steps));
+--minutes_per_backbone is a safety cap (train.py's max_time_minutes): a run that hits it saw fewer
+samples than the others, and the report says so next to its row.
+
+`report` reads, per run directory (train.py's out_dir):
+  log.jsonl          one JSON object per eval: val loss/SER curves, samples/s, MFU, peak memory, time
+  final_eval.json    train.py's evaluation of the best checkpoint on the test split
+  ckpt_best/         config.json (backbone, recipe) and the weights: parameter count, example predictions
+and writes backbone_study.md / .json, backbone_study_val_loss.png, backbone_study_ser_params.png,
+backbone_study_throughput.png and backbone_study_examples.png (6 test images from the best model with
+the truth, the prediction and the symbol errors marked).
+"""
+
+import argparse
+import ast
+import difflib
+import glob
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+STUDY_BACKBONES = ['resnet50', 'efficientnet_b0', 'convnext_tiny', 'vit_small', 'deit_small',
+                   'swin_tiny', 'mobilevit_small']
+# what each family tests (see backbones.py for the long version)
+FAMILY = {
+    'resnet50': 'CNN (residual)',
+    'efficientnet_b0': 'CNN (mobile: depthwise + SE)',
+    'convnext_tiny': 'CNN (modernized)',
+    'vit_small': 'ViT (plain, global attention)',
+    'deit_small': 'ViT (same net, DeiT weights)',
+    'swin_tiny': 'hierarchical ViT (shifted windows)',
+    'mobilevit_small': 'hybrid CNN + ViT',
+    'cnn_tiny': 'CNN (tiny, tests only)',
+}
+
+# -----------------------------------------------------------------------------
+# reading a run back
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def run_mode(train_config):
+    """The training mode a run used, from its own recorded config: full / frozen / lora_rN / qlora_rN."""
+    rank = int(train_config.get('lora_rank') or 0)
+    if train_config.get('quant_backbone') and rank:
+        return f'qlora_r{rank}'
+    if rank:
+        return f'lora_r{rank}'
+    return 'frozen' if train_config.get('freeze_backbone') else 'full'
+
+
+def run_meta(run_dir):
+    """config.json of the run's best checkpoint (else its last): model_args, train_config, ..."""
+    from model import read_meta
+    for ckpt in ('ckpt_best', 'ckpt_last'):
+        if os.path.isfile(os.path.join(run_dir, ckpt, 'config.json')):
+            return os.path.join(run_dir, ckpt), read_meta(os.path.join(run_dir, ckpt))
+    raise FileNotFoundError(f"run {run_dir} has no ckpt_best/ or ckpt_last/ checkpoint")
+
+
+def read_run(run_dir):
+    """Everything the study and bench_vram need from one train.py run, straight from its own files.
+
+    With final_eval.json (train.py writes it at the end: the best checkpoint scored on the test split,
+    plus the run's mean samples/s, MFU, peak memory, train time and parameter count) every number
+    comes from there. A run without it (killed before the end) falls back to log.jsonl: best val
+    SER/CER/seq-acc, mean logged samples/s, last MFU, max peak memory, last elapsed_s; split='val'
+    tells the reader which."""
+    log_path = os.path.join(run_dir, 'log.jsonl')
+    if not os.path.isfile(log_path):
+        raise FileNotFoundError(f"{run_dir} is not a train.py run: no log.jsonl")
+    log = read_jsonl(log_path)
+    if not log:
+        raise ValueError(f"{log_path} is empty: the run never reached its first eval")
+    ckpt_dir, meta = run_meta(run_dir)
+    tc, ma = meta.get('train_config') or {}, meta['model_args']
+    r = dict(name=os.path.basename(os.path.normpath(run_dir)), run_dir=run_dir, ckpt_dir=ckpt_dir,
+             backbone=ma['backbone'], mode=run_mode(tc), img_height=ma.get('img_height'),
+             samples_per_iter=tc.get('batch_size', 0) * tc.get('gradient_accumulation_steps', 1),
+             best_val_loss=min(e['val_loss'] for e in log), log=log)
+    final_path = os.path.join(run_dir, 'final_eval.json')
+    if os.path.isfile(final_path):
+        with open(final_path) as f:
+            final = json.load(f)
+        keys = dict(ser='ser', cer='cer', seq_acc='seq_acc', test_loss='test_loss', params='n_params',
+                    samples_per_sec='samples_per_sec', mfu='mfu', peak_mem_mb='peak_mem_mb',
+                    wall_s='train_time_s', iters='iters', device='device')
+        missing = [v for v in keys.values() if v not in final]
+        if missing:
+            raise ValueError(f"{final_path} lacks {', '.join(missing)}: written by an older train.py?")
+        r.update({k: final[v] for k, v in keys.items()}, split='test')
+    else:
+        speeds = [e['samples_per_sec'] for e in log if e.get('samples_per_sec')]
+        mfus = [e['mfu'] for e in log if e.get('mfu') is not None]
+        peaks = [e['peak_mem_mb'] for e in log if e.get('peak_mem_mb') is not None]
+        r.update(split='val', ser=min(e['val_ser'] for e in log), cer=min(e['val_cer'] for e in log),
+                 seq_acc=max(e.get('val_seq_acc') or 0.0 for e in log), test_loss=None, params=None,
+                 samples_per_sec=sum(speeds) / len(speeds) if speeds else None, mfu=mfus[-1] if mfus else None,
+                 peak_mem_mb=max(peaks) if peaks else None, wall_s=log[-1].get('elapsed_s'),
+                 iters=log[-1]['iter'], device=None)
+    r['samples_seen'] = r['iters'] * r['samples_per_iter']
+    return r
+
+
+# -----------------------------------------------------------------------------
+# `run`: the sweep
+
+
+def parse_overrides(extra):
+    """['--img_height=64', '--device=cpu'] -> {'img_height': 64, 'device': 'cpu'} (values as train.py reads them)."""
+    out = {}
+    for a in extra:
+        if not a.startswith('--') or '=' not in a:
+            raise ValueError(f"cannot pass {a!r} to train.py: use --key=value")
+        k, v = a[2:].split('=', 1)
+        try:
+            out[k] = ast.literal_eval(v)
+        except (ValueError, SyntaxError):
+            out[k] = v
+    return out
+
+
+def train_defaults(path='train.py'):
+    """The config defaults at the top of train.py: every top-level assignment of a Python literal."""
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    out = {}
+    for node in tree.body:
+        if not isinstance(node, ast.Assign) or len(node.targets) != 1:
+            continue
+        target = node.targets[0]
+        if getattr(target, 'id', None) == 'config_keys':
+            break  # the defaults end where train.py collects them
+        try:
+            value = ast.literal_eval(node.value)
+        except ValueError:  # e.g. device = 'cuda' if torch.cuda.is_available() else 'cpu'
+            continue
+        if isinstance(target, ast.Name):
+            out[target.id] = value
+        elif isinstance(target, ast.Tuple) and isinstance(value, tuple) and len(value) == len(target.elts):
+            out.update({n.id: v for n, v in zip(target.elts, value) if isinstance(n, ast.Name)})  # beta1, beta2 = ...
+    return out
+
+
+def resolve_config(config_files, overrides):
+    """The config train.py will run with, resolved the way configurator.py does it: the defaults, then
+    each config file exec'd in that same scope (a file may build on the values before it, e.g.
+    out_dir + '-lora_r8'), then the --key=value overrides."""
+    scope = train_defaults()
+    for path in config_files:
+        with open(path) as f:
+            exec(f.read(), scope)
+    scope.update(overrides)
+    return scope
+
+
+def train_command(backbone, out_dir, max_samples, minutes, configs, overrides):
+    """The train.py command of one study run -> (argv, max_iters, samples per iteration).
+    Config files: config/<backbone>.py (the recipe) when it exists, then `configs` (e.g. a mode such
+    as config/lora_r8.py, or config/tiny_test.py in the tests), then the per-run and shared overrides."""
+    own = os.path.join('config', f'{backbone}.py')
+    files = ([own] if os.path.isfile(own) else []) + list(configs)
+    per_run = dict(backbone=backbone, out_dir=out_dir)
+    cfg = resolve_config(files, dict(overrides, **per_run))
+    per_iter = cfg['batch_size'] * cfg['gradient_accumulation_steps']  # one process; torchrun keeps it global
+    max_iters = math.ceil(max_samples / per_iter)
+    per_run['max_iters'] = max_iters
+    if minutes:
+        per_run['max_time_minutes'] = minutes
+    argv = [sys.executable, 'train.py'] + files
+    for k, v in list(per_run.items()) + list(overrides.items()):
+        argv.append(f'--{k}={v!r}' if isinstance(v, (tuple, list)) else f'--{k}={v}')
+    return argv, max_iters, per_iter
+
+
+def cmd_run(args, extra):
+    overrides = parse_overrides(extra)
+    for k in ('out_dir', 'max_iters', 'backbone', 'max_time_minutes'):
+        if k in overrides:
+            raise ValueError(f"--{k} is set by study.py per run; leave it out")
+    backbones = [b for b in args.backbones.split(',') if b]
+    configs = [c for c in args.configs.split(',') if c]
+    for c in configs:
+        if not os.path.isfile(c):
+            raise FileNotFoundError(f"config file {c} not found")
+    os.makedirs(args.out_root, exist_ok=True)
+    record = dict(max_samples=args.max_samples, minutes_per_backbone=args.minutes_per_backbone,
+                  configs=configs, overrides=overrides, runs={})
+    failed = []
+    for bb in backbones:
+        out_dir = os.path.join(args.out_root, bb)
+        cmd, max_iters, per_iter = train_command(bb, out_dir, args.max_samples, args.minutes_per_backbone,
+                                                 configs, overrides)
+        print(f"[study] {bb}: {' '.join(cmd[1:])}", flush=True)
+        t0 = time.time()
+        rc = subprocess.call(cmd)
+        record['runs'][bb] = dict(command=' '.join(['python'] + cmd[1:]), max_iters=max_iters,
+                                  samples_per_iter=per_iter, returncode=rc, seconds=round(time.time() - t0, 1))
+        if rc != 0:
+            failed.append(bb)
+        atomic_write(os.path.join(args.out_root, 'study.json'), json.dumps(record, indent=1))
+    if failed:
+        raise RuntimeError(f"train.py failed for {', '.join(failed)} (see its output above); "
+                           f"the other runs are in {args.out_root}")
+    if args.report:
+        args.runs = os.path.join(args.out_root, '*')
+        cmd_report(args)
+
+# -----------------------------------------------------------------------------
+# `report`: the table
+
+
+def gather(run_dirs):
+    """One row per run, best (lowest SER) first."""
+    rows = [read_run(d) for d in run_dirs]
+    for r in rows:
+        r['family'] = FAMILY.get(r['backbone'], '?')
+    return sorted(rows, key=lambda r: math.inf if r['ser'] is None else r['ser'])  # no test images: last
+
+
+def study_table(rows, planned):
+    head = ['backbone', 'family', 'params (M)', f"{rows[0]['split']} SER", 'CER', 'seq-acc', 'best val loss',
+            'samples/s', 'MFU', 'peak mem (MiB)', 'wall (min)', 'samples seen']
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    cell = lambda v, show: '-' if v is None else show(v)  # a run may lack a number (no test images, CPU MFU)
+    for r in rows:
+        seen = cell(r['samples_seen'], '{:,}'.format)
+        if planned.get(r['name']) and r['samples_seen'] is not None and r['samples_seen'] < planned[r['name']]:
+            seen += f" (time cap; planned {planned[r['name']]:,})"
+        lines.append('| ' + ' | '.join([
+            r['backbone'], r['family'], cell(r['params'], lambda v: f'{v / 1e6:.2f}'),
+            cell(r['ser'], lambda v: f'{100 * v:.2f}%'), cell(r['cer'], lambda v: f'{100 * v:.2f}%'),
+            cell(r['seq_acc'], lambda v: f'{100 * v:.1f}%'), cell(r['best_val_loss'], '{:.4f}'.format),
+            cell(r['samples_per_sec'], '{:.1f}'.format), cell(r['mfu'], lambda v: f'{100 * v:.1f}%'),
+            cell(r['peak_mem_mb'], '{:,.0f}'.format), cell(r['wall_s'], lambda v: f'{v / 60:.1f}'),
+            seen]) + ' |')
+    return '\n'.join(lines)
+
+# -----------------------------------------------------------------------------
+# plots
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def savefig(fig, path):
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix='.png',
+                               prefix=os.path.basename(path) + '.tmp-')
+    os.close(fd)
+    fig.savefig(tmp, dpi=110, bbox_inches='tight')
+    os.replace(tmp, path)
+    _plt().close(fig)
+
+
+def plot_curves(rows, path):
+    """Val loss of every run against training samples seen, on one figure."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        ax.plot([e['iter'] * r['samples_per_iter'] for e in r['log']], [e['val_loss'] for e in r['log']],
+                marker='.', label=r['backbone'])
+    ax.set_xlabel('training samples')
+    ax.set_ylabel('val loss')
+    ax.set_yscale('log')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    savefig(fig, path)
+
+
+def plot_ser_params(rows, path):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for r in [r for r in rows if r['params'] and r['ser'] is not None]:
+        ax.scatter(r['params'] / 1e6, 100 * r['ser'])
+        ax.annotate(r['backbone'], (r['params'] / 1e6, 100 * r['ser']), fontsize=8, xytext=(3, 3),
+                    textcoords='offset points')
+    ax.set_xscale('log')
+    ax.set_xlabel('parameters (M, log)')
+    ax.set_ylabel(f"{rows[0]['split']} SER (%)")
+    ax.grid(alpha=0.3)
+    savefig(fig, path)
+
+
+def plot_throughput(rows, path):
+    plt = _plt()
+    rows = [r for r in rows if r['samples_per_sec'] is not None]
+    rows = sorted(rows, key=lambda r: -r['samples_per_sec'])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.bar([r['backbone'] for r in rows], [r['samples_per_sec'] for r in rows], color='#4c72b0')
+    ax.set_ylabel('training samples/s (mean over evals, final_eval.json)')
+    ax.tick_params(axis='x', rotation=30)
+    ax.grid(alpha=0.3, axis='y')
+    savefig(fig, path)
+
+# -----------------------------------------------------------------------------
+# example predictions with their errors marked
+
+
+def align_symbols(ref, hyp):
+    """Align two ABC symbol lists -> (ref_line, hyp_line, marks, n_sub, n_del, n_ins).
+    Columns are padded to the wider symbol; marks: '^' substituted, '-' missing from the prediction,
+    '+' inserted by it. difflib's alignment (Ratcliff/Obershelp) is close to but not always a minimal
+    edit script, so the counts can exceed the Levenshtein distance that SER uses."""
+    r_line, h_line, marks, n = [], [], [], dict(sub=0, dele=0, ins=0)
+    sm = difflib.SequenceMatcher(a=ref, b=hyp, autojunk=False)
+    for tag, i1, i2, j1, j2 in sm.get_opcodes():
+        for a, b in itertools.zip_longest(ref[i1:i2], hyp[j1:j2]):
+            a = (a or '').replace('\n', '⏎')
+            b = (b or '').replace('\n', '⏎')
+            w = max(len(a), len(b))
+            if tag == 'equal':
+                m = ' '
+            elif a and b:
+                m, n['sub'] = '^', n['sub'] + 1
+            elif a:
+                m, n['dele'] = '-', n['dele'] + 1
+            else:
+                m, n['ins'] = '+', n['ins'] + 1
+            r_line.append(a.ljust(w))
+            h_line.append(b.ljust(w))
+            marks.append(m * w)
+    return ' '.join(r_line), ' '.join(h_line), ' '.join(marks), n['sub'], n['dele'], n['ins']
+
+
+def wrap_columns(lines, width):
+    """Cut aligned lines into chunks of `width` characters, all at the same offsets."""
+    chunks = []
+    for s in range(0, max(len(l) for l in lines) or 1, width):
+        chunks += [l[s:s + width] for l in lines]
+    return chunks
+
+
+def predict_examples(ckpt_dir, n=6, device='cpu', max_new_tokens=None):
+    """Greedy predictions of the first n test images of the run's own data_dir, with per-example scores."""
+    import torch
+    from model import load_model
+    from data import OMRDataset, Tokenizer, collate, score, abc_symbols
+    model, meta = load_model(ckpt_dir, device=device)
+    model.eval()
+    tc = meta.get('train_config') or {}
+    data_dir = tc['data_dir']
+    run_tok = os.path.join(os.path.dirname(os.path.abspath(ckpt_dir)), 'tokenizer.model')  # train.py keeps a copy
+    tok = Tokenizer(run_tok if os.path.isfile(run_tok) else os.path.join(data_dir, 'tokenizer.model'))
+    ds = OMRDataset(data_dir, 'test', tok, img_height=tc.get('img_height', model.config.img_height),
+                    max_width=tc.get('max_width', 2048))
+    items = [ds[i] for i in range(min(n, len(ds)))]
+    batch = collate(items, tok.pad_id)
+    limit = max_new_tokens or model.config.max_seq_len - 1
+    with torch.no_grad():
+        out = model.generate(batch['images'].to(device), limit, widths=batch['widths'].to(device))
+    examples = []
+    for item, ids in zip(items, out):
+        pred = tok.decode(ids)
+        s = score([pred], [item['text']])
+        ref_l, hyp_l, marks, n_sub, n_del, n_ins = align_symbols(abc_symbols(item['text']), abc_symbols(pred))
+        examples.append(dict(index=int(item['index']), truth=item['text'], prediction=pred, ser=s['ser'],
+                             cer=s['cer'], aligned=[ref_l, hyp_l, marks], sub=n_sub, dele=n_del, ins=n_ins,
+                             image=item['image']))
+    return examples
+
+
+def plot_examples(examples, title, path, width=110):
+    plt = _plt()
+    n_text = [len(wrap_columns(e['aligned'], width)) + 1 for e in examples]
+    fig = plt.figure(figsize=(12, sum(1.3 + 0.16 * t for t in n_text)))
+    gs = fig.add_gridspec(2 * len(examples), 1, height_ratios=[x for t in n_text for x in (1.1, 0.16 * t)])
+    for k, (e, t) in enumerate(zip(examples, n_text)):
+        ax = fig.add_subplot(gs[2 * k])
+        ax.imshow(e['image'].permute(1, 2, 0).numpy(), cmap='gray', aspect='equal')
+        ax.set_axis_off()
+        ax.set_title(f"test #{e['index']}: SER {100 * e['ser']:.1f}%  ({e['sub']} substituted ^, "
+                     f"{e['dele']} missing -, {e['ins']} inserted +)", fontsize=8, loc='left')
+        tx = fig.add_subplot(gs[2 * k + 1])
+        tx.set_axis_off()
+        chunks = wrap_columns(e['aligned'], width)
+        labels = itertools.cycle(['truth ', 'pred  ', '      '])
+        text = '\n'.join(next(labels) + c for c in chunks)
+        tx.text(0, 1, text, family='monospace', fontsize=6.5, va='top', ha='left', parse_math=False,
+                transform=tx.transAxes)
+    fig.suptitle(title, fontsize=10)
+    savefig(fig, path)
+
+# -----------------------------------------------------------------------------
+
+
+def atomic_write(path, text):
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=os.path.basename(path) + '.tmp-')
+    with os.fdopen(fd, 'w') as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def expand(spec):
+    dirs = []
+    for part in [s for s in spec.split(',') if s]:
+        dirs += [d for d in (sorted(glob.glob(part)) or [part]) if os.path.isdir(d)]
+    dirs = [d for d in dirs if os.path.isfile(os.path.join(d, 'log.jsonl'))]
+    if not dirs:
+        raise FileNotFoundError(f"no train.py run (a directory with log.jsonl) matches {spec!r}")
+    return dirs
+
+
+def cmd_report(args):
+    rows = gather(expand(args.runs))
+    planned = {}
+    for d in {os.path.dirname(os.path.normpath(r['run_dir'])) for r in rows}:
+        p = os.path.join(d, 'study.json')
+        if os.path.isfile(p):
+            with open(p) as f:
+                for bb, rec in json.load(f)['runs'].items():
+                    planned[bb] = rec['max_iters'] * rec['samples_per_iter']
+    os.makedirs(args.results_dir, exist_ok=True)
+    out = lambda name: os.path.join(args.results_dir, name)
+    files = dict(table=out('backbone_study.md'), json=out('backbone_study.json'),
+                 val_loss_png=out('backbone_study_val_loss.png'), ser_params_png=out('backbone_study_ser_params.png'),
+                 throughput_png=out('backbone_study_throughput.png'),
+                 examples_png=out('backbone_study_examples.png'))
+    plot_curves(rows, files['val_loss_png'])
+    plot_ser_params(rows, files['ser_params_png'])
+    plot_throughput(rows, files['throughput_png'])
+    best = rows[0]
+    examples = predict_examples(best['ckpt_dir'], n=args.examples, device=args.device,
+                                max_new_tokens=args.max_new_tokens)
+    plot_examples(examples, f"{best['backbone']} ({best['ckpt_dir']}): greedy predictions on the test split",
+                  files['examples_png'])
+    table = study_table(rows, planned)
+    split_note = ('SER/CER/seq-acc: the test split, from each run\'s final_eval.json.' if all(r['split'] == 'test' for r in rows)
+                  else 'SER/CER/seq-acc: **no final_eval.json in some runs: best logged val values shown**.')
+    devices = sorted({str(r['device']) for r in rows})
+    if 'cpu' in devices:
+        split_note += ' Peak memory on CPU is train.py\'s peak resident set size, not GPU memory.'
+    md = [f"# Backbone study", '', f"Runs: `{args.runs}` (report: `python study.py report --runs='{args.runs}'`)  ",
+          f"Device (from the runs' final_eval.json): {', '.join(devices)}", '',
+          split_note + ' All other columns are final_eval.json\'s too (samples/s: mean over the evals of '
+          'log.jsonl; MFU: the running estimate at the end; peak memory: max allocated, MiB; wall: training '
+          'time; params: n_params, tied embedding counted once). Samples seen: iters x batch_size x '
+          'gradient_accumulation_steps of the run\'s config.', '',
+          table, '', f"Example predictions: {os.path.basename(files['examples_png'])} (best run: {best['name']})", '']
+    atomic_write(files['table'], '\n'.join(md))
+    keep = [k for k in rows[0] if k not in ('log',)]
+    report = dict(runs=args.runs, rows=[{k: r[k] for k in keep} for r in rows], files=files,
+                  examples=[{k: v for k, v in e.items() if k != 'image'} for e in examples])
+    atomic_write(files['json'], json.dumps(report, indent=1))
+    print(table)
+    print(json.dumps(dict(files=files)))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    sub = p.add_subparsers(dest='command', required=True)
+    r = sub.add_parser('run', help='train every backbone with one recipe (other --key=value go to train.py)')
+    r.add_argument('--backbones', default=','.join(STUDY_BACKBONES))
+    r.add_argument('--max_samples', type=int, required=True, help='training samples per backbone')
+    r.add_argument('--minutes_per_backbone', type=float, default=None, help="safety cap (train.py's max_time_minutes)")
+    r.add_argument('--out_root', default='out-study')
+    r.add_argument('--configs', default='', help='config files applied after config/<backbone>.py to every '
+                   'run, comma-separated (e.g. config/lora_r8.py for a LoRA study)')
+    r.add_argument('--report', action='store_true', help='run `report` on the results afterwards')
+    for q in (r, sub.add_parser('report', help='gather finished runs into results/')):
+        q.add_argument('--results_dir', default='results')
+        q.add_argument('--examples', type=int, default=6)
+        q.add_argument('--max_new_tokens', type=int, default=None, help='decoding cap for the examples')
+        q.add_argument('--device', default='cpu', help='device for the example predictions')
+    sub.choices['report'].add_argument('--runs', required=True, help="run dirs: 'out-study/*' or 'a,b'")
+    args, extra = p.parse_known_args(argv)
+    if args.command == 'run':
+        cmd_run(args, extra)
+    else:
+        if extra:
+            p.error(f"unrecognized arguments: {' '.join(extra)}")
+        cmd_report(args)
+
+
+if __name__ == '__main__':
+    try:
+        main()
+    except (ValueError, FileNotFoundError, RuntimeError, KeyError, ImportError) as e:
+        sys.exit(f"error: {e}")

@@ -1,0 +1,179 @@
+"""
+tests/test_prepare.py: the m21 corpus builder (data/m21/prepare.py) and the PDMX-Synth offline path.
+
+Everything runs on real tunes from music21's corpus; the session fixture `tiny_corpus` (conftest.py)
+is shared with the other test files, so most checks here cost nothing extra.
+"""
+import importlib.util
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+spec = importlib.util.spec_from_file_location('m21_prepare', os.path.join(ROOT, 'data', 'm21', 'prepare.py'))
+P = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(P)
+
+LAYOUT = dict(font='Bravura', scale=100, spacingLinear=0.25, spacingNonLinear=0.6)
+
+
+def _measures(abc_text):
+    import music21
+    return P.score_to_measures(music21.converter.parse(abc_text, format='abc'))
+
+
+def _canonical(measures):
+    ex = [dict(m, events=[dict(e) for e in m['events']]) for m in measures]
+    P.mark_ties(ex)
+    return P.write_excerpt(ex), ex
+
+
+# ----------------------------------------------------------------------------- the canonical label
+
+def test_canonical_label_exact():
+    # L:1/4, E dorian (= 2 sharps), a dotted rhythm, a triplet, a grace note, a chord, a tie to an equal
+    # pitch and a '-' between different pitches (O'Neill's slur notation, must be dropped), lyrics, chord
+    # symbols and a title: all normalized to one way of writing
+    src = ('X:7\nT:Some Title\nC:Someone\nM:6/8\nL:1/4\nK:Edor\n'
+           '"Em"E/>F/ G/ (3A/B/c/ {g}d/ | [GB] A/- A/ ^c/- d/ | B3/2 A/ G/ F/ |: e3/2 z :|\nw: la la\n')
+    abc, ex = _canonical(_measures(src))
+    # ^c is in the key: no accidental; beams group by dotted-quarter beat in 6/8; the grace keeps its
+    # written (quarter) value; the ties between different pitches are gone
+    assert abc == ('M:6/8\nL:1/8\nK:D\n'
+                   'E3/2F/G (3ABc {g2}d | [G2B2] A- Acd | B3 AGF |: e3 z2 :|')
+    svg, mei = P.engrave(abc, LAYOUT['font'], LAYOUT)
+    P.check_agreement(mei, ex)  # verovio read it the way we wrote it
+
+
+def test_agreement_on_real_tunes_and_detects_a_wrong_label():
+    """canonicalize -> engrave -> verovio's MEI of what it drew == the label's notes, on real tunes."""
+    tunes = P.select_tunes(P.list_tunes(P.ABC_SOURCES), 25, seed=0)
+    n_checked = 0
+    for src, rel, idx, text in tunes:
+        try:
+            measures = _measures(text)
+        except ValueError:
+            continue
+        rng = np.random.default_rng(0)
+        for a, b in P.choose_excerpts(measures, rng, 2):
+            abc, ex = _canonical(measures[a:b])
+            svg, mei = P.engrave(abc, P.FONTS[n_checked % len(P.FONTS)], LAYOUT)
+            P.check_agreement(mei, ex)
+            n_checked += 1
+    assert n_checked >= 30
+    # the check can fail: engrave a label with one note moved up a step and compare with the true events
+    wrong = abc.replace('|', '| c', 1) if '|' in abc else abc + ' c'
+    svg, mei = P.engrave(wrong, 'Leipzig', LAYOUT)
+    with pytest.raises(ValueError, match='mismatch'):
+        P.check_agreement(mei, ex)
+
+
+def test_malformed_abc_is_skipped_with_a_reason():
+    job = lambda text: ('test', 'test/bad.abc', 0, text, 1337, 4)
+    samples, skips = P.process_tune(job('X:1\nT:no notes at all\nM:4/4\nK:G\n'))
+    assert samples == [] and skips == {'tune: no measures (music21 needs 2 plain bar lines)': 1}
+    samples, skips = P.process_tune(job('X:1\nM:4/4\nL:1/8\nK:G\nV:1\nGABc|d4|\nV:2\nDEFG|A4|\n'))
+    assert samples == [] and skips == {'tune: multi-voice': 1}
+    # a good tune still works through the same entry point
+    samples, skips = P.process_tune(job('X:1\nM:4/4\nL:1/8\nK:G\nGABc dedB|A2 A2 G4|GABc dedB|A2 F2 G4|]\n'))
+    assert len(samples) >= 1 and skips == {}
+    assert samples[0]['transcription'].startswith('M:4/4\nL:1/8\nK:G\n')
+
+
+def test_worker_crash_is_counted_and_the_run_goes_on(monkeypatch):
+    # a job that kills its process (like a verovio SIGABRT) costs that job only
+    def fake(job):
+        if job == 'crash':
+            os.abort()
+        return [job], {}
+    monkeypatch.setattr(P, 'process_tune', fake)  # workers are forked after this, so they see it
+    got = {}
+    P.run_pool(['a', 'crash', 'b', 'c'], 2, lambda i, s, k: got.__setitem__(i, (s, k)))
+    assert got[0] == (['a'], {}) and got[2] == (['b'], {}) and got[3] == (['c'], {})
+    assert got[1][0] == [] and list(got[1][1]) == ['tune: worker crashed (exit code -6)']
+
+
+# ----------------------------------------------------------------------------- end to end
+
+def test_tiny_corpus_layout(tiny_corpus):
+    import datasets
+    dd = datasets.load_from_disk(tiny_corpus)
+    meta = json.load(open(os.path.join(tiny_corpus, 'meta.json')))
+    assert os.path.isfile(os.path.join(tiny_corpus, 'tokenizer.model'))
+    assert sorted(dd) == ['test', 'train', 'val']
+    for split in dd:
+        assert dd[split].column_names == ['image', 'transcription', 'source', 'tune_id', 'font']
+        assert len(dd[split]) == meta['excerpts'][split] > 0
+    tunes = {s: set(dd[s]['tune_id']) for s in dd}
+    assert not (tunes['train'] & tunes['val'] or tunes['train'] & tunes['test'] or tunes['val'] & tunes['test'])
+    for s in dd:  # the split is the hash of (file, tune index), whatever was selected
+        for t in tunes[s]:
+            rel, idx = t.rsplit('#', 1)
+            assert P.split_of(rel, int(idx)) == s
+    assert sum(len(t) for t in tunes.values()) == sum(meta['tunes_with_excerpts'].values()) <= 20
+    for row in dd['train'].select(range(5)):
+        img, text = row['image'], row['transcription']
+        a = np.asarray(img)
+        assert img.mode == 'L' and 100 <= img.height <= 400 and img.width > img.height
+        assert a[0].min() == 255 and a[-1].min() == 255 and a.min() < 50  # white margin, black ink
+        assert text.startswith('M:') and '\nL:1/8\nK:' in text and text.count('\n') == 3
+        assert not any(bad in text for bad in ('X:', 'T:', '"', 'w:', '!'))
+        assert row['font'] in P.FONTS
+        assert 2 <= text.split('\n')[3].count('|') <= 9
+
+
+def test_same_seed_same_output_and_resume(tmp_path, monkeypatch):
+    """an interrupted run resumed with a different worker count == one uninterrupted run (byte for byte)."""
+    import datasets
+    full = str(tmp_path / 'a')
+    P.prepare(full, max_tunes=6, seed=3, num_workers=1, quiet=True, vocab_size=300)
+
+    monkeypatch.setattr(P, 'SHARD_SIZE', 2)
+    real_pool, calls = P.run_pool, []
+
+    def interrupted_pool(jobs, n, on_result):
+        calls.append(len(jobs))
+        if len(calls) == 1:  # first run: stop after 3 tunes, i.e. after shard 0 (2 tunes) was saved
+            def stop_after_3(i, s, k, seen=[]):
+                on_result(i, s, k)
+                seen.append(i)
+                if len(seen) == 3:
+                    raise KeyboardInterrupt
+            return real_pool(jobs, 1, stop_after_3)
+        return real_pool(jobs, n, on_result)
+    monkeypatch.setattr(P, 'run_pool', interrupted_pool)
+    resumed = str(tmp_path / 'b')
+    with pytest.raises(KeyboardInterrupt):
+        P.prepare(resumed, max_tunes=6, seed=3, num_workers=2, quiet=True, vocab_size=300)
+    assert not os.path.exists(resumed) and os.path.isdir(resumed + '.partial')
+    P.prepare(resumed, max_tunes=6, seed=3, num_workers=2, quiet=True, vocab_size=300)
+    assert calls == [6, 4]  # the resumed run redid only the unfinished shards
+    assert not os.path.exists(resumed + '.partial')
+    A, B = datasets.load_from_disk(full), datasets.load_from_disk(resumed)
+    for s in A:
+        assert A[s]['transcription'] == B[s]['transcription'] and A[s]['font'] == B[s]['font']
+        ia = [r['bytes'] for r in A[s].cast_column('image', datasets.Image(decode=False))['image']]
+        ib = [r['bytes'] for r in B[s].cast_column('image', datasets.Image(decode=False))['image']]
+        assert ia == ib
+    assert open(os.path.join(full, 'tokenizer.model'), 'rb').read() == open(os.path.join(resumed, 'tokenizer.model'), 'rb').read()
+
+
+def test_cli_bad_source_is_one_line():
+    r = subprocess.run([sys.executable, 'data/m21/prepare.py', '--sources=nope', '--out_dir=/tmp/never'],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and 'Traceback' not in r.stderr
+    assert r.stderr.strip().count('\n') == 0 and "unknown source(s) ['nope']" in r.stderr
+
+
+def test_pdmx_offline_is_one_line_naming_the_default():
+    env = dict(os.environ, HF_DATASETS_OFFLINE='1', HF_HUB_OFFLINE='1')
+    r = subprocess.run([sys.executable, 'data/pdmx_synth/prepare.py', '--out_dir=/tmp/never_pdmx'],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode != 0 and 'Traceback' not in r.stderr
+    assert r.stderr.strip().count('\n') == 0 and r.stdout == ''
+    assert 'python data/m21/prepare.py' in r.stderr and r.stderr.startswith('error: ')

@@ -1,0 +1,163 @@
+"""
+tests/test_sample.py: sample.py end to end on CPU. A tiny model is overfitted for a few seconds on
+two engraved tunes and saved with model.save_checkpoint, so the command line must print exactly
+those two tunes back; then the bad-input paths (missing, empty, corrupt, non-image, huge image,
+mismatched checkpoint) must each give one line on stderr, a non-zero exit and no traceback.
+"""
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import data
+import model as M
+import sample
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TUNES = ['M:4/4\nL:1/8\nK:G\nGABc d2 e2 | f2 g2 a4 |]',
+         'M:3/4\nL:1/4\nK:F\nA B c | d2 z | F3 |]']
+CORPUS = TUNES + ['M:6/8\nL:1/8\nK:D\nd2e fed | A3 A2 z |]', 'M:2/4\nL:1/16\nK:C\nc2d2 e2f2 | g8 |]',
+                  'M:4/4\nL:1/8\nK:Bb\nB,2D2 F2B2 | d4 z4 |]'] * 3
+IMG_H = 64
+
+
+@pytest.fixture(scope='module')
+def run_dir(tmp_path_factory):
+    """out_dir with ckpt_last (a tiny model that has memorized TUNES) and tokenizer.model, plus a
+    folder `imgs` with the two engraved tunes."""
+    root = tmp_path_factory.mktemp('sample')
+    out, imgs = root / 'out', root / 'imgs'
+    out.mkdir()
+    imgs.mkdir()
+    tok = data.Tokenizer(data.train_tokenizer(CORPUS, str(out / 'tokenizer'), vocab_size=300))
+    for i, abc in enumerate(TUNES):
+        engraved, _ = sample.engrave(abc)
+        engraved.save(imgs / f'tune{i}.png')
+    # the training batch is built exactly like sample.py builds its batch from the folder
+    xs = [sample.load_image(str(imgs / f'tune{i}.png'), IMG_H, 1024, 10**8) for i in range(2)]
+    wmax = max(x.shape[-1] for x in xs)
+    images = torch.stack([F.pad(x, (0, wmax - x.shape[-1]), value=1.0) for x in xs])
+    widths = torch.tensor([x.shape[-1] for x in xs])
+    ids = [tok.encode(t) for t in TUNES]
+    T = max(map(len, ids)) + 1
+    idx = torch.full((2, T), tok.pad_id)
+    tgt = torch.full((2, T), -1)
+    for b, s in enumerate(ids):
+        idx[b, :len(s) + 1] = torch.tensor([tok.bos_id] + s)
+        tgt[b, :len(s) + 1] = torch.tensor(s + [tok.eos_id])
+    torch.manual_seed(0)
+    cfg = M.MusicTrOCRConfig(backbone='cnn_tiny', vocab_size=tok.vocab_size, n_layer=2, n_head=4, d_model=64,
+                             d_ff=128, max_seq_len=64, dropout=0.0, img_height=IMG_H, pad_id=tok.pad_id,
+                             bos_id=tok.bos_id, eos_id=tok.eos_id)
+    m = M.MusicTrOCR(cfg)
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    for _ in range(200):
+        _, loss = m(images, idx, tgt, widths)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    m.eval()
+    assert [tok.decode(s) for s in m.generate(images, 60, widths=widths)] == TUNES, loss.item()
+    M.save_checkpoint(str(out / 'ckpt_last'), m, dict(train_config=dict(data_dir=str(root / 'nowhere'),
+                                                                        max_width=1024),
+                                                      iter_num=200, best_val_loss=None, lora=None, quant=None))
+    return out, imgs
+
+
+def run(*args):
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'sample.py'), *args], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert 'Traceback' not in r.stderr, r.stderr
+    return r
+
+
+def one_error_line(r):
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith('error:')]
+    assert r.returncode != 0 and len(lines) == 1, (r.returncode, r.stderr)
+    return lines[0]
+
+
+def test_single_image_prints_exactly_its_abc_and_saves_abc_png_mid(run_dir, tmp_path):
+    out, imgs = run_dir
+    save = tmp_path / 'pred'
+    r = run(f'--out_dir={out}', f'--image={imgs / "tune0.png"}', f'--save_dir={save}', '--max_new_tokens=60')
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == TUNES[0] + '\n'  # stdout is only the ABC
+    assert (save / 'tune0.abc').read_text() == TUNES[0]
+    from PIL import Image
+    with Image.open(save / 'tune0.png') as im:
+        assert im.mode == 'L' and im.size[0] > 100
+        lo, hi = im.getextrema()
+        assert lo < 64 and hi == 255  # dark ink on white paper (transparency composited onto white)
+    assert (save / 'tune0.mid').read_bytes()[:4] == b'MThd'
+
+
+def test_folder_transcribes_good_images_and_reports_bad_ones(run_dir, tmp_path):
+    out, imgs = run_dir
+    folder = tmp_path / 'mixed'
+    shutil.copytree(imgs, folder)
+    (folder / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n this is not really a png')
+    (folder / 'notes.txt').write_text('not an image, ignored in folder mode')
+    r = run(f'--out_dir={out}', f'--image={folder}', '--beam_size=2', '--max_new_tokens=60')
+    assert r.returncode == 1
+    assert r.stdout == f'% tune0.png\n{TUNES[0]}\n\n% tune1.png\n{TUNES[1]}\n\n'
+    bad = [ln for ln in r.stderr.splitlines() if 'broken.png' in ln]
+    assert len(bad) == 1 and bad[0].startswith('error:')
+    assert r.stderr.strip().splitlines()[-1] == 'error: 1 of 3 image(s) could not be read'
+
+
+def png_header(w, h):
+    """A PNG whose header claims w x h pixels (no pixel data): enough to test the size limit
+    without allocating the image."""
+    ihdr = struct.pack('>IIBBBBB', w, h, 8, 0, 0, 0, 0)
+    chunk = b'IHDR' + ihdr
+    return b'\x89PNG\r\n\x1a\n' + struct.pack('>I', len(ihdr)) + chunk + struct.pack('>I', zlib.crc32(chunk))
+
+
+@pytest.mark.parametrize('kind', ['missing', 'empty', 'corrupt', 'text', 'huge'])
+def test_bad_single_input_is_one_line_error(run_dir, tmp_path, kind):
+    out, _ = run_dir
+    path = tmp_path / ('page.txt' if kind == 'text' else 'page.png')
+    if kind == 'empty':
+        path.write_bytes(b'')
+    elif kind == 'corrupt':
+        path.write_bytes(os.urandom(500))
+    elif kind == 'text':
+        path.write_text('X:1\nK:C\nCDEF|]\n')
+    elif kind == 'huge':
+        path.write_bytes(png_header(9000, 9000))
+    line = one_error_line(run(f'--out_dir={out}', f'--image={path}'))
+    expect = {'missing': 'no such file', 'empty': 'empty file', 'corrupt': 'not a readable image',
+              'text': 'not a readable image', 'huge': 'image too large'}[kind]
+    assert expect in line and str(path) in line
+
+
+def test_mismatched_or_missing_checkpoint_is_clear_error(run_dir, tmp_path):
+    out, imgs = run_dir
+    bad = tmp_path / 'bad_run'
+    shutil.copytree(out, bad)
+    cfg_path = bad / 'ckpt_last' / 'config.json'
+    meta = json.loads(cfg_path.read_text())
+    meta['model_args']['d_model'] = 32
+    cfg_path.write_text(json.dumps(meta))
+    line = one_error_line(run(f'--out_dir={bad}', f'--image={imgs / "tune0.png"}'))
+    assert 'does not match this code' in line
+    line = one_error_line(run(f'--out_dir={tmp_path / "empty_run"}', f'--image={imgs / "tune0.png"}'))
+    assert 'no checkpoint' in line
+
+
+def test_unengravable_prediction_still_writes_abc(tmp_path):
+    # verovio rejects (or even crashes on) junk ABC; that happens in a child process, so we survive
+    for i, junk in enumerate(['', 'zz((((']):
+        why = sample.write_outputs(str(tmp_path), f'img{i}.png', junk)
+        assert why is not None
+        assert (tmp_path / f'img{i}.abc').read_text() == junk
+        assert not (tmp_path / f'img{i}.png').exists() and not (tmp_path / f'img{i}.mid').exists()

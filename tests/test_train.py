@@ -1,0 +1,219 @@
+"""tests/test_train.py: configurator.py and train.py, end to end on CPU.
+
+train.py is a script (nanoGPT style), so most tests run it in a subprocess on the `tiny_corpus`
+fixture with config/tiny_test.py (a 1-layer, d_model 32 decoder on 32 px cnn_tiny features,
+4 iterations of 4 images, evals at 0, 2 and 4): each run takes seconds. The training runs are
+module fixtures shared by several tests:
+
+    run_full      4 iterations in one go                                  (the reference)
+    run_resumed   stopped by max_time_minutes after 1 iteration (mid-epoch, off the eval
+                  grid), then init_from=resume to 4                       (must equal run_full)
+    DDP           2 gloo processes under torchrun, same global batch      (must equal run_full)
+"""
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMMON = ['config/tiny_test.py', '--warmup_frac=0.25']  # 1 warmup iteration, then cosine decay over 1..4
+LOG_KEYS = {'iter', 'train_loss', 'val_loss', 'val_ser', 'val_cer', 'val_seq_acc', 'lr', 'samples_per_sec',
+            'mfu', 'peak_mem_mb', 'elapsed_s'}
+
+
+def train(*args, torchrun=False, check=True, timeout=300):
+    """Run train.py with config/tiny_test.py and `args`; returns the CompletedProcess."""
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONHASHSEED='0')
+    env.pop('RANK', None)
+    launcher = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2'] if torchrun \
+        else [sys.executable]
+    p = subprocess.run(launcher + ['train.py', *COMMON, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=timeout)
+    if check:
+        assert p.returncode == 0, f"train.py failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
+    return p
+
+
+def read_log(out_dir):
+    with open(os.path.join(out_dir, 'log.jsonl')) as f:
+        return [json.loads(line) for line in f]
+
+
+def iter_lines(stdout):
+    """{iteration: (loss, lr)} from the one-line-per-iteration output."""
+    return {int(m[1]): (float(m[2]), float(m[3])) for m in re.finditer(r'^iter (\d+): loss ([\d.]+), lr ([\d.e+-]+),',
+                                                                         stdout, re.M)}
+
+
+def weights(ckpt_dir):
+    from safetensors.torch import load_file
+    return load_file(os.path.join(ckpt_dir, 'model.safetensors'))
+
+
+@pytest.fixture(scope='module')
+def run_full(tiny_corpus, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp('full'))
+    p = train(f'--data_dir={tiny_corpus}', f'--out_dir={out}')
+    return out, p.stdout
+
+
+@pytest.fixture(scope='module')
+def run_resumed(tiny_corpus, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp('resumed'))
+    # a time limit far below one iteration: it stops cleanly after iteration 0 (eval + ckpt_last at 1)
+    first = train(f'--data_dir={tiny_corpus}', f'--out_dir={out}', '--max_time_minutes=0.0001')
+    second = train(f'--data_dir={tiny_corpus}', f'--out_dir={out}', '--init_from=resume')
+    return out, first.stdout, second.stdout
+
+
+# -----------------------------------------------------------------------------
+# configurator.py, in process: exec it the way train.py does, on a small set of defaults
+
+DEFAULTS = dict(out_dir='out', batch_size=8, learning_rate=3e-4, backbone='resnet50', compile=False,
+                lora_targets=('backbone.',), pretrained=None, n_layer=6)
+
+
+def configure(argv, monkeypatch):
+    g = dict(DEFAULTS, config_keys=list(DEFAULTS))
+    monkeypatch.setattr(sys, 'argv', ['train.py', *argv])
+    exec(open(os.path.join(ROOT, 'configurator.py')).read(), g)
+    return {k: g[k] for k in DEFAULTS}
+
+
+def test_configurator_overrides_with_types(tmp_path, monkeypatch):
+    base = tmp_path / 'base.py'
+    base.write_text("backbone = 'swin_tiny'\nbatch_size = 4\n_helper = 3  # private names are not keys\n")
+    over = tmp_path / 'over.py'
+    over.write_text("out_dir = out_dir + '-lora'  # sees earlier values\nbatch_size = 2 * batch_size\n")
+    cfg = configure([str(base), str(over), '--learning_rate=1', '--lora_targets=["blocks."]', '--pretrained=timm',
+                     '--compile=True', '--n_layer=3'], monkeypatch)
+    assert cfg == dict(out_dir='out-lora', batch_size=8, learning_rate=1.0, backbone='swin_tiny', compile=True,
+                       lora_targets=('blocks.',), pretrained='timm', n_layer=3)
+    assert type(cfg['learning_rate']) is float and type(cfg['lora_targets']) is tuple
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--n_layers=3'], "unknown config key 'n_layers' on the command line; did you mean n_layer?"),
+    (['--batch_size=2.5'], "config key 'batch_size' expects int, got float 2.5"),
+    (['--compile'], "expected --key=value, got --compile"),
+])
+def test_configurator_errors(argv, message, monkeypatch, capsys):
+    with pytest.raises(SystemExit) as e:
+        configure(argv, monkeypatch)
+    assert e.value.code == f"error: {message}"
+
+
+def test_configurator_unknown_key_in_config_file(tmp_path, monkeypatch):
+    bad = tmp_path / 'bad.py'
+    bad.write_text("learning_rat = 1e-3\n")
+    with pytest.raises(SystemExit) as e:
+        configure([str(bad)], monkeypatch)
+    assert e.value.code == f"error: unknown config key 'learning_rat' in {bad}; did you mean learning_rate?"
+
+
+def test_configurator_missing_config_file(monkeypatch):
+    with pytest.raises(SystemExit) as e:
+        configure(['config/no_such_config.py'], monkeypatch)
+    assert e.value.code == "error: cannot read config file config/no_such_config.py: No such file or directory"
+
+
+@pytest.mark.parametrize('argv, needle', [
+    (['--d_modle=64'], "unknown config key 'd_modle' on the command line; did you mean d_model?"),
+    (['--data_dir=/nonexistent/quick'], "create it with: python data/m21/prepare.py --out_dir=/nonexistent/quick"),
+    (['--init_from=resume', '--data_dir=__DATA__'], "no checkpoint at"),
+])
+def test_bad_input_is_one_line(argv, needle, tiny_corpus, tmp_path):
+    """Typos, missing data, nothing to resume: one line on stderr, exit code 1, no traceback."""
+    p = train(f'--out_dir={tmp_path}/run', *[a.replace('__DATA__', tiny_corpus) for a in argv], check=False)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 1 and len(lines) == 1, p.stderr
+    assert lines[0].startswith('error: ') and needle in lines[0], lines[0]
+
+
+# -----------------------------------------------------------------------------
+# train.py
+
+def test_outputs(run_full):
+    out, stdout = run_full
+    log = read_log(out)
+    assert [r['iter'] for r in log] == [0, 2, 4]
+    for r in log:
+        assert LOG_KEYS <= set(r), LOG_KEYS - set(r)
+        assert math.isfinite(r['val_loss']) and r['val_ser'] >= 0 and 0 <= r['val_seq_acc'] <= 1
+    assert log[0]['train_loss'] is None and all(r['train_loss'] > 0 for r in log[1:])
+    assert os.path.getsize(os.path.join(out, 'loss.png')) > 1000
+    # the lr schedule: 1 warmup iteration at lr/2, then cosine from 1e-3 to 1e-4 over iterations 1..4
+    lrs = [lr for _, (_, lr) in sorted(iter_lines(stdout).items())]
+    cos = lambda r: 1e-4 + 0.5 * (1 + math.cos(math.pi * r)) * (1e-3 - 1e-4)
+    assert lrs == pytest.approx([5e-4, cos(0), cos(1 / 3), cos(2 / 3)], rel=1e-2)
+    # checkpoints: complete, loadable, nothing half-written (*.tmp-*, *.old-*) left behind
+    assert sorted(os.listdir(out)) == ['ckpt_best', 'ckpt_last', 'final_eval.json', 'log.jsonl', 'loss.png',
+                                       'tokenizer.model', 'tokenizer.vocab']
+    from model import load_checkpoint_state, load_model
+    model, meta = load_model(os.path.join(out, 'ckpt_last'))
+    assert meta['iter_num'] == 4 and meta['train_config']['batch_size'] == 2 and meta['lora'] is None
+    assert load_checkpoint_state(os.path.join(out, 'ckpt_last'))['iter_num'] == 4
+    with open(os.path.join(out, 'final_eval.json')) as f:
+        final = json.load(f)
+    assert final['split'] == 'test' and final['n_samples'] == 2 and final['weights'] == 'ckpt_best'
+    assert final['weights_iter'] == min(log, key=lambda r: r['val_loss'])['iter']
+    assert final['ser'] >= 0 and math.isfinite(final['test_loss'])
+
+
+def test_time_limit_stop_and_resume_reproduce_the_uninterrupted_run(run_full, run_resumed):
+    full, full_stdout = run_full
+    resumed, first_stdout, second_stdout = run_resumed
+    # the first process stopped on the clock after one iteration, the second carried on from there
+    assert sorted(iter_lines(first_stdout)) == [0] and 'max_time_minutes=0.0001 reached at iter 1' in first_stdout
+    assert sorted(iter_lines(second_stdout)) == [1, 2, 3]
+    # the same per-iteration losses and learning rates...
+    a, b = iter_lines(full_stdout), {**iter_lines(first_stdout), **iter_lines(second_stdout)}
+    assert a == b
+    # ... the same evals (the stop added one at iteration 1)...
+    la, lb = read_log(full), read_log(resumed)
+    assert [r['iter'] for r in lb] == [0, 1, 2, 4]
+    lb = [r for r in lb if r['iter'] != 1]
+    for k in ('val_loss', 'val_cer', 'lr'):
+        assert [r[k] for r in la] == pytest.approx([r[k] for r in lb], abs=1e-6), k
+    assert la[2]['train_loss'] == pytest.approx(lb[2]['train_loss'], abs=1e-6)
+    # ... and bit-identical final weights
+    wa, wb = weights(os.path.join(full, 'ckpt_last')), weights(os.path.join(resumed, 'ckpt_last'))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+def test_ddp_two_processes_match_one(run_full, tiny_corpus, tmp_path):
+    """2 gloo processes x 1 accumulation step = 1 process x 2 steps: the same images per optimizer
+    step, so the same losses and the same weights (up to float summation order)."""
+    full, full_stdout = run_full
+    p = train(f'--data_dir={tiny_corpus}', f'--out_dir={tmp_path}', torchrun=True)
+    assert '4 images per iteration: 2 process(es) x batch_size 2 x 1 accumulation step(s)' in p.stdout
+    single, ddp = iter_lines(full_stdout), iter_lines(p.stdout)
+    assert sorted(ddp) == [0, 1, 2, 3]
+    for it in single:
+        assert ddp[it][0] == pytest.approx(single[it][0], abs=2e-4)  # printed with 4 decimals
+    for ra, rb in zip(read_log(full), read_log(str(tmp_path))):
+        assert rb['train_loss'] == pytest.approx(ra['train_loss'], abs=1e-5)
+    wa, wb = weights(os.path.join(full, 'ckpt_last')), weights(os.path.join(tmp_path, 'ckpt_last'))
+    # parameters only: BatchNorm running statistics legitimately differ (each process updates them with
+    # its own micro-batch, and DDP broadcasts rank 0's buffers); they take no part in training
+    params = [k for k in wa if not k.endswith(('running_mean', 'running_var', 'num_batches_tracked'))]
+    for k in params:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_resume_with_another_model_is_refused(run_full, tiny_corpus, tmp_path):
+    out = str(tmp_path / 'run')
+    shutil.copytree(run_full[0], out)
+    p = train(f'--data_dir={tiny_corpus}', f'--out_dir={out}', '--init_from=resume', '--n_layer=2', check=False)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 1 and len(lines) == 1, p.stderr
+    assert "was trained with n_layer=1 but the config says 2" in lines[0]

@@ -1,0 +1,640 @@
+"""
+train.py: train MusicTrOCR (image of one line of engraved music -> ABC), after nanoGPT's train.py.
+
+One file, one loop, no Trainer class and no callbacks. It runs on a single device:
+
+    $ python train.py config/quickstart.py                       # 2-core CPU, ~15 minutes
+    $ python train.py config/resnet50.py --batch_size=16         # one GPU
+
+or with DDP under torchrun, on one node:
+
+    $ torchrun --standalone --nproc_per_node=8 train.py config/deit_small.py
+
+or on two nodes (run on both, with node_rank 0 and 1; master_addr = the first node's IP):
+
+    $ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=0 --master_addr=10.0.0.1 \
+          --master_port=29500 train.py config/deit_small.py
+    (if your cluster has no Infiniband, prepend NCCL_IB_DISABLE=1)
+
+Every config key is a global below, with its default; config files and --key=value
+overrides replace them (see configurator.py). Outputs in out_dir: one line per iteration on
+stdout, log.jsonl (one JSON object per eval), loss.png, ckpt_last/ and ckpt_best/
+(model.safetensors + config.json + state.pt, see model.save_checkpoint), tokenizer.model,
+and final_eval.json (the test split, scored with the best checkpoint, at the end).
+"""
+
+import json
+import math
+import os
+import random
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+import data
+from model import MusicTrOCR, MusicTrOCRConfig, load_checkpoint_state, load_model, save_checkpoint
+
+# -----------------------------------------------------------------------------
+# default config values: the seed recipe, ResNet-50 encoder at 224 px
+# I/O
+out_dir = 'out'
+data_dir = 'data/m21/full'
+prepare_args = None  # e.g. '--max_tunes=600': if data_dir is missing, build it with data/m21/prepare.py and these args
+eval_interval = 500  # iterations between evals (and ckpt_last saves)
+log_interval = 1
+eval_iters = 50  # val batches for the val loss (the same fixed batches at every eval)
+eval_decode_samples = 200  # val images greedy-decoded at each eval for SER / CER / sequence accuracy
+eval_test_samples = -1  # test images decoded at the end for final_eval.json (-1 = all of them)
+always_save_checkpoint = True  # write ckpt_last at every eval (ckpt_best is written whenever val loss improves)
+init_from = 'scratch'  # 'scratch' or 'resume' (continue out_dir/ckpt_last exactly where it stopped)
+max_time_minutes = 0.0  # > 0: stop cleanly (eval + ckpt_last) once this many minutes have passed since launch
+# wandb logging (optional, imported only when on)
+wandb_log = False
+wandb_project = 'nanoomr'
+wandb_run_name = 'run'
+# data
+batch_size = 8  # micro-batch size per process
+gradient_accumulation_steps = 4  # GLOBAL: split over the DDP processes; 8 x 4 = 32 images per optimizer step
+epochs = 10  # used to derive max_iters when max_iters = 0
+max_iters = 0  # optimizer steps; 0 = epochs x (train images // 32)
+img_height = 224
+max_width = 2048  # wider images are scaled down to this width
+num_workers = 4  # DataLoader worker processes (0 = load in the main process)
+augment = False  # data.py's light augmentation (blur, noise, small rotation, contrast)
+# model
+backbone = 'resnet50'  # any name in backbones.BACKBONES
+pretrained = None  # None = random init; 'timm' = ImageNet weights from the HF hub (online); or a local .safetensors/.pth
+freeze_backbone = False
+grad_checkpointing = False
+n_layer = 6
+n_head = 8
+d_model = 512
+d_ff = 2048  # SwiGLU hidden size
+max_seq_len = 2048  # decoder positions, bos included; longer labels are cut by data.py
+dropout = 0.1
+# AdamW optimizer
+learning_rate = 3e-4  # peak learning rate
+weight_decay = 0.01
+beta1 = 0.9
+beta2 = 0.99
+grad_clip = 1.0  # clip the global gradient norm at this value (0 = off)
+# learning rate schedule
+warmup_frac = 0.03  # linear warmup over this fraction of lr_decay_iters
+decay_lr = 'cosine'  # 'cosine', 'linear' or 'none' (constant after warmup)
+lr_decay_iters = 0  # 0 = max_iters (set it when a run is stopped early on purpose and resumed later)
+min_lr = 3e-5  # the floor the decay ends at, ~learning_rate/10 (Chinchilla)
+# efficiency plug-ins (lora.py, quant.py, distill.py)
+lora_rank = 0  # > 0: LoRA adapters of this rank on the modules named by lora_targets, base weights frozen
+lora_alpha = 16.0
+lora_dropout = 0.0
+lora_targets = ('backbone.',)  # module-name prefixes / fnmatch patterns, see lora.apply_lora
+lora_rslora = False  # scale alpha/sqrt(r) instead of alpha/r
+quant_backbone = None  # 'nf4': the backbone's Linear/Conv2d weights stored in 4-bit NormalFloat (QLoRA)
+nf4_double_quant = False  # also quantize the NF4 absmax constants
+teacher_dir = None  # a trained run's checkpoint dir: knowledge distillation from that teacher
+distill_alpha = 0.5  # loss = alpha * KD + (1 - alpha) * CE
+distill_T = 2.0  # softmax temperature of the KD term
+# system
+device = 'cuda' if torch.cuda.is_available() else 'cpu'  # 'cpu', 'cuda', 'cuda:1', ...
+dtype = 'bfloat16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else 'float16'  # CUDA only; CPU runs fp32
+compile = False  # torch.compile: off by default, variable image widths make it recompile often
+seed = 1337
+# -----------------------------------------------------------------------------
+config_keys = [k for k, v in globals().items() if not k.startswith('_')
+               and isinstance(v, (int, float, bool, str, tuple, list, type(None)))]
+exec(open(os.path.join(os.path.dirname(__file__), 'configurator.py')).read())  # overrides from command line or config file
+config = {k: globals()[k] for k in config_keys}  # will be useful for logging and checkpoints
+# -----------------------------------------------------------------------------
+
+
+t_launch = time.time()  # max_time_minutes counts from here: data preparation and loading included
+
+
+def die(msg):
+    """Bad input: one line on stderr and a non-zero exit, never a traceback."""
+    sys.exit(f"error: {msg}")
+
+
+# cheap checks first, so that a typo fails in a second, not after loading the data
+if init_from not in ('scratch', 'resume'):
+    die(f"init_from must be 'scratch' or 'resume', got {init_from!r}")
+if decay_lr not in ('cosine', 'linear', 'none'):
+    die(f"decay_lr must be 'cosine', 'linear' or 'none', got {decay_lr!r}")
+if quant_backbone not in (None, 'nf4'):
+    die(f"quant_backbone must be None or 'nf4', got {quant_backbone!r}")
+if dtype not in ('float32', 'bfloat16', 'float16'):
+    die(f"dtype must be 'float32', 'bfloat16' or 'float16', got {dtype!r}")
+if batch_size < 1 or gradient_accumulation_steps < 1:
+    die("batch_size and gradient_accumulation_steps must be >= 1")
+
+# various inits, derived attributes, I/O setup
+ddp = int(os.environ.get('RANK', -1)) != -1  # is this a ddp run (launched by torchrun)?
+if ddp:
+    ddp_rank = int(os.environ['RANK'])
+    ddp_local_rank = int(os.environ['LOCAL_RANK'])
+    ddp_world_size = int(os.environ['WORLD_SIZE'])
+    if device.startswith('cuda'):
+        device = f'cuda:{ddp_local_rank}'
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend='nccl' if device.startswith('cuda') else 'gloo')
+    master_process = ddp_rank == 0  # this process will do logging, checkpointing etc.
+    # world_size processes train simultaneously, so each does a share of the (global) accumulation
+    if gradient_accumulation_steps % ddp_world_size != 0:
+        die(f"gradient_accumulation_steps={gradient_accumulation_steps} must be divisible by the "
+            f"number of processes ({ddp_world_size})")
+    gradient_accumulation_steps //= ddp_world_size
+else:
+    ddp_rank, ddp_local_rank, ddp_world_size, master_process = 0, 0, 1, True
+samples_per_iter = batch_size * gradient_accumulation_steps * ddp_world_size  # global images per optimizer step
+device_type = 'cuda' if device.startswith('cuda') else 'cpu'  # for later use in torch.autocast
+if device_type == 'cuda' and not torch.cuda.is_available():
+    die(f"device={device!r} but CUDA is not available; use --device=cpu")
+if device_type == 'cpu':
+    dtype = 'float32'  # CPU autocast is slow and buys nothing here
+elif dtype == 'bfloat16' and not torch.cuda.is_bf16_supported():
+    dtype = 'float16'  # pre-Ampere GPUs: fp16 + loss scaling instead
+config['dtype'] = dtype
+if master_process:
+    print(f"{samples_per_iter} images per iteration: {ddp_world_size} process(es) x batch_size "
+          f"{batch_size} x {gradient_accumulation_steps} accumulation step(s)")
+torch.backends.cuda.matmul.allow_tf32 = True  # allow tf32 on matmul
+torch.backends.cudnn.allow_tf32 = True  # allow tf32 on cudnn
+ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
+ctx = nullcontext() if dtype == 'float32' else torch.autocast(device_type=device_type, dtype=ptdtype)
+
+# -----------------------------------------------------------------------------
+# data: a prepared dataset directory (see data/m21/prepare.py); the quick start builds its own
+if not os.path.isdir(data_dir) and prepare_args is not None:
+    if master_process:
+        cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'm21', 'prepare.py'),
+               f'--out_dir={data_dir}'] + shlex.split(prepare_args)
+        print(f"{data_dir} is missing, preparing it: {' '.join(cmd)}", flush=True)
+        if subprocess.run(cmd).returncode != 0:
+            die(f"preparing {data_dir} failed (command: {' '.join(cmd)})")
+    if ddp:
+        dist.barrier()
+try:
+    data.load_split(data_dir, 'train')  # a missing dir fails here, with the command that prepares it
+    tokenizer = data.Tokenizer(os.path.join(data_dir, 'tokenizer.model'))
+    # max_len: labels whose [bos] + ids do not fit the decoder's max_seq_len positions are left out
+    dataset_kw = dict(tokenizer=tokenizer, img_height=img_height, max_width=max_width, max_len=max_seq_len)
+    train_ds = data.OMRDataset(data_dir, 'train', augment=augment, seed=seed, **dataset_kw)
+    val_ds = data.OMRDataset(data_dir, 'val', **dataset_kw)
+    test_ds = data.OMRDataset(data_dir, 'test', **dataset_kw)
+except (FileNotFoundError, ValueError) as e:
+    die(e)
+collate_fn = data.Collate(tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id)
+iters_per_epoch = len(train_ds) // samples_per_iter  # the incomplete last global batch of an epoch is dropped
+if iters_per_epoch == 0:
+    die(f"the train split of {data_dir} has {len(train_ds)} images, fewer than one global batch "
+        f"({samples_per_iter}); lower batch_size or gradient_accumulation_steps")
+if max_iters <= 0:
+    max_iters = epochs * iters_per_epoch
+lr_decay_iters = lr_decay_iters if lr_decay_iters > 0 else max_iters
+warmup_iters = int(warmup_frac * lr_decay_iters)
+if master_process:
+    print(f"data: {data_dir}, {len(train_ds)} train / {len(val_ds)} val / {len(test_ds)} test images, "
+          f"vocab {tokenizer.vocab_size}; {iters_per_epoch} iterations per epoch, max_iters {max_iters} "
+          f"(= {max_iters / iters_per_epoch:.2f} epochs), warmup {warmup_iters}")
+    os.makedirs(out_dir, exist_ok=True)
+    # sample.py finds the tokenizer next to the checkpoints
+    for ext in ('.model', '.vocab'):
+        src = os.path.join(data_dir, 'tokenizer' + ext)
+        if os.path.isfile(src):
+            fd, tmp = tempfile.mkstemp(dir=out_dir, prefix='.tokenizer-')
+            os.close(fd)
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, os.path.join(out_dir, 'tokenizer' + ext))
+
+
+def epoch_batches(epoch, start_iter):
+    """This process's micro-batches (lists of train indices) for `epoch`, from optimizer step
+    `start_iter` of that epoch on. The epoch's order is a permutation drawn from seed + epoch
+    alone, so the data order is a pure function of the iteration number: resuming at any
+    iteration sees exactly the batches an uninterrupted run would. Optimizer step `it` takes
+    the global micro-batches it*A .. it*A + A-1 (A = global accumulation steps), and process r
+    takes its consecutive share of them, so N processes see the very same images per step as
+    one process does (that is what makes a DDP run equal to a single-process run)."""
+    g = torch.Generator().manual_seed(seed + epoch)
+    perm = torch.randperm(len(train_ds), generator=g).tolist()
+    batches = []
+    for it in range(start_iter, iters_per_epoch):
+        for micro_step in range(gradient_accumulation_steps):
+            k = it * samples_per_iter + (ddp_rank * gradient_accumulation_steps + micro_step) * batch_size
+            batches.append(perm[k:k + batch_size])
+    return batches
+
+
+def train_batches(start_iter):
+    """Yield this process's micro-batches forever, starting at global iteration `start_iter`."""
+    epoch, it = divmod(start_iter, iters_per_epoch)
+    while True:
+        train_ds.set_epoch(epoch)  # augmentation draws depend on (seed, epoch, image) only, not on workers
+        g = torch.Generator().manual_seed(seed + epoch)  # DataLoader would otherwise draw its seed from the global RNG
+        loader = torch.utils.data.DataLoader(train_ds, batch_sampler=epoch_batches(epoch, it), collate_fn=collate_fn,
+                                             num_workers=num_workers, pin_memory=device_type == 'cuda', generator=g)
+        yield from loader
+        epoch, it = epoch + 1, 0
+
+
+def to_device(batch):
+    """(images (B,3,H,W), idx (B,T), targets (B,T), widths (B,)) on the training device."""
+    return tuple(batch[k].to(device, non_blocking=True) for k in ('images', 'idx', 'targets', 'widths'))
+
+
+# -----------------------------------------------------------------------------
+# model: scratch (+ the plug-ins), or the exact state of out_dir/ckpt_last
+# the model-defining keys; the rest of the config may change between runs of one model
+model_arg_keys = ('backbone', 'pretrained', 'n_layer', 'n_head', 'd_model', 'd_ff', 'max_seq_len', 'dropout',
+                  'img_height', 'freeze_backbone', 'grad_checkpointing')
+model_args = {k: globals()[k] for k in model_arg_keys}
+model_args.update(vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id, bos_id=tokenizer.bos_id,
+                  eos_id=tokenizer.eos_id)
+lora_meta = dict(rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout, targets=list(lora_targets),
+                 rslora=lora_rslora) if lora_rank > 0 else None
+quant_meta = dict(backbone=quant_backbone, double_quant=nf4_double_quant) if quant_backbone else None
+lora_on_backbone = lora_rank > 0 and any(t.startswith('backbone') for t in lora_targets)
+if lora_on_backbone or quant_backbone:
+    # LoRA / QLoRA fine-tune the encoder through adapters only: the rest of the backbone is frozen
+    # (and its BatchNorm kept in eval mode); the decoder is trained from scratch, so it stays trainable
+    model_args['freeze_backbone'] = True
+iter_num, best_val_loss, elapsed_before = 0, float('inf'), 0.0
+torch.manual_seed(seed)  # the same initial weights in every process
+if init_from == 'scratch':
+    if master_process:
+        print(f"initializing a new {backbone} model from scratch" + (f" (pretrained={pretrained})" if pretrained else ""))
+    try:
+        model = MusicTrOCR(MusicTrOCRConfig(**model_args))
+    except (ValueError, FileNotFoundError, RuntimeError, KeyError) as e:
+        die(f"cannot build the model: {e}")
+    # the plug-ins, in the order model.load_model re-applies them: NF4 first, then LoRA on top (QLoRA)
+    if quant_backbone == 'nf4':
+        import quant
+        n = quant.quantize_model_nf4(model.backbone, double_quant=nf4_double_quant)
+        if master_process:
+            print(f"NF4: quantized {n} backbone modules")
+    if lora_rank > 0:
+        import lora
+        wrapped = lora.apply_lora(model, rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout,
+                                  targets=tuple(lora_targets), rslora=lora_rslora)
+        if master_process:
+            print(f"LoRA: rank {lora_rank} adapters on {len(wrapped)} modules")
+    ckpt_state = None
+else:
+    ckpt_dir = os.path.join(out_dir, 'ckpt_last')
+    if master_process:
+        print(f"resuming training from {ckpt_dir}")
+    try:
+        model, meta = load_model(ckpt_dir, device='cpu')
+        ckpt_state = load_checkpoint_state(ckpt_dir)
+    except (ValueError, FileNotFoundError) as e:
+        die(e)
+    if ckpt_state is None:
+        die(f"{ckpt_dir} has no state.pt (optimizer and data position): it cannot be resumed")
+    # the checkpoint must be the model this config describes (pretrained only mattered at step 0)
+    theirs = dict(meta['model_args'], lora=meta.get('lora'), quant=meta.get('quant'))
+    ours = dict(model_args, lora=lora_meta, quant=quant_meta)
+    for k in ours:
+        if k != 'pretrained' and theirs.get(k) != ours[k]:
+            die(f"{ckpt_dir} was trained with {k}={theirs.get(k)!r} but the config says {ours[k]!r}; "
+                f"resume with the run's own config, or start a new out_dir")
+    iter_num, best_val_loss = ckpt_state['iter_num'], ckpt_state['best_val_loss']
+    elapsed_before = ckpt_state.get('elapsed_s', 0.0)
+model.to(device)
+n_params, n_trainable = model.get_num_params(), model.get_num_params(trainable_only=True)
+if master_process:
+    print(f"parameters: {n_params / 1e6:.2f}M, trainable {n_trainable / 1e6:.2f}M")
+
+# knowledge distillation: a frozen teacher run on the same batch
+teacher = None
+if teacher_dir:
+    import distill
+    try:
+        teacher = distill.load_teacher(teacher_dir, device)
+    except (ValueError, FileNotFoundError) as e:
+        die(e)
+    if teacher.config.vocab_size != tokenizer.vocab_size:
+        die(f"teacher {teacher_dir} has vocab {teacher.config.vocab_size}, the data's tokenizer "
+            f"{tokenizer.vocab_size}: distill on the dataset the teacher was trained on")
+
+# initialize a GradScaler. If enabled=False scaler is a no-op (it is only needed for fp16)
+scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
+optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+if ckpt_state is not None:
+    optimizer.load_state_dict(ckpt_state['optimizer'])
+    scaler.load_state_dict(ckpt_state['scaler'])
+raw_model = model  # the plain module: checkpoints, eval and generate() use it
+if compile:
+    if master_process:
+        print("compiling the model... (takes a ~minute)")
+    model = torch.compile(model)
+if ddp:
+    model = DDP(model, device_ids=[ddp_local_rank] if device_type == 'cuda' else None)
+
+# every process has its own random stream (dropout), but its state is restored exactly on resume
+if ckpt_state is not None:
+    rng = ckpt_state['rng'][ddp_rank] if ddp_rank < len(ckpt_state['rng']) else ckpt_state['rng'][0]
+    random.setstate(rng['python'])
+    np.random.set_state(rng['numpy'])
+    torch.set_rng_state(rng['torch'].cpu())
+    if device_type == 'cuda' and rng.get('cuda') is not None:
+        torch.cuda.set_rng_state(rng['cuda'].cpu())
+else:
+    random.seed(seed + ddp_rank)
+    np.random.seed(seed + ddp_rank)
+    torch.manual_seed(seed + ddp_rank)
+
+
+def rng_states():
+    """The RNG state of every process (a list, rank order): a collective under DDP."""
+    mine = dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state(),
+                cuda=torch.cuda.get_rng_state() if device_type == 'cuda' else None)
+    if not ddp:
+        return [mine]
+    everyone = [None] * ddp_world_size
+    dist.all_gather_object(everyone, mine)
+    return everyone
+
+
+def get_lr(it):
+    """Learning rate at iteration `it`: linear warmup, then cosine / linear decay to min_lr."""
+    # 1) linear warmup for warmup_iters steps
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / (warmup_iters + 1)
+    if decay_lr == 'none':
+        return learning_rate
+    # 2) if it > lr_decay_iters, return min learning rate
+    if it > lr_decay_iters:
+        return min_lr
+    # 3) in between, decay from learning_rate down to min_lr
+    decay_ratio = (it - warmup_iters) / max(1, lr_decay_iters - warmup_iters)
+    assert 0 <= decay_ratio <= 1
+    coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio)) if decay_lr == 'cosine' else 1.0 - decay_ratio
+    return min_lr + coeff * (learning_rate - min_lr)
+
+
+@torch.no_grad()
+def evaluate(m, ds, n_loss_batches, n_decode):
+    """Loss on the first n_loss_batches fixed batches of `ds`, and SER/CER/sequence accuracy of greedy
+    decoding on its first n_decode images ('first' in a permutation fixed by seed, so that every eval
+    scores the same images). The work is spread over the DDP processes; all of them return the same
+    numbers. Returns (loss, scores dict, list of (index, prediction, reference))."""
+    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed)).tolist()
+    loss_batches = [order[i:i + batch_size] for i in range(0, min(len(ds), n_loss_batches * batch_size), batch_size)]
+    decode_batches = [order[i:i + batch_size] for i in range(0, min(len(ds), n_decode), batch_size)]
+
+    def loader(batches):  # this process's share
+        return torch.utils.data.DataLoader(ds, batch_sampler=batches[ddp_rank::ddp_world_size], collate_fn=collate_fn,
+                                           num_workers=num_workers, generator=torch.Generator().manual_seed(seed))
+
+    m.eval()
+    # fork_rng: whatever eval draws from the global RNGs is given back, so that training continues
+    # with the same random stream whether or not (and how often) it was evaluated
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device_type == 'cuda' else []):
+        loss_sum = torch.zeros(2, device=device, dtype=torch.float64)  # (sum of batch losses, number of batches)
+        for batch in loader(loss_batches):
+            images, idx, targets, widths = to_device(batch)
+            with ctx:
+                _, loss = m(images, idx, targets, widths)
+            loss_sum += torch.tensor([loss.item(), 1.0], device=device, dtype=torch.float64)
+        rows = []
+        for batch in loader(decode_batches):
+            images, _, _, widths = to_device(batch)
+            with ctx:
+                out = m.generate(images, max_new_tokens=max_seq_len - 1, widths=widths)
+            rows += [(i, tokenizer.decode(o), t) for i, o, t in zip(batch['index'].tolist(), out, batch['text'])]
+    if ddp:
+        dist.all_reduce(loss_sum)
+        everyone = [None] * ddp_world_size
+        dist.all_gather_object(everyone, rows)
+        rows = sorted(r for part in everyone for r in part)
+    m.train()
+    loss = (loss_sum[0] / loss_sum[1]).item() if loss_sum[1] > 0 else float('nan')
+    scores = data.score([r[1] for r in rows], [r[2] for r in rows], tokenizer) if rows else {}
+    return loss, scores, rows
+
+
+def write_log(record):
+    """Append one eval to out_dir/log.jsonl and redraw out_dir/loss.png from the whole log."""
+    path = os.path.join(out_dir, 'log.jsonl')
+    with open(path, 'a') as f:
+        f.write(json.dumps(record) + '\n')
+    with open(path) as f:
+        log = [json.loads(line) for line in f if line.strip()]
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    its = [r['iter'] for r in log]
+    train = [(r['iter'], r['train_loss']) for r in log if r.get('train_loss') is not None]
+    if train:
+        ax1.plot(*zip(*train), label='train loss')
+    ax1.plot(its, [r['val_loss'] for r in log], marker='o', label='val loss')
+    ax1.set_xlabel('iteration')
+    ax1.set_ylabel('cross-entropy (nats/token)')
+    ax1.legend()
+    for key, label in (('val_ser', 'val SER'), ('val_cer', 'val CER')):
+        ax2.plot(its, [100 * r[key] if r.get(key) is not None else float('nan') for r in log], marker='o', label=label)
+    ax2.set_xlabel('iteration')
+    ax2.set_ylabel('error rate (%), greedy decoding')
+    ax2.legend()
+    fig.suptitle(f"{backbone}: {out_dir}")
+    fig.tight_layout()
+    tmp = os.path.join(out_dir, '.loss.tmp.png')
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, os.path.join(out_dir, 'loss.png'))
+
+
+def peak_mem_mb():
+    """Peak CUDA memory allocated by this process, or (CPU) its peak resident set size, in MiB."""
+    if device_type == 'cuda':
+        return torch.cuda.max_memory_allocated() / 2 ** 20
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+# logging
+if wandb_log and master_process:
+    import wandb
+    wandb.init(project=wandb_project, name=wandb_run_name, config=config)
+log_path = os.path.join(out_dir, 'log.jsonl')
+if master_process and os.path.exists(log_path):
+    # a new run starts a new log; a resumed one keeps the evals up to its checkpoint, and drops any
+    # that an interrupted run wrote after it (they will be redone)
+    with open(log_path) as f:
+        kept = [line for line in f if line.strip() and init_from == 'resume' and json.loads(line)['iter'] <= iter_num]
+    with open(log_path, 'w') as f:
+        f.writelines(kept)
+
+# -----------------------------------------------------------------------------
+# training loop
+batches = train_batches(iter_num)
+resume_iter = iter_num if init_from == 'resume' else -1  # that eval is already in the log and the checkpoint
+t_start = time.time()
+t0 = t_start
+local_iter_num = 0  # number of iterations in the lifetime of this process
+running_mfu = -1.0
+window = dict(loss=0.0, n=0, samples=0, time=0.0)  # training stats since the last eval
+stop = False
+while True:
+
+    # evaluate the loss on val, write checkpoints (also on the last iteration and on a time stop)
+    if (iter_num % eval_interval == 0 or iter_num >= max_iters or stop) and iter_num != resume_iter:
+        val_loss, scores, rows = evaluate(raw_model, val_ds, eval_iters, eval_decode_samples)
+        improved = val_loss < best_val_loss
+        best_val_loss = min(best_val_loss, val_loss)
+        record = dict(iter=iter_num, epoch=iter_num / iters_per_epoch,
+                      train_loss=window['loss'] / window['n'] if window['n'] else None, val_loss=val_loss,
+                      val_ser=scores.get('ser'), val_cer=scores.get('cer'), val_bpe_ser=scores.get('bpe_ser'),
+                      val_seq_acc=scores.get('seq_acc'), lr=get_lr(max(0, iter_num - 1)),
+                      samples_per_sec=window['samples'] / window['time'] if window['time'] else None,
+                      mfu=running_mfu if running_mfu >= 0 else None, peak_mem_mb=peak_mem_mb(),
+                      elapsed_s=elapsed_before + time.time() - t_start)
+        window = dict(loss=0.0, n=0, samples=0, time=0.0)
+        state = None
+        if improved or always_save_checkpoint or iter_num >= max_iters or stop:
+            state = dict(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), rng=rng_states(),
+                         iter_num=iter_num, epoch=iter_num // iters_per_epoch,
+                         data_position=dict(epoch=iter_num // iters_per_epoch, iter_in_epoch=iter_num % iters_per_epoch),
+                         best_val_loss=best_val_loss, elapsed_s=record['elapsed_s'])
+        if master_process:
+            fmt = lambda x: f"{100 * x:.2f}%" if x is not None else "n/a"
+            train_str = f"{record['train_loss']:.4f}" if record['train_loss'] is not None else "n/a"
+            print(f"eval {iter_num}: train loss {train_str}, val loss {val_loss:.4f}, "
+                  f"val SER {fmt(record['val_ser'])}, CER {fmt(record['val_cer'])}, "
+                  f"seq acc {fmt(record['val_seq_acc'])} ({len(rows)} images)")
+            if rows:
+                print(f"  ref:  {rows[0][2][:120]!r}\n  pred: {rows[0][1][:120]!r}")
+            write_log(record)
+            if wandb_log:
+                wandb.log(record)
+            meta = dict(model_args=raw_model.config.__dict__, train_config=config, iter_num=iter_num,
+                        best_val_loss=best_val_loss, lora=lora_meta, quant=quant_meta)
+            saved = []
+            if always_save_checkpoint or iter_num >= max_iters or stop:
+                saved.append('ckpt_last')
+            if improved:
+                saved.append('ckpt_best')
+            for name in saved:
+                save_checkpoint(os.path.join(out_dir, name), raw_model, meta, state)
+            if saved:
+                print(f"saved {' and '.join(saved)} to {out_dir}")
+        if ddp:
+            dist.barrier()  # nobody reads a checkpoint that is still being written
+        t0 = time.time()  # don't count eval time in the next iteration
+    if iter_num >= max_iters or stop:
+        break
+
+    # determine and set the learning rate for this iteration
+    lr = get_lr(iter_num)
+    for param_group in optimizer.param_groups:
+        param_group['lr'] = lr
+
+    # forward backward update, with optional gradient accumulation to simulate larger batch size
+    # and using the GradScaler if data type is float16
+    loss_accum = torch.zeros((), device=device)
+    for micro_step in range(gradient_accumulation_steps):
+        images, idx, targets, widths = to_device(next(batches))
+        if ddp:
+            # in DDP training we only need to sync gradients at the last micro step.
+            # the official way to do this is with model.no_sync() context manager, but
+            # I really dislike that this bloats the code and forces us to repeat code
+            # looking at the source of that context manager, it just toggles this variable
+            model.require_backward_grad_sync = (micro_step == gradient_accumulation_steps - 1)
+        with ctx:
+            logits, loss = model(images, idx, targets, widths)  # logits (B,T,V)
+            if teacher is not None:
+                with torch.no_grad():
+                    teacher_logits, _ = teacher(images, idx, widths=widths)  # (B,T,V)
+                loss = distill.kd_loss(logits, teacher_logits, targets, distill_alpha, distill_T)
+            loss = loss / gradient_accumulation_steps  # scale the loss to account for gradient accumulation
+        # backward pass, with gradient scaling if training in fp16
+        scaler.scale(loss).backward()
+        loss_accum += loss.detach()
+    # clip the gradient
+    if grad_clip != 0.0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    # step the optimizer and scaler if training in fp16
+    scaler.step(optimizer)
+    scaler.update()
+    # flush the gradients as soon as we can, no need for this memory anymore
+    optimizer.zero_grad(set_to_none=True)
+
+    # timing and logging
+    t1 = time.time()
+    dt = t1 - t0
+    t0 = t1
+    if ddp:
+        dist.all_reduce(loss_accum, op=dist.ReduceOp.AVG)  # the loss of the whole global batch
+    lossf = loss_accum.item()
+    window['loss'] += lossf
+    window['n'] += 1
+    window['samples'] += samples_per_iter
+    window['time'] += dt
+    if iter_num % log_interval == 0 and master_process:
+        if local_iter_num >= 5:  # let the training loop settle a bit
+            mfu = raw_model.estimate_mfu(batch_size * gradient_accumulation_steps, dt, images.size(3), idx.size(1),
+                                         images.size(2))
+            if mfu is not None:
+                running_mfu = mfu if running_mfu == -1.0 else 0.9 * running_mfu + 0.1 * mfu
+        mfu_str = f"{running_mfu * 100:.2f}%" if running_mfu >= 0 else "n/a"
+        print(f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, time {dt * 1000:.2f}ms, "
+              f"{samples_per_iter / dt:.1f} samples/s, mfu {mfu_str}, mem {peak_mem_mb():.0f} MiB", flush=True)
+    iter_num += 1
+    local_iter_num += 1
+
+    # time-boxed runs: stop cleanly (eval + ckpt_last at the top of the loop); rank 0's clock decides for all
+    if max_time_minutes > 0:
+        flag = torch.tensor([float(time.time() - t_launch > 60 * max_time_minutes)], device=device)
+        if ddp:
+            dist.broadcast(flag, 0)
+        stop = bool(flag.item())
+        if stop and master_process:
+            print(f"max_time_minutes={max_time_minutes} reached at iter {iter_num}: stopping")
+
+# -----------------------------------------------------------------------------
+# final evaluation on the test split, with the best checkpoint -> out_dir/final_eval.json
+train_time = time.time() - t_start
+best_dir = os.path.join(out_dir, 'ckpt_best')
+if os.path.isdir(best_dir):
+    eval_model, best_meta = load_model(best_dir, device)
+    weights, weights_iter = 'ckpt_best', best_meta['iter_num']
+else:
+    eval_model, weights, weights_iter = raw_model, 'last', iter_num
+n_test = len(test_ds) if eval_test_samples < 0 else min(eval_test_samples, len(test_ds))
+t_eval = time.time()
+test_loss, test_scores, _ = evaluate(eval_model, test_ds, eval_iters, n_test)
+if master_process:
+    with open(log_path) as f:
+        log = [json.loads(line) for line in f if line.strip()]
+    speeds = [r['samples_per_sec'] for r in log if r.get('samples_per_sec')]
+    final = dict(split='test', weights=weights, weights_iter=weights_iter, n_samples=n_test, test_loss=test_loss,
+                 ser=test_scores.get('ser'), cer=test_scores.get('cer'), bpe_ser=test_scores.get('bpe_ser'),
+                 seq_acc=test_scores.get('seq_acc'), best_val_loss=best_val_loss, iters=iter_num,
+                 samples_per_sec=sum(speeds) / len(speeds) if speeds else None,
+                 mfu=running_mfu if running_mfu >= 0 else None, peak_mem_mb=peak_mem_mb(),
+                 train_time_s=elapsed_before + train_time, test_decode_s=time.time() - t_eval,
+                 backbone=backbone, img_height=img_height, n_params=n_params, n_trainable=n_trainable,
+                 world_size=ddp_world_size, device=torch.cuda.get_device_name() if device_type == 'cuda' else 'cpu')
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix='.final_eval-')
+    with os.fdopen(fd, 'w') as f:
+        json.dump(final, f, indent=2)
+    os.replace(tmp, os.path.join(out_dir, 'final_eval.json'))
+    fmt = lambda x: f"{100 * x:.2f}%" if x is not None else "n/a"
+    print(f"test ({n_test} images, {weights} @ iter {weights_iter}): loss {test_loss:.4f}, SER {fmt(final['ser'])}, "
+          f"CER {fmt(final['cer'])}, seq acc {fmt(final['seq_acc'])} -> {out_dir}/final_eval.json")
+    if wandb_log:
+        wandb.log({f'test_{k}': v for k, v in final.items() if isinstance(v, (int, float))})
+if ddp:
+    dist.destroy_process_group()
