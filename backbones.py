@@ -18,13 +18,17 @@ Why write them ourselves instead of importing timm? So that every line a student
 readable in this repo, and because the study only needs the feature extractor. The
 parameter names and shapes equal timm's (`timm.create_model(<timm name>, num_classes=0)`,
 tests/timm_backbones.json records them), so timm's ImageNet checkpoints load with a strict
-state-dict load, and the math follows timm's `forward_features` op for op.
+state-dict load, and the math follows timm's `forward_features` op for op: with the same
+weights the outputs equal timm 1.0.31's (to ~3e-6 for Swin, bit-exact for the others;
+tests/test_backbones.py::test_matches_timm_forward_features checks it wherever timm is installed).
 
 Score lines are short and very wide (e.g. 224 x 1792), so every backbone accepts any H x W
 that is a multiple of its `pad_multiple` (model.py pads with white). Three places need care:
 ViT/DeiT resample their 14x14 position table to the actual grid; Swin pads every stage to
 whole windows (and masks the pad); MobileViT resizes maps whose size is not a multiple of
-its 2x2 unfolding patch, exactly as timm does.
+its 2x2 unfolding patch, exactly as timm does. The white right-padding that model.py adds to
+batch lines of different widths is ordinary (blank paper) input to the encoder; only the
+decoder masks it, through `widths`.
 
 Every backbone has: `out_dim` (C), `stride` (s), `pad_multiple`, `has_pos_embed` (True when
 the features already carry absolute position, so model.py skips its 2D sinusoidal encoding)
@@ -38,7 +42,6 @@ import contextlib
 import math
 import os
 import time
-from functools import partial
 
 import torch
 import torch.nn as nn
@@ -100,6 +103,15 @@ class LayerNorm2d(nn.LayerNorm):
         x = x.permute(0, 2, 3, 1)  # (B, H, W, C)
         x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         return x.permute(0, 3, 1, 2)  # (B, C, H, W)
+
+
+def trunc_normal_init(module):
+    """timm's from-scratch init for transformers and ConvNeXt: weights ~ N(0, 0.02) truncated
+    at +-2 std, biases 0 (LayerNorms keep 1/0). Only matters when pretrained=None."""
+    if isinstance(module, (nn.Linear, nn.Conv2d)):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
 
 
 class Mlp(nn.Module):
@@ -173,6 +185,8 @@ class CNNTiny(Backbone):
 
 
 class CNNTinyBlock(nn.Module):
+    """x + 1x1(GELU(BN(1x1(dw3x3(x))))): depthwise for space, pointwise MLP for channels."""
+
     def __init__(self, c, expand=2):
         super().__init__()
         self.dw = nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False)
@@ -232,6 +246,11 @@ class ResNet50(Backbone):
                       for j in range(d)]
             setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))  # timm names: layer1..layer4
             c_in = c_mid * 4
+        for m in self.modules():  # He init; each residual branch starts at zero (Goyal et al. 2017)
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, Bottleneck):
+                nn.init.zeros_(m.bn3.weight)
 
     def forward(self, x):  # (B, 3, H, W)
         x = self.maxpool(F.relu(self.bn1(self.conv1(x))))  # (B, 64, H/4, W/4)
@@ -376,6 +395,7 @@ class ConvNeXtTiny(Backbone):
                                       for i in range(4)])
         self.head = nn.Module()  # only to hold timm's classifier LayerNorm (see comment above)
         self.head.norm = LayerNorm2d(dims[-1], eps=1e-6)
+        self.apply(trunc_normal_init)
 
     def forward(self, x):  # (B, 3, H, W)
         x = self.stem(x)  # (B, 96, H/4, W/4)
@@ -407,9 +427,11 @@ class VisionTransformer(Backbone):
         self.patch_embed = nn.Module()
         self.patch_embed.proj = nn.Conv2d(3, dim, patch, stride=patch)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.pos_embed = nn.Parameter(torch.randn(1, 1 + self.grid ** 2, dim) * 0.02)
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid ** 2, dim))
         self.blocks = nn.Sequential(*[Block(dim, num_heads) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.apply(trunc_normal_init)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.normal_(self.cls_token, std=1e-6)
 
     def resized_pos_embed(self, gh, gw):
@@ -589,6 +611,7 @@ class SwinTiny(Backbone):
         self.patch_embed.norm = nn.LayerNorm(dim)
         self.layers = nn.Sequential(*[SwinStage(dim * 2 ** i, depths[i], heads[i], i > 0) for i in range(4)])
         self.norm = nn.LayerNorm(dim * 8)
+        self.apply(trunc_normal_init)
 
     def forward(self, x):  # (B, 3, H, W)
         x = self.patch_embed.proj(x).permute(0, 2, 3, 1)  # (B, H/4, W/4, 96) channels-last
@@ -768,13 +791,22 @@ def load_pretrained(model, name, pretrained):
     path = _download_timm(name) if pretrained == "timm" else pretrained
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pretrained weights not found: {path}")
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-        sd = load_file(path)
-    else:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-        sd = sd.get("state_dict", sd.get("model", sd)) if isinstance(sd, dict) else sd
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+            sd = load_file(path)
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+            sd = sd.get("state_dict", sd.get("model", sd)) if isinstance(sd, dict) else sd
+    except Exception as e:  # truncated file, wrong format, pickle refused by weights_only, ...
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"cannot read pretrained weights {path}: {first}") from None
+    if not isinstance(sd, dict):
+        raise ValueError(f"{path}: expected a state dict, got {type(sd).__name__}")
     own = model.state_dict()
+    if not any(k in own for k in sd) and any(k.startswith("backbone.") for k in sd):
+        # a whole nanoOMR checkpoint (model.safetensors): take its encoder
+        sd = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
     sd = {k: v for k, v in sd.items() if k in own or not (
         k.startswith(("fc.", "classifier.", "head.")) or k.endswith(("relative_position_index", "attn_mask")))}
     for k in own:  # BatchNorm's batch counter is optional in checkpoints
@@ -828,7 +860,10 @@ if __name__ == "__main__":
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     names = [n for n in args.names.split(",") if n]
     bad = [n for n in names if n not in BACKBONES]
     if bad:

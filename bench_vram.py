@@ -85,13 +85,15 @@ def build_model(backbone, mode, img_height, model_args=None, device='cpu'):
     return model.to(device).train()
 
 
-def make_optimizer(model, device_type, lr=1e-4, weight_decay=0.05, betas=(0.9, 0.999)):
-    """AdamW through the model's own recipe (decay on matrices only), as train.py calls it."""
+def make_optimizer(model, device_type, lr=3e-4, weight_decay=0.01, betas=(0.9, 0.99)):
+    """AdamW through the model's own recipe (decay on matrices only; fused on CUDA), called as train.py
+    calls it with the config/*.py values. The values change no byte and no FLOP, only the numbers."""
     return model.configure_optimizers(weight_decay, lr, betas, device_type)
 
 
 def synthetic_batch(batch_size, img_height, img_width, seq_len, vocab_size, device, seed=0):
-    """A batch shaped like data.collate's: white-ish images, random token ids, full widths."""
+    """A batch shaped like data.collate's: random pixels and token ids, every image full width.
+    Memory and speed depend on the shapes, not the values."""
     g = torch.Generator().manual_seed(seed)
     images = torch.rand(batch_size, 3, img_height, img_width, generator=g)   # (B, 3, H, W)
     ids = torch.randint(3, vocab_size, (batch_size, seq_len + 1), generator=g)  # (B, T+1)
@@ -142,7 +144,7 @@ def static_breakdown(model, optimizer, device):
     reported apart, in optimizer_host_bytes, since they take no GPU memory."""
     device = torch.device(device)
     on_dev = lambda t: t.device.type == device.type
-    params = [p for p in model.parameters()]
+    params = list(model.parameters())
     out = dict(param_bytes=sum(nbytes(p) for p in params if on_dev(p)),
                buffer_bytes=sum(nbytes(b) for b in model.buffers() if on_dev(b)),
                trainable_params=sum(p.numel() for p in params if p.requires_grad),
@@ -186,7 +188,9 @@ def estimate_saved_activations(model, ctx, batch):
 
 
 def is_oom(err):
-    return isinstance(err, torch.cuda.OutOfMemoryError)
+    """torch.cuda.OutOfMemoryError, or a library's allocation failure that surfaces as a plain
+    RuntimeError (cuBLAS/cuDNN workspaces: 'CUDA error: out of memory')."""
+    return isinstance(err, torch.cuda.OutOfMemoryError) or 'out of memory' in str(err).lower()
 
 
 def fits(step_at, batch_size, budget_bytes):
@@ -279,19 +283,26 @@ def measure(backbone, mode, img_height, batch_sizes, args, device):
     vocab = model.config.vocab_size
     rows = []
 
+    held = {}  # the synthetic batch of the current size, already on the device: its bytes count toward the
+    # peak (a real step holds its batch too), its creation and upload do not count toward the step time
+
     def step_at(b, zero_grad=True):
         """Run one step at batch b and return the peak allocated bytes (None on CPU)."""
-        batch = synthetic_batch(b, img_height, img_width, args.seq_len, vocab, device)
+        if b not in held:
+            held.clear()
+            held[b] = synthetic_batch(b, img_height, img_width, args.seq_len, vocab, device)
+        batch = held[b]
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         try:
             train_step(model, optimizer, amp[1], amp[0], batch, zero_grad=zero_grad)
-        except torch.cuda.OutOfMemoryError:
-            # leave the model as a fresh step expects it: no half-written grads, and a new
-            # GradScaler, since the old one may have unscaled this step already
-            optimizer.zero_grad(set_to_none=True)
-            amp[:] = amp_context(device_type, args.dtype)
+        except RuntimeError as err:
+            if is_oom(err):
+                # leave the model as a fresh step expects it: no half-written grads, and a new
+                # GradScaler, since the old one may have unscaled this step already
+                optimizer.zero_grad(set_to_none=True)
+                amp[:] = amp_context(device_type, args.dtype)
             raise
         if cuda:
             torch.cuda.synchronize()
@@ -317,8 +328,7 @@ def measure(backbone, mode, img_height, batch_sizes, args, device):
             row.update(peak_bytes=peak, activation_bytes=peak - row['static_bytes'],
                        activation_source='measured: peak - static')
         else:
-            batch = synthetic_batch(b, img_height, img_width, args.seq_len, vocab, device)
-            est = estimate_saved_activations(model, amp[0], batch)
+            est = estimate_saved_activations(model, amp[0], held[b])
             row.update(peak_bytes=None, activation_bytes=est,
                        activation_source='estimate: tensors saved for backward (no GPU)')
         rows.append(row)
@@ -336,16 +346,21 @@ def measure(backbone, mode, img_height, batch_sizes, args, device):
                      predicted_source='estimate: linear fit of ' + ('measured peaks' if cuda else
                                                                    'static + estimated activations'))
         if cuda and args.search:
-            # ...then verified by trying. Make this card behave like a smaller one: the caching allocator refuses to grow past
-            # the fraction, so an OOM here is the OOM the smaller card would raise
-            total = torch.cuda.get_device_properties(device).total_memory
+            # ...then verified by trying. This card plays the smaller one: the caching allocator refuses
+            # to grow past the fraction, so an OOM here is the OOM the smaller card would raise
+            index = torch.cuda.current_device()  # the fraction API wants an index, not 'cuda'
+            total = torch.cuda.get_device_properties(index).total_memory
             if budget <= total:
-                torch.cuda.set_per_process_memory_fraction(min(1.0, budget / total), device)
+                # the cap only binds new cudaMallocs: blocks cached from bigger steps would slip past it
+                held.clear()
+                gc.collect()
+                torch.cuda.empty_cache()
+                torch.cuda.set_per_process_memory_fraction(min(1.0, budget / total), index)
                 try:
                     best, tried = largest_batch(step_at, budget, start=guess or batch_sizes[0],
                                                 limit=args.max_batch)
                 finally:
-                    torch.cuda.set_per_process_memory_fraction(1.0, device)
+                    torch.cuda.set_per_process_memory_fraction(1.0, index)
                 entry.update(measured=best, tried={str(k): v for k, v in sorted(tried.items())})
             else:
                 entry.update(measured=None, note=f'card has only {total / GIB:.1f} GiB')
@@ -409,7 +424,7 @@ def markdown_table(rows, cuda):
     head = ['backbone', 'mode', 'H x W', 'batch', 'trainable params', 'params+buffers MiB', 'grads MiB',
             'AdamW MiB', act, 'peak MiB', 'step ms', 'samples/s', 'tokens/s']
     tiers = sorted({t for r in rows for t in r['fit']}, key=int)
-    head += [f'max batch {t} GB' + ('' if cuda else ' (estimate)') for t in tiers]
+    head += [f'max batch {t} GB' for t in tiers]
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for r in rows:
         cells = [r['backbone'], r['mode'], f"{r['img_height']} x {r['img_width']}", str(r['batch_size']),
@@ -417,10 +432,12 @@ def markdown_table(rows, cuda):
                  fmt_mib(r['grad_bytes']), fmt_mib(r['optimizer_bytes']), fmt_mib(r['activation_bytes']),
                  fmt_mib(r['peak_bytes']), f"{r['step_ms']:.1f}", f"{r['samples_per_sec']:.1f}",
                  f"{r['tokens_per_sec']:,.0f}"]
-        for t in tiers:
+        for t in tiers:  # measured by trying where the search ran, else '~' + the linear-fit estimate
             f = r['fit'][t]
-            v = f.get('measured') if cuda else f.get('predicted')
-            cells.append('-' if v is None else str(v))
+            if f.get('measured') is not None:
+                cells.append(str(f['measured']))
+            else:
+                cells.append('-' if f.get('predicted') is None else f"~{f['predicted']}")
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
@@ -511,8 +528,8 @@ def plot_pareto(runs, path, title):
             ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords='offset points')
         if pts:
             front = [pts[i] for i in pareto_front([(p[0], p[1]) for p in pts], maximize_x=maximize)]
-            ax.step([p[0] for p in front], [p[1] for p in front], where='post', color='#c44e52',
-                    label='Pareto frontier')
+            ax.step([p[0] for p in front], [p[1] for p in front], where='post', color='#c44e52', marker='o',
+                    mfc='none', ms=11, label='Pareto frontier')
             ax.legend(fontsize=8)
         else:
             ax.text(0.5, 0.5, f'no run logged {key}', transform=ax.transAxes, ha='center')
@@ -550,12 +567,14 @@ def parse_args(argv):
     p.add_argument('--max_batch', type=int, default=1024)
     p.add_argument('--runs', default='', help="run dirs for SER: 'out-a,out-b' or 'out-study/*'")
     p.add_argument('--results_dir', default='results')
+    p.add_argument('--from_json', default=None, help="measure nothing: re-render bench_vram_*.json file(s), "
+                   "comma-separated (e.g. from a GPU machine, one per call), with the SER of --runs")
     p.add_argument('--seed', type=int, default=1337)
     return p.parse_args(argv)
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def measure_all(args, argv):
+    """Every configuration on this machine -> the measurement record (what --from_json reads back)."""
     cuda = torch.cuda.is_available() if args.device == 'auto' else args.device.startswith('cuda')
     if cuda and not torch.cuda.is_available():
         raise RuntimeError("--device=cuda asked for, but torch sees no CUDA device")
@@ -573,12 +592,14 @@ def main(argv=None):
     args.iters = max(1, args.iters if args.iters is not None else (3 if cuda else 1))
     args.model_args = json.loads(args.model) if args.model else ({} if cuda else dict(CPU_TINY))
     if args.dtype == 'auto':
-        args.dtype = 'bfloat16' if cuda and torch.cuda.is_bf16_supported() else ('float16' if cuda else 'float32')
+        args.dtype = 'bfloat16' if cuda and torch.cuda.is_bf16_supported() else 'float16'
     if not cuda:
         args.dtype = 'float32'
     torch.manual_seed(args.seed)
     gpu = torch.cuda.get_device_name(0) if cuda else None
     if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True  # as train.py
+        torch.backends.cudnn.allow_tf32 = True
         # the CUDA context and driver take memory outside PyTorch's allocator; a smaller card pays the
         # same, so each tier's budget for the allocator is the tier minus this measured overhead
         torch.cuda.init()
@@ -589,44 +610,48 @@ def main(argv=None):
         print("NO GPU PRESENT: this is a CPU run. Parameter, gradient and AdamW bytes are exact; "
               "activation memory and the batch that fits each tier are ESTIMATES, and no peak memory "
               "was measured.", flush=True)
-
     rows = []
     for bb in backbones:
         for mode in modes:
             for h in heights:
                 print(f"measuring {bb} / {mode} / {h}px on {gpu or 'cpu'} ...", file=sys.stderr, flush=True)
                 rows += measure(bb, mode, h, batch_sizes, args, device)
+    cmd = 'python bench_vram.py ' + ' '.join(argv if argv is not None else sys.argv[1:])
+    return dict(device=device, gpu=gpu, no_gpu=not cuda, dtype=args.dtype, torch=torch.__version__, command=cmd,
+                seq_len=args.seq_len, iters=args.iters, tiers=args.tiers, context_bytes=args.context_bytes,
+                model_args=args.model_args, rows=rows)
 
-    runs = []
-    if args.runs:
-        from study import expand, read_run
-        runs = [read_run(d) for d in expand(args.runs)]
+
+def write_report(meas, runs, results_dir):
+    """Tables, plots and the JSON of one measurement record (+ the runs' SER) into results_dir."""
+    cuda, rows = meas['device'] == 'cuda', meas['rows']
     recs = recommend(rows, runs) if cuda else {str(t): dict(
-        note='no GPU was present: nothing measured, no recommendation') for t in args.tiers}
-
+        note='no GPU was present: nothing measured, no recommendation') for t in meas['tiers']}
     tag = 'cuda' if cuda else 'cpu'
-    where = gpu or 'CPU (no GPU present; tiny configuration)'
-    cmd = 'python ' + ' '.join([os.path.basename(sys.argv[0])] + (argv if argv is not None else sys.argv[1:]))
+    where = meas['gpu'] or 'CPU (no GPU present; tiny configuration)'
     table = markdown_table(rows, cuda)
-    md = [f'# bench_vram: {where}', '', f'Command: `{cmd}`  ', f'dtype {args.dtype}, torch {torch.__version__}, '
-          f'synthetic batch (image H x W, {args.seq_len} target tokens per sample), one optimizer step per '
-          f'point, median of {args.iters}.', '']
+    md = [f'# bench_vram: {where}', '', f"Command: `{meas['command']}`  ",
+          f"dtype {meas['dtype']}, torch {meas['torch']}, synthetic batch (image H x W, {meas['seq_len']} target "
+          f"tokens per sample), one optimizer step per point, median of {meas['iters']}.", '']
     if not cuda:
         md += ['**No GPU was present.** Activations are an estimate (tensors saved for backward); '
                'the max-batch columns are estimates from a linear fit, not measured.', '']
-    md += [table, '', '## Recommendation per memory tier', '', recommendation_table(recs), '']
-    os.makedirs(args.results_dir, exist_ok=True)
-    files = dict(table=os.path.join(args.results_dir, f'bench_vram_{tag}.md'),
-                 json=os.path.join(args.results_dir, f'bench_vram_{tag}.json'),
-                 memory_png=os.path.join(args.results_dir, f'bench_vram_memory_{tag}.png'))
+    md += [table, '', 'max batch N: the largest micro-batch that ran within the tier (--search, OOM caught); '
+           '~N: an estimate from a linear fit of two measured points, not tried.', '',
+           '## Recommendation per memory tier', '',
+           'Among configurations measured to fit, the lowest SER of a matching run (--runs: ' +
+           (', '.join(r['name'] for r in runs) or 'none given') + ').', '', recommendation_table(recs), '']
+    os.makedirs(results_dir, exist_ok=True)
+    files = dict(table=os.path.join(results_dir, f'bench_vram_{tag}.md'),
+                 json=os.path.join(results_dir, f'bench_vram_{tag}.json'),
+                 memory_png=os.path.join(results_dir, f'bench_vram_memory_{tag}.png'))
     plot_memory(rows, files['memory_png'], f'memory breakdown per training step: {where}'
-                + ('' if cuda else ' (activations ESTIMATED)'), args.tiers)
+                + ('' if cuda else ' (activations ESTIMATED)'), meas['tiers'])
     if runs:
-        files['pareto_png'] = os.path.join(args.results_dir, f'bench_vram_pareto_{tag}.png')
+        files['pareto_png'] = os.path.join(results_dir, f'bench_vram_pareto_{tag}.png')
         plot_pareto(runs, files['pareto_png'], 'SER vs memory and throughput of the given runs')
     atomic_write(files['table'], '\n'.join(md))
-    report = dict(device=device, gpu=gpu, no_gpu=not cuda, dtype=args.dtype, torch=torch.__version__,
-                  command=cmd, context_bytes=args.context_bytes, rows=rows, runs=runs,
+    report = dict(meas, runs=[{k: v for k, v in r.items() if k != 'log'} for r in runs],
                   recommendations=recs, files=files)
     atomic_write(files['json'], json.dumps(report, indent=1))
     print(table)
@@ -635,8 +660,36 @@ def main(argv=None):
     print(json.dumps(report))
 
 
+def main(argv=None):
+    args = parse_args(argv)
+    if args.from_json:  # re-render measurements (e.g. a GPU machine's) with the SER of runs finished since
+        meas = None
+        for path in [p for p in args.from_json.split(',') if p]:  # several: a sweep split over calls
+            with open(path) as f:
+                part = json.load(f)
+            keys = ('device', 'gpu', 'no_gpu', 'dtype', 'torch', 'command', 'seq_len', 'iters', 'tiers',
+                    'context_bytes', 'model_args', 'rows')
+            missing = [k for k in keys if k not in part]
+            if missing:
+                raise ValueError(f"{path} is not a bench_vram JSON: it lacks {', '.join(missing)}")
+            if meas is None:
+                meas = {k: part[k] for k in keys}
+                continue
+            if (part['gpu'], part['dtype'], part['seq_len']) != (meas['gpu'], meas['dtype'], meas['seq_len']):
+                raise ValueError(f"{path} was measured on another device or setting than {args.from_json.split(',')[0]}")
+            meas['rows'] += part['rows']
+            meas['command'] += ' ; ' + part['command']
+    else:
+        meas = measure_all(args, argv)
+    runs = []
+    if args.runs:
+        from study import expand, read_run
+        runs = [read_run(d) for d in expand(args.runs)]
+    write_report(meas, runs, args.results_dir)
+
+
 if __name__ == '__main__':
     try:
         main()
-    except (ValueError, FileNotFoundError, RuntimeError, ImportError, json.JSONDecodeError) as e:
+    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
         sys.exit(f"error: {e}")

@@ -73,6 +73,7 @@ def train_tokenizer(texts, out_prefix, vocab_size=4096):
     if n < vocab_size:
         print(f"train_tokenizer: corpus too small for vocab_size={vocab_size}, using {n}")
     # atomic writes: a temp file in the same directory, then os.replace (a crash never leaves half a model)
+    out_prefix = str(out_prefix)
     out_dir = os.path.dirname(os.path.abspath(out_prefix))
     os.makedirs(out_dir, exist_ok=True)
     vocab = "".join(f"{sp.id_to_piece(i)}\t{sp.get_score(i)}\n" for i in range(n))
@@ -80,6 +81,7 @@ def train_tokenizer(texts, out_prefix, vocab_size=4096):
         fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".tok-", suffix=ext)
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files; the model is meant to be shared
         os.replace(tmp, out_prefix + ext)
     return out_prefix + ".model"
 
@@ -90,9 +92,10 @@ class Tokenizer:
     def __init__(self, path):
         import sentencepiece as spm
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"tokenizer model not found: {path}")
-        self.path = path
-        self.sp = spm.SentencePieceProcessor(model_file=path)
+            raise FileNotFoundError(f"tokenizer model not found: {path}; create it with: "
+                                    f"{prepare_command(os.path.dirname(str(path)) or '.')}")
+        self.path = str(path)
+        self.sp = spm.SentencePieceProcessor(model_file=self.path)
         self.vocab_size = self.sp.get_piece_size()
         self.pad_id, self.bos_id, self.eos_id = self.sp.pad_id(), self.sp.bos_id(), self.sp.eos_id()
         # ids that never carry text. The model may also emit ids >= vocab_size if its output layer is
@@ -117,6 +120,7 @@ class Tokenizer:
 
 def prepare_command(data_dir):
     """The command that creates `data_dir`, for error messages."""
+    data_dir = str(data_dir)
     if "pdmx" in data_dir.lower():
         return f"python data/pdmx_synth/prepare.py --out_dir={data_dir}"
     if os.path.basename(os.path.normpath(data_dir)) == "quick":
@@ -127,6 +131,7 @@ def prepare_command(data_dir):
 def load_split(data_dir, split):
     """One split of a prepared dataset as a datasets.Dataset (memory-mapped Arrow, cheap to open)."""
     import datasets
+    data_dir = str(data_dir)
     if not os.path.isfile(os.path.join(data_dir, "dataset_dict.json")):
         raise FileNotFoundError(f"no prepared dataset at {data_dir}; create it with: {prepare_command(data_dir)}")
     dd = datasets.load_from_disk(data_dir)
@@ -158,24 +163,23 @@ def resize_to_height(im, img_height, max_width):
     max_width wide and then centred vertically on a white img_height-high canvas. We never crop (the
     label would then describe music that is not in the image) and never squeeze only the width (that
     distorts note heads and spacing, which the model reads). The cost is a smaller staff for the rare
-    very long system; with stored systems of 2-8 measures and max_width=2048 this is uncommon.
+    very long system. This is not rare: on a 200-tune m21 corpus (data/m21/prepare.py --max_tunes=200)
+    15% of train images exceed 2048 px at img_height 128 and 41% at 224 (the widest by 6.5x), so
+    OMRDataset prints the fraction; raise max_width with img_height if your GPU allows it.
     Returns an (img_height, W) PIL image, W <= max_width."""
     w, h = im.size
     W = max(1, round(w * img_height / h))
-    # PIL's BILINEAR widens its kernel when shrinking (i.e. it antialiases), so thin staff lines
-    # become light-gray lines instead of vanishing; it measured faster than LANCZOS at equal legibility.
+    # Shrinking: BOX averages exactly the source pixels under each output pixel (ideal antialiasing for
+    # these 1-3x reductions: thin staff lines turn light gray instead of vanishing) and measured ~35%
+    # faster than BILINEAR, ~3x faster than LANCZOS. Enlarging: BOX would be blocky nearest-neighbour,
+    # so BILINEAR.
     if W <= max_width:
-        return im.resize((W, img_height), Image.Resampling.BILINEAR)
+        return im.resize((W, img_height), Image.Resampling.BOX if h > img_height else Image.Resampling.BILINEAR)
     h2 = max(1, round(h * max_width / w))
-    small = im.resize((max_width, h2), Image.Resampling.BILINEAR)
+    small = im.resize((max_width, h2), Image.Resampling.BOX if h > h2 else Image.Resampling.BILINEAR)
     canvas = Image.new("L", (max_width, img_height), 255)
     canvas.paste(small, (0, (img_height - h2) // 2))
     return canvas
-
-
-def resized_width(w, h, img_height, max_width):
-    """The width resize_to_height will produce for a w x h image, without decoding it."""
-    return min(max(1, round(w * img_height / h)), max_width)
 
 
 def augment_image(x, g):
@@ -251,6 +255,12 @@ class OMRDataset(torch.utils.data.Dataset):
                 print(f"OMRDataset[{split}]: dropped {len(ds) - len(self.rows)} of {len(ds)} samples "
                       f"longer than max_len={max_len} tokens")
         self._widths = None
+        # how many images will be shrunk to fit max_width (see resize_to_height); PNG headers only
+        full = self._natural_widths()
+        wide = full > max_width
+        if wide.any():
+            print(f"OMRDataset[{split}]: {wide.mean():.0%} of images are wider than max_width={max_width} at "
+                  f"img_height={img_height} and are scaled down to fit (up to {full.max() / max_width:.1f}x)")
 
     def __len__(self):
         return len(self.rows)
@@ -286,25 +296,31 @@ class OMRDataset(torch.utils.data.Dataset):
         return dict(image=x.expand(3, -1, -1), ids=self.tokenizer.encode(text), text=text, index=row)
 
     def widths(self):
-        """Resized width of every sample (np.int64, aligned with this dataset's positions), read from the
-        PNG headers without decoding any pixels. Used by WidthBucketSampler."""
+        """Width of every sample after resizing (np.int64, aligned with this dataset's positions), read
+        from the PNG headers without decoding any pixels. Used by WidthBucketSampler."""
+        return np.minimum(self._natural_widths(), self.max_width)
+
+    def _natural_widths(self):
+        """Width at img_height before the max_width cap, for every position (cached)."""
         if self._widths is None:
             import pyarrow.compute as pc
             sizes = []
-            tab = self.ds.with_format("arrow")
-            for batch in tab.iter(batch_size=4096):
-                col = batch.column("image").combine_chunks()
-                heads = pc.binary_slice(col.field("bytes"), 0, 32).to_pylist()
-                for j, head in enumerate(heads):
-                    if head is not None and head[:8] == b"\x89PNG\r\n\x1a\n":
-                        # PNG: the IHDR chunk comes first; width and height are big-endian u32 at 16 and 20
-                        sizes.append((int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")))
-                    else:  # another format: let PIL read just the header (lazy open, no decode)
-                        rec = batch.slice(j, 1).column("image").to_pylist()[0]
-                        with Image.open(io.BytesIO(rec["bytes"]) if rec["bytes"] else rec["path"]) as im:
-                            sizes.append(im.size)
-            ws = np.array([resized_width(w, h, self.img_height, self.max_width) if w and h else 1
-                           for w, h in sizes], dtype=np.int64)
+            for batch in self.ds.with_format("arrow").iter(batch_size=4096):
+                for col in batch.column("image").chunks:  # per chunk: .field() is zero-copy, no image is read
+                    heads = pc.binary_slice(col.field("bytes"), 0, 24).to_pylist()
+                    for j, head in enumerate(heads):
+                        if head is not None and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+                            # PNG: the IHDR chunk comes first; width, height are big-endian u32 at bytes 16, 20
+                            sizes.append((int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")))
+                        else:  # another format: let PIL read just the header (lazy open, no decode)
+                            rec = col[j].as_py()
+                            try:
+                                with Image.open(io.BytesIO(rec["bytes"]) if rec["bytes"] else rec["path"]) as im:
+                                    sizes.append(im.size)
+                            except Exception:  # unreadable: __getitem__ raises the error naming the index
+                                sizes.append((0, 0))
+            ws = np.array([max(1, round(w * self.img_height / h)) if w and h else 1 for w, h in sizes],
+                          dtype=np.int64)
             self._widths = ws[self.rows]
         return self._widths
 
@@ -437,9 +453,10 @@ class WidthBucketSampler(torch.utils.data.Sampler):
 #   decoration !trill! +fermata+ and the one-letter ones ~ . H L M O P S T u v J R
 #   annotation "Am" / "^text" as one symbol
 #   field      a header/body field line (K:G, M:6/8, L:1/8, w:...) or an inline field [K:D], one symbol each
-#   " "        a beam break: whitespace BETWEEN a note-like symbol and the next symbol. In ABC (and in the
-#              image) a space between two notes splits their beam, so we count it, as LEGATO-style labels
-#              do; whitespace next to a bar line, a field or a line end only lays out the text and is dropped.
+#   " "        a beam break: whitespace right after a note, rest, chord, tie or slur end and before another
+#              musical symbol. In ABC a space between two notes splits their beam, which the image shows,
+#              so it is counted; whitespace next to a bar line, a field or a line end only lays out the
+#              text and is dropped (CER still sees every character).
 #   "\n"       a line (system) break inside the body; newlines that end header fields are dropped.
 # Comments (% ...) and line continuations (\) are ignored; any other character is a symbol of its own,
 # so garbage in a prediction is still counted as errors.
@@ -626,8 +643,12 @@ def _corrupt(text, rate, rng):
 
 def bench(data_dir, split="train", batch_size=32, num_workers=2, n_samples=2000, heights=(128, 224),
           max_width=2048):
+    """Print loader speed (CPU cost per sample, then samples/s through a DataLoader with random and with
+    width-bucketed batches) at each img_height, and the time score() takes on 800 samples."""
     import random
     tok = Tokenizer(os.path.join(data_dir, "tokenizer.model"))
+    # wall-clock rates depend on what else runs on the machine: print the load next to them
+    print(f"bench on {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
     collate_fn = Collate(tok.pad_id, tok.bos_id, tok.eos_id)
     for h in heights:
         ds = OMRDataset(data_dir, split, tok, img_height=h, max_width=max_width)
@@ -664,24 +685,23 @@ def bench(data_dir, split="train", batch_size=32, num_workers=2, n_samples=2000,
             print(f"loader img_height={h} {mode:8s}: {n / (t2 - t1):6.0f} samples/s ({num_workers} workers, "
                   f"batch {batch_size}, {n} samples after a first batch that took {t1 - t0:.2f}s with worker "
                   f"start-up; mean padded width {px / max(1, nb):.0f} px)")
-    # metrics: 800 reference transcriptions against fake predictions with ~5% symbol errors
-    refs = []
+    # metrics: 800 reference transcriptions against fake predictions with ~5% of their notes edited
+    pool = []
     for s in ("val", "test", "train"):
-        try:
-            refs += load_split(data_dir, s)["transcription"]
-        except ValueError:
-            pass
-    refs = [refs[i % len(refs)] for i in range(800)]
-    rng = random.Random(0)
-    preds = [_corrupt(r, 0.05, rng) for r in refs]
-    t0 = time.perf_counter()
-    m = score(preds, refs, tok)
-    dt = time.perf_counter() - t0
-    nsym = sum(len(abc_symbols(r)) for r in refs) / len(refs)
-    nch = sum(len(r) for r in refs) / len(refs)
-    print(f"metrics: score() on {len(refs)} samples (mean {nsym:.0f} symbols, {nch:.0f} chars, 5% symbol "
-          f"noise) took {dt:.3f}s -> ser {m['ser']:.4f} cer {m['cer']:.4f} bpe_ser {m['bpe_ser']:.4f} "
-          f"seq_acc {m['seq_acc']:.4f}")
+        pool += list(load_split(data_dir, s)["transcription"])
+    # real excerpts, and "long" ones (4 excerpts joined by line breaks, ~4x the symbols) for headroom
+    for name, k in (("real", 1), ("long", 4)):
+        refs = ["\n".join(pool[(i * k + j) % len(pool)] for j in range(k)) for i in range(800)]
+        rng = random.Random(0)
+        preds = [_corrupt(r, 0.05, rng) for r in refs]
+        t0, c0 = time.perf_counter(), time.process_time()
+        m = score(preds, refs, tok)
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+        nsym = sum(len(abc_symbols(r)) for r in refs) / len(refs)
+        nch = sum(len(r) for r in refs) / len(refs)
+        print(f"metrics {name}: score() on {len(refs)} samples (mean {nsym:.0f} symbols, {nch:.0f} chars, 5% "
+              f"note noise) took {dt:.3f}s wall, {cpu:.3f}s CPU -> ser {m['ser']:.4f} cer {m['cer']:.4f} "
+              f"bpe_ser {m['bpe_ser']:.4f} seq_acc {m['seq_acc']:.4f}")
 
 
 if __name__ == "__main__":

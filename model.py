@@ -281,7 +281,12 @@ class MusicTrOCR(nn.Module):
 
     def encode(self, images, widths=None):
         """images (B,3,H,W) in [0,1], paper = 1.0; widths (B,) real widths or None (= all W).
-        Returns memory (B, S, D) and mem_mask (B, S) bool (True = real image) or None."""
+        Returns memory (B, S, D) and mem_mask (B, S) bool (True = real image) or None.
+        With the mask, how much white padding follows an image does not matter (tested to 1e-5).
+        One caveat for CNN backbones: the last real columns see, through their receptive field,
+        either white padding (in a batch) or the conv's zero padding at the tensor edge (alone),
+        so an image alone and the same image padded differ slightly (~5e-5 in the logits of the
+        random tiny test model); data.collate always pads with white, as sample.py does."""
         if images.dim() != 4 or images.size(1) not in (1, 3):
             raise ValueError(f"images must be (B,3,H,W), got {tuple(images.shape)}")
         if images.size(1) == 1:
@@ -305,9 +310,9 @@ class MusicTrOCR(nn.Module):
         mem = self.mem_norm(mem.reshape(B, h * w, -1))  # (B, S=h*w, D), row-major: s = row*w + col
         mem_mask = None
         if widths is not None:
+            # (widths must be >= 1, as data.collate guarantees; not checked here, since that check
+            # would be a host-device sync on every training step)
             widths = torch.as_tensor(widths, device=images.device).view(B)
-            if (widths <= 0).any():
-                raise ValueError("widths must be positive")
             # grid column j starts at pixel j*stride; it is real if that pixel is inside the image
             cols = torch.arange(w, device=images.device) * self.backbone.stride  # (w,)
             valid = cols[None, :] < widths[:, None]  # (B, w)
@@ -597,6 +602,8 @@ def load_model(ckpt_dir, device='cpu'):
     if meta.get('quant'):
         import quant
         q = meta['quant']
+        if q.get('backbone', 'nf4') != 'nf4':
+            raise _mismatch(ckpt_dir, f"unknown backbone quantization {q.get('backbone')!r}")
         quant.quantize_model_nf4(model.backbone, double_quant=bool(q.get('double_quant', False)))
     if meta.get('lora'):
         import lora
@@ -667,7 +674,10 @@ if __name__ == '__main__':
     ap.add_argument('--backbone', default='cnn_tiny')
     ap.add_argument('--device', default='cpu')
     ap.add_argument('--lengths', default='256,1024', help='comma-separated numbers of new tokens')
+    ap.add_argument('--threads', type=int, default=0, help='torch intra-op threads (0 = torch default)')
     a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     if a.bench_cache:
         bench_cache(tuple(int(n) for n in a.lengths.split(',')), a.backbone, a.device)
     else:

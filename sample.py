@@ -186,16 +186,33 @@ def write_outputs(save_dir, src_path, abc, timeout=120):
 
 
 def main():
-    import torch
-    import torch.nn.functional as F
-    import data
-    from model import load_model
     if image is None:
         raise ValueError("nothing to transcribe: give --image=<file or folder>")
     if beam_size < 1 or batch_size < 1:
         raise ValueError("beam_size and batch_size must be >= 1")
-    paths = list_images(str(image))  # before loading the model: a typo fails fast
+    paths = list_images(str(image))  # before importing torch and loading the model: a typo fails fast
+    import torch
+    import torch.nn.functional as F
+    import data
+    from model import load_model, read_meta
     ckpt = find_checkpoint(out_dir)
+    meta = read_meta(ckpt)  # cheap: config.json only, enough to preprocess the images
+    img_height = meta['model_args'].get('img_height', 224)
+    max_width = (meta.get('train_config') or {}).get('max_width', 2048)
+
+    # load every image first: bad ones are reported and skipped, good ones decoded in batches
+    good, failed = [], 0
+    for p in paths:
+        try:
+            good.append((p, load_image(p, img_height, max_width, max_pixels)))
+        except (ValueError, OSError) as e:
+            if not os.path.isdir(str(image)):
+                raise  # one image asked for, and it is bad: that is the one error line
+            print(f"error: {e}", file=sys.stderr)
+            failed += 1
+
+    if not good:
+        sys.exit(f"error: none of the {len(paths)} image(s) could be read")
     model, meta = load_model(ckpt, device)
     model.eval()
     tok = data.Tokenizer(find_tokenizer(out_dir, meta))
@@ -203,18 +220,8 @@ def main():
     if tok.vocab_size > cfg.vocab_size:
         raise ValueError(f"tokenizer has {tok.vocab_size} pieces but the checkpoint was trained "
                          f"with vocab_size={cfg.vocab_size}")
-    max_width = (meta.get('train_config') or {}).get('max_width', 2048)
     n_new = max_new_tokens or cfg.max_seq_len
     torch.manual_seed(seed)
-
-    # load every image first: bad ones are reported and skipped, good ones decoded in batches
-    good, failed = [], 0
-    for p in paths:
-        try:
-            good.append((p, load_image(p, cfg.img_height, max_width, max_pixels)))
-        except (ValueError, OSError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            failed += 1
     many = len(paths) > 1
     for i in range(0, len(good), batch_size):
         chunk = good[i:i + batch_size]

@@ -16,8 +16,9 @@ samples than the others, and the report says so next to its row.
 
 `report` reads, per run directory (train.py's out_dir):
   log.jsonl          one JSON object per eval: val loss/SER curves, samples/s, MFU, peak memory, time
-  final_eval.json    train.py's evaluation of the best checkpoint on the test split
-  ckpt_best/         config.json (backbone, recipe) and the weights: parameter count, example predictions
+  final_eval.json    train.py's evaluation of the best checkpoint on the test split, with the run's
+                     parameter count, mean samples/s, MFU, peak memory and training time
+  ckpt_best/         config.json (backbone, recipe) and the weights, for the example predictions
 and writes backbone_study.md / .json, backbone_study_val_loss.png, backbone_study_ser_params.png,
 backbone_study_throughput.png and backbone_study_examples.png (6 test images from the best model with
 the truth, the prediction and the symbol errors marked).
@@ -96,6 +97,7 @@ def read_run(run_dir):
     tc, ma = meta.get('train_config') or {}, meta['model_args']
     r = dict(name=os.path.basename(os.path.normpath(run_dir)), run_dir=run_dir, ckpt_dir=ckpt_dir,
              backbone=ma['backbone'], mode=run_mode(tc), img_height=ma.get('img_height'),
+             init=tc.get('pretrained') or 'scratch',
              samples_per_iter=tc.get('batch_size', 0) * tc.get('gradient_accumulation_steps', 1),
              best_val_loss=min(e['val_loss'] for e in log), log=log)
     final_path = os.path.join(run_dir, 'final_eval.json')
@@ -127,17 +129,23 @@ def read_run(run_dir):
 
 
 def parse_overrides(extra):
-    """['--img_height=64', '--device=cpu'] -> {'img_height': 64, 'device': 'cpu'} (values as train.py reads them)."""
+    """['--img_height=64', '--device=cpu'] -> {'img_height': '64', 'device': 'cpu'}: the raw text, passed
+    to train.py unchanged (its configurator does the typing)."""
     out = {}
     for a in extra:
         if not a.startswith('--') or '=' not in a:
             raise ValueError(f"cannot pass {a!r} to train.py: use --key=value")
         k, v = a[2:].split('=', 1)
-        try:
-            out[k] = ast.literal_eval(v)
-        except (ValueError, SyntaxError):
-            out[k] = v
+        out[k] = v
     return out
+
+
+def literal(text):
+    """A --key=value text as configurator.py reads it: a Python literal if it parses, else the string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
 
 
 def train_defaults(path='train.py'):
@@ -165,12 +173,12 @@ def train_defaults(path='train.py'):
 def resolve_config(config_files, overrides):
     """The config train.py will run with, resolved the way configurator.py does it: the defaults, then
     each config file exec'd in that same scope (a file may build on the values before it, e.g.
-    out_dir + '-lora_r8'), then the --key=value overrides."""
+    out_dir + '-lora_r8'), then the --key=value overrides (raw text, typed as configurator.py types it)."""
     scope = train_defaults()
     for path in config_files:
         with open(path) as f:
             exec(f.read(), scope)
-    scope.update(overrides)
+    scope.update({k: literal(v) for k, v in overrides.items()})
     return scope
 
 
@@ -181,19 +189,20 @@ def train_command(backbone, out_dir, max_samples, minutes, configs, overrides):
     own = os.path.join('config', f'{backbone}.py')
     files = ([own] if os.path.isfile(own) else []) + list(configs)
     per_run = dict(backbone=backbone, out_dir=out_dir)
-    cfg = resolve_config(files, dict(overrides, **per_run))
+    cfg = resolve_config(files, overrides)
     per_iter = cfg['batch_size'] * cfg['gradient_accumulation_steps']  # one process; torchrun keeps it global
     max_iters = math.ceil(max_samples / per_iter)
     per_run['max_iters'] = max_iters
     if minutes:
         per_run['max_time_minutes'] = minutes
     argv = [sys.executable, 'train.py'] + files
-    for k, v in list(per_run.items()) + list(overrides.items()):
-        argv.append(f'--{k}={v!r}' if isinstance(v, (tuple, list)) else f'--{k}={v}')
+    argv += [f'--{k}={v}' for k, v in list(per_run.items()) + list(overrides.items())]
     return argv, max_iters, per_iter
 
 
 def cmd_run(args, extra):
+    if not os.path.isfile('train.py'):
+        raise FileNotFoundError("train.py is not in the current directory: run study.py from the repository root")
     overrides = parse_overrides(extra)
     for k in ('out_dir', 'max_iters', 'backbone', 'max_time_minutes'):
         if k in overrides:
@@ -204,21 +213,33 @@ def cmd_run(args, extra):
         if not os.path.isfile(c):
             raise FileNotFoundError(f"config file {c} not found")
     os.makedirs(args.out_root, exist_ok=True)
-    record = dict(max_samples=args.max_samples, minutes_per_backbone=args.minutes_per_backbone,
-                  configs=configs, overrides=overrides, runs={})
+    # study.json: what each run was asked to do. Kept across invocations, so a sweep can be split over
+    # several commands (e.g. several calls to a GPU machine) and a finished run is not redone
+    record_path = os.path.join(args.out_root, 'study.json')
+    record = dict(runs={})
+    if os.path.isfile(record_path):
+        with open(record_path) as f:
+            record = json.load(f)
     failed = []
     for bb in backbones:
         out_dir = os.path.join(args.out_root, bb)
         cmd, max_iters, per_iter = train_command(bb, out_dir, args.max_samples, args.minutes_per_backbone,
                                                  configs, overrides)
-        print(f"[study] {bb}: {' '.join(cmd[1:])}", flush=True)
+        command = ' '.join(['python'] + cmd[1:])
+        done = record['runs'].get(bb, {})
+        if done.get('command') == command and done.get('returncode') == 0 and \
+                os.path.isfile(os.path.join(out_dir, 'final_eval.json')):
+            print(f"[study] {bb}: already done with this command ({out_dir}/final_eval.json), skipped", flush=True)
+            continue
+        print(f"[study] {bb}: {command}", flush=True)
         t0 = time.time()
         rc = subprocess.call(cmd)
-        record['runs'][bb] = dict(command=' '.join(['python'] + cmd[1:]), max_iters=max_iters,
-                                  samples_per_iter=per_iter, returncode=rc, seconds=round(time.time() - t0, 1))
+        record['runs'][bb] = dict(command=command, max_samples=args.max_samples, max_iters=max_iters,
+                                  samples_per_iter=per_iter, minutes_cap=args.minutes_per_backbone,
+                                  returncode=rc, seconds=round(time.time() - t0, 1))
         if rc != 0:
             failed.append(bb)
-        atomic_write(os.path.join(args.out_root, 'study.json'), json.dumps(record, indent=1))
+        atomic_write(record_path, json.dumps(record, indent=1))
     if failed:
         raise RuntimeError(f"train.py failed for {', '.join(failed)} (see its output above); "
                            f"the other runs are in {args.out_root}")
@@ -239,7 +260,7 @@ def gather(run_dirs):
 
 
 def study_table(rows, planned):
-    head = ['backbone', 'family', 'params (M)', f"{rows[0]['split']} SER", 'CER', 'seq-acc', 'best val loss',
+    head = ['backbone', 'family', 'init', 'params (M)', f"{rows[0]['split']} SER", 'CER', 'seq-acc', 'best val loss',
             'samples/s', 'MFU', 'peak mem (MiB)', 'wall (min)', 'samples seen']
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     cell = lambda v, show: '-' if v is None else show(v)  # a run may lack a number (no test images, CPU MFU)
@@ -248,7 +269,7 @@ def study_table(rows, planned):
         if planned.get(r['name']) and r['samples_seen'] is not None and r['samples_seen'] < planned[r['name']]:
             seen += f" (time cap; planned {planned[r['name']]:,})"
         lines.append('| ' + ' | '.join([
-            r['backbone'], r['family'], cell(r['params'], lambda v: f'{v / 1e6:.2f}'),
+            r['backbone'], r['family'], r['init'], cell(r['params'], lambda v: f'{v / 1e6:.2f}'),
             cell(r['ser'], lambda v: f'{100 * v:.2f}%'), cell(r['cer'], lambda v: f'{100 * v:.2f}%'),
             cell(r['seq_acc'], lambda v: f'{100 * v:.1f}%'), cell(r['best_val_loss'], '{:.4f}'.format),
             cell(r['samples_per_sec'], '{:.1f}'.format), cell(r['mfu'], lambda v: f'{100 * v:.1f}%'),
@@ -437,19 +458,25 @@ def cmd_report(args):
     out = lambda name: os.path.join(args.results_dir, name)
     files = dict(table=out('backbone_study.md'), json=out('backbone_study.json'),
                  val_loss_png=out('backbone_study_val_loss.png'), ser_params_png=out('backbone_study_ser_params.png'),
-                 throughput_png=out('backbone_study_throughput.png'),
-                 examples_png=out('backbone_study_examples.png'))
+                 throughput_png=out('backbone_study_throughput.png'))
     plot_curves(rows, files['val_loss_png'])
     plot_ser_params(rows, files['ser_params_png'])
     plot_throughput(rows, files['throughput_png'])
-    best = rows[0]
-    examples = predict_examples(best['ckpt_dir'], n=args.examples, device=args.device,
-                                max_new_tokens=args.max_new_tokens)
-    plot_examples(examples, f"{best['backbone']} ({best['ckpt_dir']}): greedy predictions on the test split",
-                  files['examples_png'])
+    best, examples = rows[0], []
+    if args.examples > 0:  # needs the best run's weights and data_dir (0: logs alone, e.g. copied off a GPU box)
+        files['examples_png'] = out('backbone_study_examples.png')
+        examples = predict_examples(best['ckpt_dir'], n=args.examples, device=args.examples_device,
+                                    max_new_tokens=args.max_new_tokens)
+        plot_examples(examples, f"{best['backbone']} ({best['ckpt_dir']}): greedy predictions on the test split",
+                      files['examples_png'])
     table = study_table(rows, planned)
-    split_note = ('SER/CER/seq-acc: the test split, from each run\'s final_eval.json.' if all(r['split'] == 'test' for r in rows)
-                  else 'SER/CER/seq-acc: **no final_eval.json in some runs: best logged val values shown**.')
+    if all(r['split'] == 'test' for r in rows):
+        split_note = "SER/CER/seq-acc: the test split, from each run's final_eval.json."
+    else:
+        split_note = 'SER/CER/seq-acc: **no final_eval.json in some runs: their best logged val values shown**.'
+    if {'vit_small', 'deit_small'} <= {r['backbone'] for r in rows if r['init'] == 'scratch'}:
+        split_note += (' vit_small and deit_small are one architecture that differs only in pretrained '
+                       'weights: trained from scratch, their gap is run-to-run noise.')
     devices = sorted({str(r['device']) for r in rows})
     if 'cpu' in devices:
         split_note += ' Peak memory on CPU is train.py\'s peak resident set size, not GPU memory.'
@@ -459,7 +486,9 @@ def cmd_report(args):
           'log.jsonl; MFU: the running estimate at the end; peak memory: max allocated, MiB; wall: training '
           'time; params: n_params, tied embedding counted once). Samples seen: iters x batch_size x '
           'gradient_accumulation_steps of the run\'s config.', '',
-          table, '', f"Example predictions: {os.path.basename(files['examples_png'])} (best run: {best['name']})", '']
+          table, '']
+    if examples:
+        md += [f"Example predictions: {os.path.basename(files['examples_png'])} (best run: {best['name']})", '']
     atomic_write(files['table'], '\n'.join(md))
     keep = [k for k in rows[0] if k not in ('log',)]
     report = dict(runs=args.runs, rows=[{k: r[k] for k in keep} for r in rows], files=files,
@@ -482,9 +511,10 @@ def main(argv=None):
     r.add_argument('--report', action='store_true', help='run `report` on the results afterwards')
     for q in (r, sub.add_parser('report', help='gather finished runs into results/')):
         q.add_argument('--results_dir', default='results')
-        q.add_argument('--examples', type=int, default=6)
+        q.add_argument('--examples', type=int, default=6, help='example predictions of the best run (0: none)')
         q.add_argument('--max_new_tokens', type=int, default=None, help='decoding cap for the examples')
-        q.add_argument('--device', default='cpu', help='device for the example predictions')
+        # not --device: on `run` that name belongs to train.py (passed through)
+        q.add_argument('--examples_device', default='cpu', help='device for the example predictions')
     sub.choices['report'].add_argument('--runs', required=True, help="run dirs: 'out-study/*' or 'a,b'")
     args, extra = p.parse_known_args(argv)
     if args.command == 'run':

@@ -70,6 +70,7 @@ img_height = 224
 max_width = 2048  # wider images are scaled down to this width
 num_workers = 4  # DataLoader worker processes (0 = load in the main process)
 augment = False  # data.py's light augmentation (blur, noise, small rotation, contrast)
+bucket_by_width = True  # batches of images of similar width (less padding); still a fresh random order every epoch
 # model
 backbone = 'resnet50'  # any name in backbones.BACKBONES
 pretrained = None  # None = random init; 'timm' = ImageNet weights from the HF hub (online); or a local .safetensors/.pth
@@ -101,12 +102,13 @@ lora_rslora = False  # scale alpha/sqrt(r) instead of alpha/r
 quant_backbone = None  # 'nf4': the backbone's Linear/Conv2d weights stored in 4-bit NormalFloat (QLoRA)
 nf4_double_quant = False  # also quantize the NF4 absmax constants
 teacher_dir = None  # a trained run's checkpoint dir: knowledge distillation from that teacher
-distill_alpha = 0.5  # loss = alpha * KD + (1 - alpha) * CE
+distill_alpha = 0.5  # loss = alpha * CE(labels) + (1 - alpha) * T^2 * KL(teacher || student), see distill.py
 distill_T = 2.0  # softmax temperature of the KD term
 # system
 device = 'cuda' if torch.cuda.is_available() else 'cpu'  # 'cpu', 'cuda', 'cuda:1', ...
 dtype = 'bfloat16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else 'float16'  # CUDA only; CPU runs fp32
 compile = False  # torch.compile: off by default, variable image widths make it recompile often
+cpu_threads = 0  # CPU runs: torch compute threads (0 = torch's default, one per core)
 seed = 1337
 # -----------------------------------------------------------------------------
 config_keys = [k for k, v in globals().items() if not k.startswith('_')
@@ -166,6 +168,8 @@ config['dtype'] = dtype
 if master_process:
     print(f"{samples_per_iter} images per iteration: {ddp_world_size} process(es) x batch_size "
           f"{batch_size} x {gradient_accumulation_steps} accumulation step(s)")
+if device_type == 'cpu' and cpu_threads > 0:
+    torch.set_num_threads(cpu_threads)
 torch.backends.cuda.matmul.allow_tf32 = True  # allow tf32 on matmul
 torch.backends.cudnn.allow_tf32 = True  # allow tf32 on cudnn
 ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
@@ -194,6 +198,7 @@ except (FileNotFoundError, ValueError) as e:
     die(e)
 collate_fn = data.Collate(tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id)
 iters_per_epoch = len(train_ds) // samples_per_iter  # the incomplete last global batch of an epoch is dropped
+train_widths = train_ds.widths().tolist() if bucket_by_width else None  # from the PNG headers: no decoding
 if iters_per_epoch == 0:
     die(f"the train split of {data_dir} has {len(train_ds)} images, fewer than one global batch "
         f"({samples_per_iter}); lower batch_size or gradient_accumulation_steps")
@@ -218,19 +223,26 @@ if master_process:
 
 def epoch_batches(epoch, start_iter):
     """This process's micro-batches (lists of train indices) for `epoch`, from optimizer step
-    `start_iter` of that epoch on. The epoch's order is a permutation drawn from seed + epoch
-    alone, so the data order is a pure function of the iteration number: resuming at any
-    iteration sees exactly the batches an uninterrupted run would. Optimizer step `it` takes
-    the global micro-batches it*A .. it*A + A-1 (A = global accumulation steps), and process r
-    takes its consecutive share of them, so N processes see the very same images per step as
-    one process does (that is what makes a DDP run equal to a single-process run)."""
+    `start_iter` of that epoch on. The epoch's order is drawn from seed + epoch alone, so the data
+    order is a pure function of the iteration number: resuming at any iteration sees exactly the
+    batches an uninterrupted run would. Each optimizer step takes one global batch of
+    samples_per_iter images, and process r takes its consecutive share of its micro-batches, so N
+    processes see the very same images per step as one process does (a DDP run equals a
+    single-process run with the same global batch)."""
     g = torch.Generator().manual_seed(seed + epoch)
-    perm = torch.randperm(len(train_ds), generator=g).tolist()
+    order = torch.randperm(len(train_ds), generator=g).tolist()[:iters_per_epoch * samples_per_iter]
+    steps = list(range(iters_per_epoch))
+    if bucket_by_width:
+        # sort windows of 50 global batches by image width, then shuffle the order of the global batches:
+        # a batch then holds images of similar width, so little compute goes into white padding
+        window = 50 * samples_per_iter
+        order = [i for s in range(0, len(order), window) for i in sorted(order[s:s + window], key=train_widths.__getitem__)]
+        steps = torch.randperm(iters_per_epoch, generator=g).tolist()
     batches = []
     for it in range(start_iter, iters_per_epoch):
         for micro_step in range(gradient_accumulation_steps):
-            k = it * samples_per_iter + (ddp_rank * gradient_accumulation_steps + micro_step) * batch_size
-            batches.append(perm[k:k + batch_size])
+            k = steps[it] * samples_per_iter + (ddp_rank * gradient_accumulation_steps + micro_step) * batch_size
+            batches.append(order[k:k + batch_size])
     return batches
 
 
@@ -320,11 +332,9 @@ if teacher_dir:
     import distill
     try:
         teacher = distill.load_teacher(teacher_dir, device)
+        distill.check_compatible(teacher.config, model.config)  # the same tokenizer, or logits mean different tokens
     except (ValueError, FileNotFoundError) as e:
         die(e)
-    if teacher.config.vocab_size != tokenizer.vocab_size:
-        die(f"teacher {teacher_dir} has vocab {teacher.config.vocab_size}, the data's tokenizer "
-            f"{tokenizer.vocab_size}: distill on the dataset the teacher was trained on")
 
 # initialize a GradScaler. If enabled=False scaler is a no-op (it is only needed for fp16)
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))

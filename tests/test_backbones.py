@@ -28,7 +28,7 @@ STUDY = ["resnet50", "efficientnet_b0", "convnext_tiny", "vit_small", "deit_smal
          "mobilevit_small"]
 ALL = STUDY + ["cnn_tiny"]
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+torch.set_num_threads(1)  # small inputs: one thread is as fast, and immune to busy neighbours
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +115,13 @@ def test_attributes():
     for name, (c, s, p, pos) in want.items():
         cls = B.BACKBONES[name]
         assert (cls.out_dim, cls.stride, cls.pad_multiple, cls.has_pos_embed) == (c, s, p, pos), name
+
+
+def test_pretraining_normalization(build):
+    assert build("vit_small").input_mean == (0.5, 0.5, 0.5)  # AugReg: [-1, 1] inputs
+    assert build("deit_small").input_mean == B.IMAGENET_MEAN
+    assert build("mobilevit_small").input_std == (1.0, 1.0, 1.0)  # Apple cvnets: raw [0, 1]
+    assert build("resnet50").input_std == B.IMAGENET_STD
 
 
 def test_unknown_name_lists_all():
@@ -260,6 +267,20 @@ def test_pretrained_wrong_family_names_first_key(tmp_path):
     assert "\n" not in str(e.value) and "key" in str(e.value)
 
 
+def test_pretrained_from_nanoomr_checkpoint_and_corrupt_file(tmp_path):
+    from safetensors.torch import save_file
+    torch.manual_seed(2)
+    sd = B.build_backbone("cnn_tiny").state_dict()
+    whole = {**{f"backbone.{k}": v for k, v in sd.items()}, "proj.weight": torch.zeros(4, 256)}
+    save_file(whole, str(tmp_path / "model.safetensors"))  # as train.py saves a whole model
+    got = B.build_backbone("cnn_tiny", pretrained=str(tmp_path / "model.safetensors")).state_dict()
+    assert all(torch.equal(got[k], sd[k]) for k in sd)
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError) as e:
+        B.build_backbone("cnn_tiny", pretrained=str(tmp_path / "junk.safetensors"))
+    assert "\n" not in str(e.value) and "junk.safetensors" in str(e.value)
+
+
 def test_pretrained_missing_file():
     with pytest.raises(FileNotFoundError):
         B.build_backbone("cnn_tiny", pretrained="/nonexistent/weights.safetensors")
@@ -269,7 +290,7 @@ def test_pretrained_timm_offline_is_one_line(tmp_path):
     code = ("import backbones\n"
             "try:\n    backbones.build_backbone('resnet50', pretrained='timm')\n"
             "except RuntimeError as e:\n    print('RuntimeError:', e)\n")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), OMP_NUM_THREADS="1")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=120)
     lines = out.stdout.strip().splitlines()
@@ -313,34 +334,42 @@ def test_grad_checkpointing_is_exact(build, name):
 
 @pytest.mark.parametrize("name", STUDY)
 def test_matches_timm_forward_features(name):
+    """Same weights => same features as timm, at 224 and at a wide size (ViT: with timm's
+    dynamic_img_size; Swin: at a size whose maps are whole windows, where timm needs no pad)."""
     timm = pytest.importorskip("timm")
-    torch.manual_seed(0)
-    ref = timm.create_model(REF[name]["timm_name"], pretrained=False, num_classes=0).eval()
-    with torch.no_grad():  # make layer scale / BN statistics non-trivial
-        for k, t in ref.state_dict().items():
-            if k.endswith("gamma"):
-                t.uniform_(0.5, 1.0)
-            elif k.endswith("running_var"):
-                t.uniform_(0.5, 1.5)
-            elif k.endswith("running_mean"):
-                t.normal_(0, 0.1)
-    ours = B.build_backbone(name).eval()
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    x = torch.randn(2, 3, 224, 224)
-    with torch.no_grad():
-        want, got = ref.forward_features(x), ours(x)
-    if name in ("vit_small", "deit_small"):
-        want = want[:, 1:].transpose(1, 2).reshape(2, 384, 14, 14)
-    elif name == "swin_tiny":
-        want = want.permute(0, 3, 1, 2)
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    for H, W in [(224, 224), (224, 448) if name == "swin_tiny" else (64, 320)]:
+        torch.manual_seed(0)
+        kwargs = {"vit_small": dict(dynamic_img_size=True), "deit_small": dict(dynamic_img_size=True),
+                  "swin_tiny": dict(img_size=(H, W))}.get(name, {})
+        ref = timm.create_model(REF[name]["timm_name"], pretrained=False, num_classes=0, **kwargs).eval()
+        with torch.no_grad():  # make layer scale, BN statistics and position tables non-trivial
+            for k, t in ref.state_dict().items():
+                if k.endswith("gamma"):
+                    t.uniform_(0.5, 1.0)
+                elif k.endswith("running_var"):
+                    t.uniform_(0.5, 1.5)
+                elif k.endswith("running_mean"):
+                    t.normal_(0, 0.1)
+                elif k.endswith(("pos_embed", "relative_position_bias_table")):
+                    t.normal_(0, 0.5)
+        ours = B.build_backbone(name).eval()
+        ours.load_state_dict(ref.state_dict(), strict=True)
+        x = torch.randn(2, 3, H, W)
+        with torch.no_grad():
+            want, got = ref.forward_features(x), ours(x)
+        if name in ("vit_small", "deit_small"):  # tokens incl. CLS -> grid
+            want = want[:, 1:].transpose(1, 2).reshape(2, 384, H // 16, W // 16)
+        elif name == "swin_tiny":  # NHWC -> NCHW
+            want = want.permute(0, 3, 1, 2)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
 # ---------------------------------------------------------------- CLI
 
 def test_cli_bench_and_bad_name():
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     run = lambda *a: subprocess.run([sys.executable, "backbones.py", *a], cwd=ROOT, capture_output=True,
-                                    text=True, timeout=120)
+                                    text=True, timeout=120, env=env)
     out = run("--bench", "--names", "cnn_tiny", "--height", "32", "--width", "64", "--iters", "1")
     assert out.returncode == 0, out.stderr
     row = [line for line in out.stdout.splitlines() if line.startswith("| cnn_tiny")]

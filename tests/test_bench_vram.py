@@ -192,6 +192,23 @@ def test_cpu_run_writes_its_files(tmp_path, capsys):
     for png in ('bench_vram_memory_cpu.png', 'bench_vram_pareto_cpu.png'):
         assert (out / png).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
+    # --from_json re-renders a measurement without measuring. Here a GPU record is faked from the CPU
+    # one (test data in a tmp dir) to exercise the GPU rendering: measured fits -> a recommendation
+    fake = dict(report, device='cuda', gpu='Fake GPU', no_gpu=False)
+    for r in fake['rows']:
+        r['fit'] = {t: dict(f, measured=7 if r['mode'] == 'qlora_r8' or t != '16' else 0) for t, f in r['fit'].items()}
+    with open(tmp_path / 'fake.json', 'w') as f:
+        json.dump(fake, f)
+    out2 = tmp_path / 'rerendered'
+    bv.main([f'--from_json={tmp_path}/fake.json', f'--results_dir={out2}', f'--runs={runs}/*'])
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again['rows'] == fake['rows'] and again['gpu'] == 'Fake GPU'
+    recs = again['recommendations']
+    assert (recs['16']['mode'], recs['16']['expected_ser'], recs['16']['batch_size']) == ('qlora_r8', 0.40, 7)
+    assert (recs['48']['mode'], recs['48']['expected_ser']) == ('full', 0.30)  # both fit: the lower SER wins
+    md = (out2 / 'bench_vram_cuda.md').read_text()
+    assert '# bench_vram: Fake GPU' in md and '| 16 GB | cnn_tiny | qlora_r8 | 32 | 7 |' in md
+
 
 def test_bad_input_is_one_line(tmp_path):
     import subprocess

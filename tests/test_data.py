@@ -5,6 +5,7 @@ width bucketing, augmentation and the error messages. CPU only, a few seconds on
 """
 import io
 import os
+import pickle
 import random
 import time
 
@@ -162,7 +163,6 @@ def test_resize_keeps_aspect_and_caps_width():
     assert out.shape == (100, 300)
     assert (out[:40] == 255).all() and (out[-40:] == 255).all()   # 15 rows of ink, 42-43 white above/below
     assert (out[43:57] == 0).all()
-    assert data.resized_width(1000, 50, 100, 300) == 300 and data.resized_width(400, 100, 50, 1000) == 200
 
 
 def test_dataset_items(tiny_corpus, tok):
@@ -180,6 +180,9 @@ def test_dataset_items(tiny_corpus, tok):
         assert x.shape[2] == min(round(w * 64 / h), 512)          # aspect ratio kept
         assert item["ids"] == tok.encode(raw[i]["transcription"]) and item["text"] == raw[i]["transcription"]
         assert item["index"] == i
+    # widths() (read from PNG headers, used for bucketing) agrees with the decoded images, cap included
+    assert [ds[i]["image"].shape[2] for i in range(len(ds))] == widths.tolist()
+    assert widths.max() == 512
 
 
 def test_max_len_filter_keeps_row_index(tiny_corpus, tok):
@@ -224,6 +227,21 @@ def test_dataloader_with_distributed_sampler(tiny_corpus, tok):
             assert b["images"].shape[0] == b["idx"].shape[0] == len(b["text"])
             seen += b["index"].tolist()
     assert set(seen) == set(range(len(ds)))
+
+
+def test_worker_batches_match_in_process(tiny_corpus, tok):
+    # a worker builds the batch in shared memory; the result must equal the in-process collate
+    ds = data.OMRDataset(tiny_corpus, "train", tok, img_height=32)
+    c = data.Collate(tok.pad_id, tok.bos_id, tok.eos_id)
+    b = next(iter(torch.utils.data.DataLoader(ds, batch_size=5, num_workers=1, collate_fn=c)))
+    ref = c([ds[i] for i in range(5)])
+    for k in ("images", "widths", "idx", "targets", "index"):
+        assert torch.equal(b[k], ref[k]), k
+    # only one gray channel crossed the process boundary: images is a stride-0 expand of it
+    B, _, H, W = b["images"].shape
+    assert b["images"].untyped_storage().nbytes() == B * H * W * 4 and b["images"].stride(1) == 0
+    tok2 = pickle.loads(pickle.dumps(tok))  # spawn-started workers pickle it
+    assert tok2.encode(ref["text"][0]) == tok.encode(ref["text"][0])
 
 
 def test_width_bucket_sampler():
@@ -281,15 +299,20 @@ def write_dataset(path, images):
 
 
 def test_corrupt_image_names_index(tmp_path, tok):
-    good = io.BytesIO()
+    good, jpeg = io.BytesIO(), io.BytesIO()
     Image.new("L", (80, 20), 255).save(good, format="PNG")
+    Image.new("L", (40, 20), 255).save(jpeg, format="JPEG")
     write_dataset(tmp_path / "d", [{"bytes": good.getvalue(), "path": None},
-                                   {"bytes": good.getvalue(), "path": None},
-                                   {"bytes": b"\x89PNG\r\n\x1a\nthis is not a png", "path": None}])
-    ds = data.OMRDataset(str(tmp_path / "d"), "train", tok, img_height=32)
-    assert ds[1]["image"].shape == (3, 32, 128)
+                                   {"bytes": jpeg.getvalue(), "path": None},
+                                   {"bytes": b"\x89PNG\r\n\x1a\nthis is not a png", "path": None},
+                                   {"bytes": b"not an image at all", "path": None}])
+    ds = data.OMRDataset(str(tmp_path / "d"), "train", tok, img_height=32)  # header scan must not fail
+    assert ds[0]["image"].shape == (3, 32, 128) and ds[1]["image"].shape == (3, 32, 64)
+    assert ds.widths()[:2].tolist() == [128, 64]  # PNG header and PIL (JPEG) paths
     with pytest.raises(ValueError, match="corrupt image at index 2 of split 'train'"):
         ds[2]
+    with pytest.raises(ValueError, match="corrupt image at index 3 of split 'train'"):
+        ds[3]
 
 
 def test_rgba_transparent_becomes_white(tmp_path, tok):
@@ -305,5 +328,5 @@ def test_missing_dataset_names_prepare_command(tmp_path, tok):
         data.load_split(str(tmp_path / "quick"), "train")
     with pytest.raises(FileNotFoundError, match=r"python data/pdmx_synth/prepare.py"):
         data.OMRDataset(str(tmp_path / "pdmx_synth"), "train", tok)
-    with pytest.raises(FileNotFoundError):
-        data.Tokenizer(str(tmp_path / "nope.model"))
+    with pytest.raises(FileNotFoundError, match=r"create it with: python data/m21/prepare.py --out_dir=.*quick"):
+        data.Tokenizer(str(tmp_path / "quick" / "tokenizer.model"))

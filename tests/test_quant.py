@@ -186,8 +186,8 @@ def test_plain_state_dict_dedups_tied_weights():
 
 
 def test_cli_on_tiny_checkpoint(tmp_path, tiny_corpus):
-    """quant.py end to end on an (untrained) tiny checkpoint: the table and json are written; fp16 halves
-    the file; a missing run dir is one line on stderr and a non-zero exit."""
+    """quant.py end to end on an (untrained) tiny QLoRA checkpoint (NF4 backbone + LoRA: dequantized and
+    merged before PTQ): the table and json are written; fp16 halves the file; bad input is one line."""
     import json
     import subprocess
     import data
@@ -197,10 +197,16 @@ def test_cli_on_tiny_checkpoint(tmp_path, tiny_corpus):
     cfg = M.MusicTrOCRConfig(backbone="cnn_tiny", vocab_size=tok.vocab_size, n_layer=1, n_head=2, d_model=32,
                              d_ff=64, max_seq_len=64, dropout=0.0, img_height=32, pad_id=tok.pad_id,
                              bos_id=tok.bos_id, eos_id=tok.eos_id)
+    import lora
     torch.manual_seed(0)
+    m = M.MusicTrOCR(cfg)
+    quant.quantize_model_nf4(m.backbone, double_quant=True)
+    lora_kw = dict(rank=4, alpha=8.0, dropout=0.0, targets=["backbone."], rslora=False)
+    lora.apply_lora(m, **lora_kw)
     run = tmp_path / "run"
-    M.save_checkpoint(str(run / "ckpt_best"), M.MusicTrOCR(cfg), dict(
-        iter_num=0, best_val_loss=9.0, lora=None, quant=None, train_config=dict(data_dir=tiny_corpus, max_width=512)))
+    M.save_checkpoint(str(run / "ckpt_best"), m, dict(
+        iter_num=0, best_val_loss=9.0, lora=lora_kw, quant=dict(backbone="nf4", double_quant=True),
+        train_config=dict(data_dir=tiny_corpus, max_width=512)))
     r = subprocess.run([sys.executable, "quant.py", f"--out_dir={run}", "--mode=fp16,int8", "--n_samples=2",
                         "--max_new_tokens=4", "--threads=1"], cwd=root, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr

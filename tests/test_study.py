@@ -27,11 +27,12 @@ def sweep(tiny_corpus, tmp_path_factory):
     """`study.py run ... --report`: config/<backbone>.py (if any) + config/tiny_test.py, 4 samples each."""
     base = tmp_path_factory.mktemp('study')
     out_root, results = str(base / 'runs'), str(base / 'results')
-    p = cli('run', f"--backbones={','.join(BACKBONES)}", '--max_samples=4', f'--out_root={out_root}',
-            '--configs=config/tiny_test.py', '--report', f'--results_dir={results}', '--max_new_tokens=16',
+    args = [f"--backbones={','.join(BACKBONES)}", '--max_samples=4', f'--out_root={out_root}',
+            '--configs=config/tiny_test.py',
             # passed through to train.py for every run: the corpus, short labels, an eval per iteration
-            f'--data_dir={tiny_corpus}', '--max_seq_len=72', '--eval_interval=1')
-    return out_root, results, p.stdout
+            f'--data_dir={tiny_corpus}', '--max_seq_len=72', '--eval_interval=1', '--eval_decode_samples=1']
+    p = cli('run', *args, '--report', f'--results_dir={results}', '--max_new_tokens=16')
+    return out_root, results, p.stdout, args
 
 
 def read(path):
@@ -40,7 +41,7 @@ def read(path):
 
 
 def test_report_numbers_come_from_the_runs(sweep):
-    out_root, results, stdout = sweep
+    out_root, results, stdout, _ = sweep
     report = read(os.path.join(results, 'backbone_study.json'))
     rows = {r['backbone']: r for r in report['rows']}
     assert sorted(rows) == sorted(BACKBONES)
@@ -75,7 +76,7 @@ def test_report_numbers_come_from_the_runs(sweep):
 
 
 def test_report_files_and_examples(sweep):
-    out_root, results, stdout = sweep
+    out_root, results, stdout, _ = sweep
     report = read(os.path.join(results, 'backbone_study.json'))
     for key, path in report['files'].items():
         assert os.path.isfile(path), key
@@ -90,6 +91,14 @@ def test_report_files_and_examples(sweep):
         assert len(ref_line) == len(hyp_line) == len(marks)
         assert isinstance(e['prediction'], str) and e['truth']
     assert n_test >= 1
+
+
+def test_rerun_skips_finished_runs(sweep):
+    out_root, _, _, args = sweep
+    before = read(os.path.join(out_root, 'study.json'))
+    p = cli('run', *args)  # same command: nothing to redo (a sweep split over several GPU calls resumes)
+    assert p.stdout.count('already done with this command') == len(BACKBONES)
+    assert read(os.path.join(out_root, 'study.json')) == before
 
 
 def test_align_symbols():
@@ -115,9 +124,9 @@ def test_run_mode_and_config_resolution(tmp_path):
     cwd = os.getcwd()
     os.chdir(ROOT)
     try:
-        cfg = study.resolve_config([str(a), str(b)], dict(gradient_accumulation_steps=5))
-        argv, max_iters, per_iter = study.train_command('cnn_tiny', 'o/cnn_tiny', 100, 2.5, [str(a), str(b)],
-                                                        dict(gradient_accumulation_steps=5, lora_targets=('backbone.',)))
+        cfg = study.resolve_config([str(a), str(b)], dict(gradient_accumulation_steps='5'))
+        overrides = study.parse_overrides(['--gradient_accumulation_steps=5', "--lora_targets=('backbone.',)"])
+        argv, max_iters, per_iter = study.train_command('cnn_tiny', 'o/cnn_tiny', 100, 2.5, [str(a), str(b)], overrides)
     finally:
         os.chdir(cwd)
     assert (cfg['batch_size'], cfg['out_dir'], cfg['gradient_accumulation_steps']) == (3, 'x-b', 5)

@@ -118,6 +118,36 @@ def test_configurator_unknown_key_in_config_file(tmp_path, monkeypatch):
     assert e.value.code == f"error: unknown config key 'learning_rat' in {bad}; did you mean learning_rate?"
 
 
+def train_defaults():
+    """train.py's config keys and defaults: the block between its two markers, executed on its own."""
+    src = open(os.path.join(ROOT, 'train.py')).read()
+    g = {'torch': torch}
+    exec(src[src.index('# default config values'):src.index('config_keys = ')], g)
+    return {k: v for k, v in g.items() if not k.startswith('_') and k != 'torch'}
+
+
+BACKBONE_CONFIGS = ['resnet50', 'efficientnet_b0', 'convnext_tiny', 'vit_small', 'deit_small', 'swin_tiny',
+                    'mobilevit_small']
+
+
+@pytest.mark.parametrize('files', [[f'config/{b}.py'] for b in BACKBONE_CONFIGS] + [
+    ['config/resnet50.py', 'config/lora_r8.py'], ['config/convnext_tiny.py', 'config/qlora_r8.py'],
+    ['config/swin_tiny.py', 'config/frozen_backbone.py'], ['config/quickstart.py'], ['config/tiny_test.py']])
+def test_every_config_file_is_valid(files, monkeypatch):
+    defaults = train_defaults()
+    g = dict(defaults, config_keys=list(defaults))
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, 'argv', ['train.py', *files])
+    exec(open(os.path.join(ROOT, 'configurator.py')).read(), g)
+    name = os.path.basename(files[0])[:-3]
+    if name in BACKBONE_CONFIGS:  # the seed recipe at 224 px: 8 x 4 = 32 images per step, AdamW 3e-4
+        assert (g['backbone'], g['img_height'], g['batch_size'] * g['gradient_accumulation_steps']) == (name, 224, 32)
+        assert (g['learning_rate'], g['beta1'], g['beta2'], g['weight_decay']) == (3e-4, 0.9, 0.99, 0.01)
+    if len(files) == 2:  # an add-on config extends the backbone config's out_dir
+        suffix = os.path.basename(files[1])[:-3].replace('frozen_backbone', 'frozen')
+        assert g['out_dir'] == f'out-{name}-{suffix}'
+
+
 def test_configurator_missing_config_file(monkeypatch):
     with pytest.raises(SystemExit) as e:
         configure(['config/no_such_config.py'], monkeypatch)

@@ -40,6 +40,10 @@ ABC_SOURCES = ['oneills1850', 'ryansMammoth', 'airdsAirs', 'essenFolksong', 'mis
 FONTS = ['Leipzig', 'Bravura', 'Gootville', 'Leland', 'Petaluma']
 SPLIT_PCT = (90, 5, 5)  # train / val / test, by tune
 SHARD_SIZE = 32         # tunes per resumable shard
+# at most this many notes/rests per excerpt (but always >= 2 measures): 8 bars of a reel would give a
+# 6000 x 180 px strip, much longer than a printed system (aspect ~10:1) and than max_width at train time
+MAX_EVENTS = 32
+MAX_ASPECT = 16  # and at most 16:1 (width:height); long notes are wide, so this is checked on the image
 
 # -----------------------------------------------------------------------------
 # enumerate tunes (cheap text split on X: lines; music21 parses one tune at a time in the workers)
@@ -94,6 +98,18 @@ def _barline(bl, default='|'):
     if getattr(bl, 'direction', None) == 'start':
         return '|:'
     return {'double': '||', 'final': '|]', 'light-heavy': '|]', 'heavy-light': '||'}.get(bl.type, '|')
+
+def parse_abc(text):
+    """one ABC tune -> music21 Score. music21 beams every part after parsing (about 60% of its parse
+    time); we never read its beams (the canonical writer derives beaming from the meter), so that step
+    is switched off while we parse."""
+    import music21
+    make_beams = music21.stream.Stream.makeBeams
+    music21.stream.Stream.makeBeams = lambda self, *a, **k: self
+    try:
+        return music21.converter.parse(text, format='abc')
+    finally:
+        music21.stream.Stream.makeBeams = make_beams
 
 def score_to_measures(score):
     """music21 Score of one tune -> list of measure dicts; raises ValueError for what we do not support.
@@ -215,8 +231,9 @@ def write_excerpt(measures):
     - beaming = spacing: eighths and shorter are joined when they lie in the same beat
       (dotted quarter in compound meters, quarter otherwise) and a triplet is its own group;
       everything else is separated by one space.
-    - ties only between equal pitches; triplets as '(3'; grace notes '{..}' glued to their note;
-      chords '[..]' low to high; bar lines '|', '||', '|]', '|:', ':|', ':||:' with spaces around.
+    - ties only between equal pitches; triplets as '(3'; grace notes '{..}' glued to their note inside
+      a beam, followed by a space at the start of a group ('{g} dcB'); chords '[..]' low to high;
+      bar lines '|', '||', '|]', '|:', ':|', ':||:' with spaces around.
     """
     clef, sharps, meter = measures[0]['ctx']
     head = f'M:{meter}\nL:1/8\nK:{MAJOR[sharps]}' + ('' if clef == 'treble' else f' clef={clef}')
@@ -249,9 +266,6 @@ def write_excerpt(measures):
                 continue
             if e.get('tie'):
                 s += '-'
-            if grace_buf:
-                s = '{' + ''.join(grace_buf) + '}' + s
-                grace_buf = []
             if e['tuplet']:
                 if pending_tuplet == 0:
                     s = '(3' + s
@@ -263,7 +277,14 @@ def write_excerpt(measures):
             end = start + e['qlen']
             g = (int(start // beat), tuplet_id if e['tuplet'] else 0)  # a triplet is its own beam group
             beamable = not e['rest'] and TYPE_UNITS[e['type']] <= 1 and end <= (g[0] + 1) * beat
-            if toks and beamable and prev_beam_group == g:
+            joined = bool(toks) and beamable and prev_beam_group == g
+            if grace_buf:
+                # inside a beam the grace group is glued to its note ('d{g}cB'); at the start of a group
+                # it is followed by a space ('{g} dcB'): glued there, verovio would draw the grace as
+                # a full-size first note of the beam
+                s = '{' + ''.join(grace_buf) + '}' + ('' if joined else ' ') + s
+                grace_buf = []
+            if joined:
                 toks[-1] += s
             else:
                 toks.append(s)
@@ -354,6 +375,10 @@ def mei_events(mei):
                     grace = c.get('grace') is not None  # a grace note inside a triplet bracket is no triplet note
                     evs.append(('n', c.get('dur'), int(c.get('dots', 0)), grace, 0 if grace else t, tuple(ps)))
                 else:
+                    if tag == 'beam':  # a beam that starts with a grace note draws it full size: wrong
+                        ns = list(c.iter(MEI_NS + 'note'))
+                        if ns and ns[0].get('grace') and any(not n.get('grace') for n in ns):
+                            evs.append(('grace starts a beam',))
                     walk(c, t, in_chord)
         walk(meas, 0, False)
         evs.append(('bar', meas.get('left'), meas.get('right')))
@@ -377,8 +402,8 @@ def check_agreement(mei, measures):
     if got_ties != want_ties:
         raise ValueError(f'mismatch in ties: {got_ties} != {want_ties}')
 
-def rasterize(svg, rng):
-    """SVG -> grayscale PIL image, black on white, cropped to the ink with a small random margin."""
+def rasterize(svg, margin=10):
+    """SVG -> grayscale PIL image, black on white, cropped to the ink plus `margin` white pixels."""
     import resvg_py
     from PIL import Image
     png = resvg_py.svg_to_bytes(svg_string=svg, background='#ffffff', skip_system_fonts=True)
@@ -387,7 +412,7 @@ def rasterize(svg, rng):
     ys, xs = np.nonzero(a < 200)
     if len(ys) == 0:
         raise ValueError('blank image')
-    mg = int(rng.integers(6, 20))
+    mg = margin
     box = (max(0, xs.min() - mg), max(0, ys.min() - mg), min(a.shape[1], xs.max() + mg + 1), min(a.shape[0], ys.max() + mg + 1))
     out = Image.new('L', (box[2] - box[0], box[3] - box[1]), 255)
     out.paste(img.crop(box), (0, 0))
@@ -396,13 +421,17 @@ def rasterize(svg, rng):
 # -----------------------------------------------------------------------------
 # one tune -> excerpts (runs inside a worker process)
 
-def choose_excerpts(measures, rng, max_excerpts, min_len=2, max_len=8):
-    """cut the tune into consecutive windows of 2-8 measures (random lengths), keep the windows whose
-    measures are all supported and share one (clef, key, meter), then keep up to max_excerpts of them.
+def choose_excerpts(measures, rng, max_excerpts, min_len=2, max_len=8, max_events=MAX_EVENTS):
+    """cut the tune into consecutive windows of 2-8 measures (random lengths, shortened to at most
+    max_events notes/rests unless that leaves fewer than 2 measures), keep the windows whose measures
+    are all supported and share one (clef, key, meter), then keep up to max_excerpts of them.
     Windows never overlap. -> list of (start, end) measure indices, in tune order."""
+    count = lambda w: sum(1 for m in w for e in m['events'] if not e['grace'])
     windows, i = [], 0
     while i + min_len <= len(measures):
         n = int(rng.integers(min_len, max_len + 1))
+        while n > min_len and count(measures[i:i + n]) > max_events:
+            n -= 1
         w = measures[i:i + n]
         if len(w) >= min_len and all(m['ok'] for m in w) and len({m['ctx'] for m in w}) == 1:
             windows.append((i, i + len(w)))
@@ -414,9 +443,9 @@ def choose_excerpts(measures, rng, max_excerpts, min_len=2, max_len=8):
 
 def sample_layout(rng):
     """per-sample engraving style, so the model does not learn one typeface or one spacing."""
-    return dict(font=FONTS[int(rng.integers(len(FONTS)))], scale=int(rng.integers(85, 131)),
-                spacingLinear=round(float(rng.uniform(0.15, 0.35)), 3),
-                spacingNonLinear=round(float(rng.uniform(0.45, 0.75)), 3))
+    return dict(font=FONTS[int(rng.integers(len(FONTS)))], scale=int(rng.integers(100, 151)),
+                spacingLinear=round(float(rng.uniform(0.15, 0.3)), 3),   # verovio's defaults: 0.25, 0.6
+                spacingNonLinear=round(float(rng.uniform(0.5, 0.7)), 3))
 
 def process_tune(job):
     """(source, relpath, index, abc_text, seed, max_excerpts) -> (samples, skip_counts).
@@ -427,9 +456,7 @@ def process_tune(job):
         skips[reason] = skips.get(reason, 0) + 1
     rng = np.random.default_rng([seed, tune_hash(rel, idx) & 0xFFFFFFFF])
     try:
-        import music21
-        score = music21.converter.parse(text, format='abc')
-        measures = score_to_measures(score)
+        measures = score_to_measures(parse_abc(text))
     except ValueError as e:
         skip(f'tune: {e}')
         return samples, skips
@@ -440,14 +467,20 @@ def process_tune(job):
     if not windows:
         skip('tune: no supported 2-8 measure excerpt')
     for k, (a, b) in enumerate(windows):
-        ex = [dict(m, events=[dict(e) for e in m['events']]) for m in measures[a:b]]
-        mark_ties(ex)
-        layout = sample_layout(rng)
+        layout, margin = sample_layout(rng), int(rng.integers(6, 20))
         try:
-            abc = write_excerpt(ex)
-            svg, mei = engrave(abc, layout['font'], layout)
-            check_agreement(mei, ex)
-            img = rasterize(svg, rng)
+            while True:  # drop measures from the end while the strip is longer than MAX_ASPECT : 1
+                ex = [dict(m, events=[dict(e) for e in m['events']]) for m in measures[a:b]]
+                mark_ties(ex)
+                abc = write_excerpt(ex)
+                svg, mei = engrave(abc, layout['font'], layout)
+                check_agreement(mei, ex)
+                img = rasterize(svg, margin)
+                if img.width <= MAX_ASPECT * img.height:
+                    break
+                if b - a <= 2:
+                    raise ValueError(f'wider than {MAX_ASPECT}:1 even with 2 measures')
+                b -= 1
         except ValueError as e:
             skip('excerpt: ' + ('label/image mismatch' if str(e).startswith('mismatch') else str(e)))
             continue
@@ -535,6 +568,12 @@ def select_tunes(tunes, max_tunes, seed):
     keep = {(t[1], t[2]) for t in chosen}
     return [t for t in tunes if (t[1], t[2]) in keep]  # back to corpus order
 
+def _cpu_seconds():
+    """user+sys CPU time of this process and its finished children (the workers, once joined)."""
+    import resource
+    return sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for f in ('ru_utime', 'ru_stime'))
+
 def _atomic_pickle(obj, path):
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.tmp-')
     with os.fdopen(fd, 'wb') as f:
@@ -560,7 +599,7 @@ def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1
     if not tunes:
         raise ValueError('no tunes selected')
     options = dict(max_tunes=max_tunes, excerpts_per_tune=excerpts_per_tune, seed=seed, no_essen=no_essen,
-                   sources=sources, version=1)
+                   sources=sources, version=5)  # bump when the output changes: old partial shards are dropped
     partial = out_dir.rstrip('/') + '.partial'
     if os.path.isdir(partial):
         try:
@@ -604,7 +643,9 @@ def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1
             print(f'\rtunes {n_done}/{len(tunes)}  excerpts {n_excerpts}  {dt:.0f}s', end='', flush=True)
 
     jobs = [tunes[i][:4] + (seed, excerpts_per_tune) for i in jobs_idx]
+    cpu0 = _cpu_seconds()
     run_pool(jobs, num_workers, on_result)
+    cpu_s = _cpu_seconds() - cpu0  # all cores together: excerpts per CPU-second = speed per core
     if not quiet:
         print()
     render_s = time.time() - t_start
@@ -644,7 +685,9 @@ def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1
                 tunes_selected=len(tunes), tunes_with_excerpts=tunes_used,
                 excerpts={sp: len(rs) for sp, rs in rows.items()},
                 skipped=dict(sorted(skipped.items(), key=lambda kv: -kv[1])),
-                render_seconds=round(render_s, 1), total_seconds=round(time.time() - t0, 1))
+                render_seconds=round(render_s, 1), render_cpu_seconds=round(cpu_s, 1),
+                excerpts_per_cpu_second=round(sum(len(r[0]) for r in map(results.get, jobs_idx)) / max(cpu_s, 1e-9), 2),
+                total_seconds=round(time.time() - t0, 1))
     with open(os.path.join(tmp, 'meta.json'), 'w') as f:
         json.dump(meta, f, indent=2)
     # atomic swap: the old corpus (if any) is moved aside first, so out_dir is always complete or absent
@@ -660,11 +703,60 @@ def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1
         print(f'wrote {out_dir}: ' + ', '.join(f'{sp} {n} excerpts from {tunes_used[sp]} tunes'
                                                for sp, n in meta['excerpts'].items()))
         print(f'skipped: {sum(skipped.values())} ' + json.dumps(meta['skipped']))
-        print(f'time: {meta["total_seconds"]}s')
+        print(f'time: {meta["total_seconds"]}s, {meta["excerpts_per_cpu_second"]} excerpts per CPU-second (per core)')
         for sp, n in meta['excerpts'].items():
             if n == 0:
                 print(f'warning: split {sp} is empty; use more tunes (--max_tunes)')
     return meta
+
+# -----------------------------------------------------------------------------
+# reporting on a prepared corpus: statistics and a picture of examples
+
+def corpus_stats(data_dir):
+    """tunes, excerpts, tokens per excerpt, vocabulary coverage and image sizes of a prepared corpus."""
+    import datasets
+    from data import Tokenizer
+    dd = datasets.load_from_disk(data_dir)
+    tok = Tokenizer(os.path.join(data_dir, 'tokenizer.model'))
+    out, used = {}, {}
+    for sp in dd:
+        texts = dd[sp]['transcription']
+        ids = [tok.encode(t) for t in texts]
+        n = np.array([len(x) for x in ids]) if ids else np.zeros(1)
+        byte_ids = sum(tok.sp.is_byte(i) for x in ids for i in x)  # characters unseen in train
+        sizes = np.array([im.size for im in dd[sp].select(range(min(200, len(texts))))['image']]) if texts else np.zeros((1, 2))
+        used[sp] = {i for x in ids for i in x}
+        out[sp] = dict(tunes=len(set(dd[sp]['tune_id'])), excerpts=len(texts),
+                       tokens_per_excerpt=dict(mean=round(float(n.mean()), 1), p50=int(np.median(n)), p95=int(np.percentile(n, 95)), max=int(n.max())),
+                       chars_per_excerpt=round(float(np.mean([len(t) for t in texts] or [0])), 1),
+                       byte_fallback_token_share=round(byte_ids / max(1, int(n.sum())), 5),
+                       image_height=dict(mean=round(float(sizes[:, 1].mean()), 1), min=int(sizes[:, 1].min()), max=int(sizes[:, 1].max())),
+                       image_width=dict(mean=round(float(sizes[:, 0].mean()), 1), min=int(sizes[:, 0].min()), max=int(sizes[:, 0].max())))
+    out['vocab'] = dict(size=tok.vocab_size, pieces_used_in_train=len(used['train']),
+                        share_used_in_train=round(len(used['train']) / tok.vocab_size, 3),
+                        val_test_pieces_also_in_train=round(len((used['val'] | used['test']) & used['train']) /
+                                                            max(1, len(used['val'] | used['test'])), 4))
+    return out
+
+def plot_examples(data_dir, path, n=6, split='train'):
+    """a column of n (image, label) pairs from a prepared corpus, saved as a PNG."""
+    import datasets
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    ds = datasets.load_from_disk(data_dir)[split]
+    idx = np.random.default_rng(0).choice(len(ds), size=min(n, len(ds)), replace=False)
+    fig, axes = plt.subplots(len(idx), 1, figsize=(12, 2.6 * len(idx)))
+    for ax, i in zip(np.atleast_1d(axes), idx):
+        r = ds[int(i)]
+        ax.imshow(r['image'], cmap='gray', vmin=0, vmax=255)
+        ax.set_title(r['transcription'].replace('\n', '  ') + f"\n[{r['font']}, {r['image'].size[0]}x{r['image'].size[1]} px, {r['tune_id']}]",
+                     fontsize=8, family='monospace', loc='left')
+        ax.axis('off')
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
@@ -676,8 +768,20 @@ def main(argv=None):
     ap.add_argument('--num_workers', type=int, default=None, help='default: all cores')
     ap.add_argument('--vocab_size', type=int, default=4096)
     ap.add_argument('--sources', default=','.join(ABC_SOURCES), help='comma-separated music21 corpus folders')
+    ap.add_argument('--stats', action='store_true', help='print statistics of the corpus in out_dir and exit')
+    ap.add_argument('--plot', default=None, help='save a PNG of examples from the corpus in out_dir and exit')
     a = ap.parse_args(argv)
     try:
+        if a.stats or a.plot:
+            if not os.path.isdir(a.out_dir):
+                raise FileNotFoundError(f'no prepared corpus in {a.out_dir}; run python data/m21/prepare.py --out_dir={a.out_dir}')
+            sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+            if a.stats:
+                print(json.dumps(corpus_stats(a.out_dir), indent=1))
+            if a.plot:
+                plot_examples(a.out_dir, a.plot)
+                print(f'wrote {a.plot}')
+            return
         prepare(a.out_dir, a.max_tunes, a.excerpts_per_tune, a.seed, a.no_essen, a.num_workers, a.vocab_size,
                 [s for s in a.sources.split(',') if s])
     except (ValueError, RuntimeError, FileNotFoundError, OSError) as e:
