@@ -163,9 +163,9 @@ def resize_to_height(im, img_height, max_width):
     max_width wide and then centred vertically on a white img_height-high canvas. We never crop (the
     label would then describe music that is not in the image) and never squeeze only the width (that
     distorts note heads and spacing, which the model reads). The cost is a smaller staff for the rare
-    very long system. This is not rare: on a 200-tune m21 corpus (data/m21/prepare.py --max_tunes=200)
-    15% of train images exceed 2048 px at img_height 128 and 41% at 224 (the widest by 6.5x), so
-    OMRDataset prints the fraction; raise max_width with img_height if your GPU allows it.
+    very long system. It is not rare: in data/m21/quick no train image exceeds 2048 px at img_height
+    128, but 28% do at 224 (the widest by 1.7x), so OMRDataset prints the fraction; raise max_width
+    with img_height if your GPU allows it.
     Returns an (img_height, W) PIL image, W <= max_width."""
     w, h = im.size
     W = max(1, round(w * img_height / h))

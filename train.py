@@ -454,6 +454,7 @@ def write_log(record):
     ax1.legend()
     for key, label in (('val_ser', 'val SER'), ('val_cer', 'val CER')):
         ax2.plot(its, [100 * r[key] if r.get(key) is not None else float('nan') for r in log], marker='o', label=label)
+    ax2.set_yscale('log')  # from thousands of % (an untrained model babbles) down to a few %
     ax2.set_xlabel('iteration')
     ax2.set_ylabel('error rate (%), greedy decoding')
     ax2.legend()
@@ -463,6 +464,10 @@ def write_log(record):
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
     os.replace(tmp, os.path.join(out_dir, 'loss.png'))
+
+
+def pct(x):
+    return f"{100 * x:.2f}%" if x is not None else "n/a"
 
 
 def peak_mem_mb():
@@ -511,18 +516,18 @@ while True:
                       mfu=running_mfu if running_mfu >= 0 else None, peak_mem_mb=peak_mem_mb(),
                       elapsed_s=elapsed_before + time.time() - t_start)
         window = dict(loss=0.0, n=0, samples=0, time=0.0)
-        state = None
-        if improved or always_save_checkpoint or iter_num >= max_iters or stop:
+        saved = (['ckpt_last'] if always_save_checkpoint or iter_num >= max_iters or stop else []) + \
+                (['ckpt_best'] if improved else [])
+        if saved:
             state = dict(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), rng=rng_states(),
                          iter_num=iter_num, epoch=iter_num // iters_per_epoch,
                          data_position=dict(epoch=iter_num // iters_per_epoch, iter_in_epoch=iter_num % iters_per_epoch),
                          best_val_loss=best_val_loss, elapsed_s=record['elapsed_s'])
         if master_process:
-            fmt = lambda x: f"{100 * x:.2f}%" if x is not None else "n/a"
             train_str = f"{record['train_loss']:.4f}" if record['train_loss'] is not None else "n/a"
             print(f"eval {iter_num}: train loss {train_str}, val loss {val_loss:.4f}, "
-                  f"val SER {fmt(record['val_ser'])}, CER {fmt(record['val_cer'])}, "
-                  f"seq acc {fmt(record['val_seq_acc'])} ({len(rows)} images)")
+                  f"val SER {pct(record['val_ser'])}, CER {pct(record['val_cer'])}, "
+                  f"seq acc {pct(record['val_seq_acc'])} ({len(rows)} images)")
             if rows:
                 print(f"  ref:  {rows[0][2][:120]!r}\n  pred: {rows[0][1][:120]!r}")
             write_log(record)
@@ -530,11 +535,6 @@ while True:
                 wandb.log(record)
             meta = dict(model_args=raw_model.config.__dict__, train_config=config, iter_num=iter_num,
                         best_val_loss=best_val_loss, lora=lora_meta, quant=quant_meta)
-            saved = []
-            if always_save_checkpoint or iter_num >= max_iters or stop:
-                saved.append('ckpt_last')
-            if improved:
-                saved.append('ckpt_best')
             for name in saved:
                 save_checkpoint(os.path.join(out_dir, name), raw_model, meta, state)
             if saved:
@@ -641,9 +641,8 @@ if master_process:
     with os.fdopen(fd, 'w') as f:
         json.dump(final, f, indent=2)
     os.replace(tmp, os.path.join(out_dir, 'final_eval.json'))
-    fmt = lambda x: f"{100 * x:.2f}%" if x is not None else "n/a"
-    print(f"test ({n_test} images, {weights} @ iter {weights_iter}): loss {test_loss:.4f}, SER {fmt(final['ser'])}, "
-          f"CER {fmt(final['cer'])}, seq acc {fmt(final['seq_acc'])} -> {out_dir}/final_eval.json")
+    print(f"test ({n_test} images, {weights} @ iter {weights_iter}): loss {test_loss:.4f}, SER {pct(final['ser'])}, "
+          f"CER {pct(final['cer'])}, seq acc {pct(final['seq_acc'])} -> {out_dir}/final_eval.json")
     if wandb_log:
         wandb.log({f'test_{k}': v for k, v in final.items() if isinstance(v, (int, float))})
 if ddp:

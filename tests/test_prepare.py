@@ -77,6 +77,10 @@ def test_malformed_abc_is_skipped_with_a_reason():
     job = lambda text: ('test', 'test/bad.abc', 0, text, 1337, 4)
     samples, skips = P.process_tune(job('X:1\nT:no notes at all\nM:4/4\nK:G\n'))
     assert samples == [] and skips == {'tune: no measures (music21 needs 2 plain bar lines)': 1}
+    samples, skips = P.process_tune(job('X:1\nM:4/4\nK:G\nA B c | (((( [[ | }}{{ d |\n'))
+    assert samples == [] and skips == {'tune: malformed ABC (ABCHandlerException)': 1}
+    samples, skips = P.process_tune(job('X:1\nM:99/0\nL:1/8\nK:G\nABcd|ABcd|\n'))
+    assert samples == [] and skips == {'tune: malformed ABC (ZeroDivisionError)': 1}
     samples, skips = P.process_tune(job('X:1\nM:4/4\nL:1/8\nK:G\nV:1\nGABc|d4|\nV:2\nDEFG|A4|\n'))
     assert samples == [] and skips == {'tune: multi-voice': 1}
     # a good tune still works through the same entry point
@@ -179,3 +183,33 @@ def test_pdmx_offline_is_one_line_naming_the_default():
     assert r.returncode != 0 and 'Traceback' not in r.stderr
     assert r.stderr.strip().count('\n') == 0 and r.stdout == ''
     assert 'python data/m21/prepare.py' in r.stderr and r.stderr.startswith('error: ')
+
+
+@pytest.mark.parametrize('streaming', [False, True])
+def test_pdmx_layout_with_a_local_stand_in(tmp_path, monkeypatch, streaming):
+    """the online path, with datasets.load_dataset answered by a tiny local DatasetDict of the same
+    shape as PDMX-Synth (RGBA images, splits train/validation/test)."""
+    import datasets
+    from PIL import Image
+    spec = importlib.util.spec_from_file_location('pdmx_prepare', os.path.join(ROOT, 'data', 'pdmx_synth', 'prepare.py'))
+    X = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(X)
+
+    def fake(repo, streaming=False):
+        assert repo == 'guangyangmusic/PDMX-Synth'
+        img = Image.new('RGBA', (60, 20), (0, 0, 0, 0))  # transparent paper, as a raw SVG render gives
+        img.paste((0, 0, 0, 255), (10, 5, 50, 15))
+        rows = lambda n: {'image': [img] * n, 'transcription': [f'X:1\nK:C\nC D E{i} |' for i in range(n)]}
+        dd = datasets.DatasetDict({s: datasets.Dataset.from_dict(rows(n)) for s, n in (('train', 5), ('validation', 2), ('test', 3))})
+        return datasets.IterableDatasetDict({s: d.to_iterable_dataset() for s, d in dd.items()}) if streaming else dd
+    monkeypatch.setattr(datasets, 'load_dataset', fake)
+    out = str(tmp_path / 'pdmx')
+    meta = X.prepare(out, streaming=streaming, max_samples=4, vocab_size=300)
+    assert meta['excerpts'] == {'train': 4, 'val': 2, 'test': 3}
+    dd = datasets.load_from_disk(out)
+    assert dd['train'].column_names == ['image', 'transcription', 'source', 'tune_id', 'font']
+    im = dd['val'][0]['image']
+    a = np.asarray(im)
+    assert im.mode == 'L' and a[0, 0] == 255 and a[10, 30] == 0  # transparent -> white, ink stays black
+    assert dd['test']['transcription'] == [f'X:1\nK:C\nC D E{i} |' for i in range(3)]
+    assert os.path.isfile(os.path.join(out, 'tokenizer.model'))

@@ -15,6 +15,9 @@ Usage:
     python data/m21/prepare.py                                          # full corpus -> data/m21/full
     python data/m21/prepare.py --out_dir=data/m21/quick --max_tunes=600 # quick-start corpus
 music21 is needed here only; training reads the saved DatasetDict.
+
+Full tunes or pages later: only choose_excerpts is excerpt-specific. write_excerpt and check_agreement
+take any run of measures, and engrave would switch verovio from breaks=none to its automatic breaks.
 """
 import argparse
 import glob
@@ -456,12 +459,14 @@ def process_tune(job):
         skips[reason] = skips.get(reason, 0) + 1
     rng = np.random.default_rng([seed, tune_hash(rel, idx) & 0xFFFFFFFF])
     try:
-        measures = score_to_measures(parse_abc(text))
-    except ValueError as e:
-        skip(f'tune: {e}')
-        return samples, skips
+        score = parse_abc(text)
     except Exception as e:  # music21 raises many exception types on malformed ABC
         skip(f'tune: malformed ABC ({type(e).__name__})')
+        return samples, skips
+    try:
+        measures = score_to_measures(score)
+    except ValueError as e:  # our own one-line reasons: multi-voice, no measures
+        skip(f'tune: {e}')
         return samples, skips
     windows = choose_excerpts(measures, rng, max_excerpts)
     if not windows:
@@ -745,7 +750,9 @@ def plot_examples(data_dir, path, n=6, split='train'):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     ds = datasets.load_from_disk(data_dir)[split]
-    idx = np.random.default_rng(0).choice(len(ds), size=min(n, len(ds)), replace=False)
+    order, fonts = np.random.default_rng(0).permutation(len(ds)).tolist(), ds['font']
+    idx = [next(i for i in order if fonts[i] == f) for f in FONTS if f in fonts]  # one per font first
+    idx = (idx + [i for i in order if i not in idx])[:n]
     fig, axes = plt.subplots(len(idx), 1, figsize=(12, 2.6 * len(idx)))
     for ax, i in zip(np.atleast_1d(axes), idx):
         r = ds[int(i)]
