@@ -5,7 +5,6 @@ Everything runs on real tunes from music21's corpus; the session fixture `tiny_c
 is shared with the other test files, so most checks here cost nothing extra.
 """
 import importlib.util
-import io
 import json
 import os
 import subprocess
