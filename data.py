@@ -704,10 +704,26 @@ def bench(data_dir, split="train", batch_size=32, num_workers=2, n_samples=2000,
               f"bpe_ser {m['bpe_ser']:.4f} seq_acc {m['seq_acc']:.4f}")
 
 
+def export(data_dir, split, n, out):
+    """Write the first n images of a split as <out>/<split>_<i>.png with the true label beside it
+    (<split>_<i>.abc): real inputs for sample.py, and the answers to compare its output with."""
+    ds = load_split(data_dir, split)
+    os.makedirs(out, exist_ok=True)
+    for i in range(min(n, len(ds))):
+        row = ds[i]
+        stem = os.path.join(out, f"{split}_{i}")
+        row["image"].save(stem + ".png")
+        with open(stem + ".abc", "w") as f:
+            f.write(row["transcription"] + "\n")
+        print(f"{stem}.png  ({row['source']}, {row['font']})")
+
+
 if __name__ == "__main__":
     import argparse
-    p = argparse.ArgumentParser(description="nanoOMR data runtime: loader and metric benchmark")
+    p = argparse.ArgumentParser(description="nanoOMR data runtime: loader/metric benchmark, sample export")
     p.add_argument("--bench", action="store_true", help="measure loader samples/s and metric speed")
+    p.add_argument("--export", type=int, default=0, metavar="N", help="write N images of --split (+ labels) to --out")
+    p.add_argument("--out", default="samples")
     p.add_argument("--data_dir", default="data/m21/quick")
     p.add_argument("--split", default="train")
     p.add_argument("--batch_size", type=int, default=32)
@@ -715,10 +731,13 @@ if __name__ == "__main__":
     p.add_argument("--n_samples", type=int, default=2000)
     p.add_argument("--max_width", type=int, default=2048)
     args = p.parse_args()
-    if not args.bench:
+    if not (args.bench or args.export):
         p.print_help()
         sys.exit(0)
     try:
-        bench(args.data_dir, args.split, args.batch_size, args.num_workers, args.n_samples, max_width=args.max_width)
+        if args.export:
+            export(args.data_dir, args.split, args.export, args.out)
+        if args.bench:
+            bench(args.data_dir, args.split, args.batch_size, args.num_workers, args.n_samples, max_width=args.max_width)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         sys.exit(f"error: {e}")
