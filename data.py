@@ -182,6 +182,16 @@ def resize_to_height(im, img_height, max_width):
     return canvas
 
 
+def preprocess(im, img_height, max_width):
+    """Any PIL image -> the (img_height, W) uint8 array the model sees: gray (transparency as white
+    paper), resized to the height with the aspect kept. One function, so that training (OMRDataset)
+    and inference (sample.py) can never drift apart."""
+    im = _to_gray(im)
+    if im.size[0] < 1 or im.size[1] < 1:
+        raise ValueError(f"empty image {im.size}")
+    return np.array(resize_to_height(im, img_height, max_width), dtype=np.uint8)  # writable copy
+
+
 def augment_image(x, g):
     """Light, label-preserving augmentation of a (1, H, W) float image in [0, 1] (ink dark, paper 1.0).
 
@@ -276,11 +286,7 @@ class OMRDataset(torch.utils.data.Dataset):
         try:
             src = io.BytesIO(img["bytes"]) if img.get("bytes") is not None else img["path"]
             with Image.open(src) as im:
-                im = _to_gray(im)
-                if im.size[0] < 1 or im.size[1] < 1:
-                    raise ValueError(f"empty image {im.size}")
-                im = resize_to_height(im, self.img_height, self.max_width)
-                return np.array(im, dtype=np.uint8)  # writable copy
+                return preprocess(im, self.img_height, self.max_width)
         except Exception as e:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise ValueError(f"corrupt image at index {int(row)} of split '{self.split}' in {self.data_dir}: "

@@ -34,11 +34,6 @@ import torch.nn.functional as F
 
 import backbones
 
-# ImageNet statistics: every pretrained backbone in backbones.py expects inputs normalized this way
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
 @dataclass
 class MusicTrOCRConfig:
     backbone: str = 'resnet50'
@@ -239,8 +234,10 @@ class MusicTrOCR(nn.Module):
         # weight tying (Press & Wolf 2017): the output head and the token embedding are one matrix
         self.tok_emb.weight = self.lm_head.weight
         # buffers for input normalization; not persistent, so they never appear in checkpoints
-        self.register_buffer('img_mean', torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer('img_std', torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        # with the statistics the backbone's ImageNet checkpoint was trained with: ImageNet mean/std
+        # for most, 0.5/0.5 for ViT-S (AugReg), raw [0,1] for MobileViT (see backbones.PRETRAIN_NORM)
+        self.register_buffer('img_mean', torch.tensor(self.backbone.input_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer('img_std', torch.tensor(self.backbone.input_std).view(1, 3, 1, 1), persistent=False)
 
         # init everything except the backbone (which may be pretrained) like GPT-2 / nanoGPT
         for name, module in self.named_modules():
@@ -255,7 +252,6 @@ class MusicTrOCR(nn.Module):
             self.backbone.set_grad_checkpointing(True)
         if config.freeze_backbone:
             self.backbone.requires_grad_(False)
-            self.backbone.eval()
         self._encoder_flops = {}  # (H, W) -> forward FLOPs of the backbone on one image, see estimate_mfu
 
     def _init_weights(self, module):
@@ -267,15 +263,22 @@ class MusicTrOCR(nn.Module):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def train(self, mode=True):
-        # a frozen backbone stays in eval mode, so its BatchNorm running stats never move
+        # a frozen backbone keeps its BatchNorm layers in eval mode, so their running stats never
+        # move; only those: LoRA adapters inside it (lora.py) still get their dropout in training
         super().train(mode)
         if self.config.freeze_backbone:
-            self.backbone.eval()
+            for m in self.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         return self
 
     def get_num_params(self, trainable_only=False):
-        """Parameter count (the tied embedding/head matrix counted once)."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+        """Parameter count (the tied embedding/head matrix counted once). Weights that quant.py
+        stores as 4-bit NF4 buffers (QLoRA) are frozen parameters too, so the total counts them."""
+        n = sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+        if not trainable_only:
+            n += sum(m.quantized_numel() for m in self.modules() if hasattr(m, 'quantized_numel'))
+        return n
 
     # --- encoder ------------------------------------------------------------
 

@@ -85,7 +85,6 @@ def load_image(path, img_height, max_width, max_pixels):
     """An image file -> (3, img_height, W) float32 in [0, 1], preprocessed exactly like data.py's
     OMRDataset (gray with transparency as white paper, resize to the height keeping the aspect).
     Any problem -> ValueError with one line naming the file."""
-    import numpy as np
     import torch
     from PIL import Image
     import data
@@ -98,16 +97,13 @@ def load_image(path, img_height, max_width, max_pixels):
                 w, h = im.size
                 if w * h > max_pixels:
                     raise ValueError(f"image too large ({w}x{h} = {w * h:,} pixels > max_pixels={max_pixels:,})")
-                if w < 1 or h < 1:
-                    raise ValueError(f"empty image ({w}x{h})")
-                im = data.resize_to_height(data._to_gray(im), img_height, max_width)
-                arr = np.asarray(im, dtype=np.uint8)
+                arr = data.preprocess(im, img_height, max_width)  # exactly what training saw
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
     except Exception as e:  # PIL: UnidentifiedImageError, truncated files, bombs, OSError ...
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ValueError(f"{path}: not a readable image ({msg})") from None
-    x = torch.from_numpy(arr.copy()).unsqueeze(0).float().div_(255.0)  # (1, H, W), paper = 1.0
+    x = torch.from_numpy(arr).unsqueeze(0).float().div_(255.0)  # (1, H, W), paper = 1.0
     return x.expand(3, -1, -1)  # (3, H, W), as OMRDataset returns it
 
 

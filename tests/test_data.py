@@ -330,3 +330,23 @@ def test_missing_dataset_names_prepare_command(tmp_path, tok):
         data.OMRDataset(str(tmp_path / "pdmx_synth"), "train", tok)
     with pytest.raises(FileNotFoundError, match=r"create it with: python data/m21/prepare.py --out_dir=.*quick"):
         data.Tokenizer(str(tmp_path / "quick" / "tokenizer.model"))
+
+
+def test_export_writes_the_split_images_and_labels(tiny_corpus, tmp_path):
+    # python data.py --export=N: the quick start feeds these files to sample.py, so they must be the
+    # dataset's own pixels and labels, byte for byte
+    data.export(tiny_corpus, "train", 2, str(tmp_path))
+    raw = data.load_split(tiny_corpus, "train")
+    for i in range(2):
+        with Image.open(tmp_path / f"train_{i}.png") as im:
+            assert np.array_equal(np.asarray(im), np.asarray(raw[i]["image"]))
+        assert (tmp_path / f"train_{i}.abc").read_text() == raw[i]["transcription"] + "\n"
+
+
+def test_preprocess_is_what_the_dataset_returns(tiny_corpus, tok):
+    # training (OMRDataset) and inference (sample.py) share data.preprocess
+    ds = data.OMRDataset(tiny_corpus, "train", tok, img_height=48, max_width=300)
+    raw = data.load_split(tiny_corpus, "train")
+    arr = data.preprocess(raw[0]["image"], 48, 300)
+    assert arr.shape[0] == 48 and arr.shape[1] <= 300
+    assert torch.equal(ds[0]["image"][0], torch.from_numpy(arr).float() / 255.0)

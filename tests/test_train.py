@@ -131,7 +131,8 @@ BACKBONE_CONFIGS = ['resnet50', 'efficientnet_b0', 'convnext_tiny', 'vit_small',
 
 
 @pytest.mark.parametrize('files', [[f'config/{b}.py'] for b in BACKBONE_CONFIGS] + [
-    ['config/resnet50.py', 'config/lora_r8.py'], ['config/convnext_tiny.py', 'config/qlora_r8.py'],
+    ['config/resnet50.py', 'config/lora_r8.py'], ['config/resnet50.py', 'config/lora_r4.py'],
+    ['config/vit_small.py', 'config/lora_r16.py'], ['config/convnext_tiny.py', 'config/qlora_r8.py'],
     ['config/swin_tiny.py', 'config/frozen_backbone.py'], ['config/quickstart.py'], ['config/tiny_test.py']])
 def test_every_config_file_is_valid(files, monkeypatch):
     defaults = train_defaults()
