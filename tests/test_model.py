@@ -236,7 +236,12 @@ def test_tied_head_and_configure_optimizers():
 
     f = tiny_model(freeze_backbone=True)
     f.train()
-    assert not f.backbone.training and f.blocks[0].training  # frozen backbone: BatchNorm stats fixed
+    # frozen backbone: its BatchNorm layers stay in eval mode (running stats fixed), the decoder trains
+    bns = [mod for mod in f.backbone.modules() if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm)]
+    assert bns and not any(bn.training for bn in bns) and f.blocks[0].training
+    stats = [bn.running_mean.clone() for bn in bns]
+    f(torch.rand(2, 3, 32, 96), torch.zeros(2, 4, dtype=torch.long))
+    assert all(torch.equal(a, bn.running_mean) for a, bn in zip(stats, bns))
     opt = f.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu')
     in_opt = {id(p) for g in opt.param_groups for p in g['params']}
     assert not any(id(p) in in_opt for p in f.backbone.parameters())

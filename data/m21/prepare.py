@@ -633,6 +633,8 @@ def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1
     if n_done and not quiet:
         print(f'resuming: {n_done} tunes already done in {partial}')
 
+    progress = {'t': -1.0}
+
     def on_result(j, samples, skips):
         nonlocal n_done, n_excerpts
         i = jobs_idx[j]
@@ -643,9 +645,16 @@ def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1
         pending[k] -= 1
         if pending[k] == 0:
             _atomic_pickle({t: results[t] for t in shards[k]}, shard_path(k))
-        if not quiet:
+        # a progress line redrawn in place; at most one every 0.5 s on a terminal, and only every
+        # 5% when stdout is a log file, so that logs stay readable
+        step = 1 if sys.stdout.isatty() else max(1, len(tunes) // 20)
+        if not quiet and (n_done % step == 0 or n_done == len(tunes)):
             dt = time.time() - t_start
-            print(f'\rtunes {n_done}/{len(tunes)}  excerpts {n_excerpts}  {dt:.0f}s', end='', flush=True)
+            if sys.stdout.isatty() and dt - progress['t'] < 0.5 and n_done < len(tunes):
+                return
+            progress['t'] = dt
+            end = '' if sys.stdout.isatty() else '\n'
+            print(f'\rtunes {n_done}/{len(tunes)}  excerpts {n_excerpts}  {dt:.0f}s', end=end, flush=True)
 
     jobs = [tunes[i][:4] + (seed, excerpts_per_tune) for i in jobs_idx]
     cpu0 = _cpu_seconds()
