@@ -30,3 +30,15 @@ def tiny_corpus(tmp_path_factory):
     out = str(tmp_path_factory.mktemp('corpus') / 'm21_tiny')
     prepare_tiny(out)
     return out
+
+
+@pytest.fixture(scope='module')
+def one_thread():
+    """One intra-op thread for a test module (use with pytest.mark.usefixtures): its models are tiny,
+    and on a shared 2-core machine two OpenMP threads per process measured 35x slower per training
+    step (3.2 s vs 0.09 s) from spin-wait contention."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -16,14 +16,7 @@ import model as M
 V, EOS, BOS, PAD = 40, 2, 1, 0
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """One intra-op thread: these models are tiny, and on a shared 2-core machine two OpenMP threads
-    per process measured 35x slower per training step (3.2 s vs 0.09 s) from spin-wait contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')  # see tests/conftest.py
 
 
 def tiny_config(**kw):

@@ -29,14 +29,7 @@ CORPUS = TUNES + ['M:6/8\nL:1/8\nK:D\nd2e fed | A3 A2 z |]', 'M:2/4\nL:1/16\nK:C
 IMG_H = 64
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """One intra-op thread: these models are tiny, and on a shared 2-core machine two OpenMP threads
-    per process measured 35x slower per training step (3.2 s vs 0.09 s) from spin-wait contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')  # see tests/conftest.py
 
 
 @pytest.fixture(scope='module')
