@@ -8,12 +8,12 @@ One file, one loop, no Trainer class and no callbacks. It runs on a single devic
 
 or with DDP under torchrun, on one node:
 
-    $ torchrun --standalone --nproc_per_node=8 train.py config/deit_small.py
+    $ torchrun --standalone --nproc_per_node=8 train.py config/deit_small.py   # 8 GPUs x 4 = 32/step
 
 or on two nodes (run on both, with node_rank 0 and 1; master_addr = the first node's IP):
 
     $ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=0 --master_addr=10.0.0.1 \
-          --master_port=29500 train.py config/deit_small.py
+          --master_port=29500 train.py config/deit_small.py                # 16 GPUs x 2 = 32/step
     (if your cluster has no Infiniband, prepend NCCL_IB_DISABLE=1)
 
 Every config key is a global below, with its default; config files and --key=value
@@ -151,8 +151,17 @@ if ddp:
     master_process = ddp_rank == 0  # this process will do logging, checkpointing etc.
     # world_size processes train simultaneously, so each does a share of the (global) accumulation
     if gradient_accumulation_steps % ddp_world_size != 0:
-        die(f"gradient_accumulation_steps={gradient_accumulation_steps} must be divisible by the "
-            f"number of processes ({ddp_world_size})")
+        # e.g. the seed's 8 x 4 = 32 on 8 GPUs: keep the 32 images per step, as 8 micro-batches of 4
+        global_batch = batch_size * gradient_accumulation_steps
+        if global_batch % ddp_world_size != 0:
+            die(f"{ddp_world_size} processes cannot share batch_size {batch_size} x gradient_accumulation_steps "
+                f"{gradient_accumulation_steps} = {global_batch} images per step; make one of them a multiple")
+        if ddp_rank == 0:
+            print(f"{ddp_world_size} processes do not divide gradient_accumulation_steps="
+                  f"{gradient_accumulation_steps}: running batch_size={global_batch // ddp_world_size} x "
+                  f"{ddp_world_size} accumulation steps instead (the same {global_batch} images per step)")
+        batch_size, gradient_accumulation_steps = global_batch // ddp_world_size, ddp_world_size
+        config.update(batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation_steps)
     gradient_accumulation_steps //= ddp_world_size
 else:
     ddp_rank, ddp_local_rank, ddp_world_size, master_process = 0, 0, 1, True

@@ -1,7 +1,7 @@
 # vit_small: the seed study's recipe at 224 px. ViT-Small/16 (Dosovitskiy et al. 2020): plain Transformer on 16x16 patches, global attention.
 # Encoder 21.7M parameters (timm's count, no head) + the 6-layer, d_model 512 decoder.
 #   python train.py config/vit_small.py                                   # one GPU
-#   torchrun --standalone --nproc_per_node=8 train.py config/vit_small.py  # 8 GPUs, same global batch
+#   torchrun --standalone --nproc_per_node=8 train.py config/vit_small.py  # 8 GPUs x 4 images = the same 32/step
 # train.py's defaults ARE the seed recipe, so only the encoder is named here:
 #   8 x 4 accum = 32 images/step (accumulation is global: under torchrun it is split among the GPUs);
 #   AdamW 3e-4, betas (0.9, 0.99), wd 0.01; 3% linear warmup, cosine decay to 3e-5; 10 epochs;

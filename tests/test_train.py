@@ -241,6 +241,24 @@ def test_ddp_two_processes_match_one(run_full, tiny_corpus, tmp_path):
         torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5, msg=k)
 
 
+def test_ddp_resplits_an_accumulation_that_does_not_divide(run_full, tiny_corpus, tmp_path):
+    """The card's `torchrun --nproc_per_node=8 train.py config/deit_small.py` with the seed's 8 x 4: an
+    accumulation the processes cannot share is re-split into micro-batches of the same global batch.
+    Here 2 processes and 4 x 1 become 2 x 2 (1 step each): the same run as 1 process doing 2 x 2."""
+    full, full_stdout = run_full
+    p = train(f'--data_dir={tiny_corpus}', f'--out_dir={tmp_path}/a', '--batch_size=4',
+              '--gradient_accumulation_steps=1', torchrun=True)
+    assert 'running batch_size=2 x 2 accumulation steps instead (the same 4 images per step)' in p.stdout
+    single, ddp = iter_lines(full_stdout), iter_lines(p.stdout)
+    assert sorted(ddp) == sorted(single)
+    for it in single:
+        assert ddp[it][0] == pytest.approx(single[it][0], abs=2e-4)
+    # a global batch the processes cannot share either: one line, exit 1
+    p = train(f'--data_dir={tiny_corpus}', f'--out_dir={tmp_path}/b', '--batch_size=3',
+              '--gradient_accumulation_steps=1', torchrun=True, check=False)
+    assert p.returncode != 0 and 'processes cannot share batch_size 3 x gradient_accumulation_steps 1' in p.stderr
+
+
 def test_resume_with_another_model_is_refused(run_full, tiny_corpus, tmp_path):
     out = str(tmp_path / 'run')
     shutil.copytree(run_full[0], out)
