@@ -123,11 +123,9 @@ def engrave(abc):
     if not abc.strip() or not tk.loadData(text) or tk.getPageCount() < 1:
         raise ValueError("verovio could not read the ABC")
     svg = tk.renderToSVG(1)
-    png = resvg_py.svg_to_bytes(svg_string=svg)
-    rgba = Image.open(io.BytesIO(bytes(png))).convert('RGBA')
-    paper = Image.new('RGBA', rgba.size, (255, 255, 255, 255))
-    paper.alpha_composite(rgba)  # transparent background -> white paper, not black
-    gray = paper.convert('L')
+    # drawn onto white paper, as data/m21/prepare.py rasterizes (resvg's default is transparent -> black)
+    png = resvg_py.svg_to_bytes(svg_string=svg, background='#ffffff')
+    gray = Image.open(io.BytesIO(bytes(png))).convert('L')
     if np.asarray(gray).min() == 255:
         raise ValueError("verovio drew nothing")
     midi = base64.b64decode(tk.renderToMIDI())

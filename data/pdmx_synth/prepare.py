@@ -28,14 +28,11 @@ SPLIT_NAMES = {'train': ('train',), 'val': ('validation', 'val', 'valid', 'dev')
 
 
 def _to_png_gray(img):
-    """PIL image (any mode, maybe transparent) -> grayscale PNG bytes, ink dark on white paper."""
-    from PIL import Image
-    if img.mode in ('RGBA', 'LA', 'P'):
-        img = img.convert('RGBA')
-        white = Image.new('RGBA', img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(white, img)  # transparent pixels would otherwise turn black
+    """PIL image (any mode, maybe transparent) -> grayscale PNG bytes, ink dark on white paper,
+    through data.py's own conversion (transparent pixels would otherwise turn black)."""
+    from data import _to_gray
     buf = io.BytesIO()
-    img.convert('L').save(buf, format='PNG')
+    _to_gray(img).save(buf, format='PNG')
     return buf.getvalue()
 
 
