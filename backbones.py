@@ -5,7 +5,8 @@ One job: turn an ImageNet-normalized image batch (B, 3, H, W) into ONE feature g
 are compared in the backbone study, plus a tiny CNN for the 2-core CPU quick start:
 
     name             paper                        timm name (weights)            C     s
-    cnn_tiny         (ours, quick start only)     -                              256   16
+    cnn_tiny         (ours, CPU tests)            -                              256   16
+    cnn_line         (ours, the CPU reader)       -                              128   16 (8 in W)
     resnet50         He et al. 2016               resnet50                       2048  32
     efficientnet_b0  Tan & Le 2019                efficientnet_b0                1280  32
     convnext_tiny    Liu et al. 2022              convnext_tiny                  768   32
@@ -32,7 +33,8 @@ decoder masks it, through `widths`.
 
 Every backbone has: `out_dim` (C), `stride` (s), `pad_multiple`, `has_pos_embed` (True when
 the features already carry absolute position, so model.py skips its 2D sinusoidal encoding)
-and `set_grad_checkpointing(enable)`.
+and `set_grad_checkpointing(enable)`. `stride_w` and `pad_multiple_w` default to the same
+values; only cnn_line, which keeps more columns than rows, sets them.
 
     python backbones.py --bench        # fwd+bwd images/s and #params at 224 x 896
 """
@@ -77,6 +79,14 @@ class Backbone(nn.Module):
     stride: int
     pad_multiple: int
     has_pos_embed: bool = False
+
+    @property
+    def stride_w(self):  # along the width; a backbone with anisotropic strides overrides these two
+        return self.stride
+
+    @property
+    def pad_multiple_w(self):
+        return self.pad_multiple
 
     def __init__(self):
         super().__init__()
@@ -167,12 +177,13 @@ class CNNTiny(Backbone):
     for spatial mixing and a 1x1 MLP for channel mixing (a ConvNeXt-style block with BatchNorm).
     Stride 16 rather than 32 keeps 8 rows at img_height=128, enough to tell staff lines apart."""
     out_dim, stride, pad_multiple = 256, 16, 16
+    strides = ((2, 2), (2, 2), (2, 2), (2, 2))  # (height, width) stride of each stage's first conv
 
     def __init__(self, widths=(32, 64, 128, 256), depths=(0, 1, 2, 2)):
         super().__init__()
         layers, c_in = [], 3
-        for c, d in zip(widths, depths):
-            stage = [nn.Conv2d(c_in, c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c), nn.GELU()]
+        for c, d, s in zip(widths, depths, self.strides):
+            stage = [nn.Conv2d(c_in, c, 3, stride=s, padding=1, bias=False), nn.BatchNorm2d(c), nn.GELU()]
             stage += [CNNTinyBlock(c) for _ in range(d)]
             layers.append(nn.Sequential(*stage))
             c_in = c
@@ -180,8 +191,23 @@ class CNNTiny(Backbone):
 
     def forward(self, x):  # (B, 3, H, W)
         for stage in self.stages:
-            x = self._run(stage, x)  # each stage halves H and W
-        return x  # (B, 256, H/16, W/16)
+            x = self._run(stage, x)  # each stage divides H and W by its strides
+        return x  # (B, C, H/stride, W/stride_w)
+
+
+class CNNLine(CNNTiny):
+    """cnn_tiny's blocks, narrower (16-128 channels) and anisotropic: H/16 but only W/8, because
+    the music runs along the width. Each of the W/8 columns is a CTC frame: CTC needs at least
+    as many frames as label tokens (Graves et al. 2006), and at W/16 a dense bar has fewer.
+    The two wide, high-resolution stages are the narrowest, so most FLOPs sit where the map is
+    small (about a third of cnn_tiny's forward FLOPs at 64 px). With model.py's
+    collapse_height the 4 rows at img_height=64 become one (4 x 128)-dim vector per column (CRNN,
+    Shi et al. 2015), the memory both the CTC head and the cross-attention read."""
+    out_dim, stride, pad_multiple, stride_w, pad_multiple_w = 128, 16, 16, 8, 8
+    strides = ((2, 2), (2, 2), (2, 2), (2, 1))
+
+    def __init__(self):
+        super().__init__(widths=(16, 32, 64, 128), depths=(0, 1, 2, 2))
 
 
 class CNNTinyBlock(nn.Module):
@@ -727,6 +753,7 @@ class MobileViTSmall(Backbone):
 
 BACKBONES = {
     "cnn_tiny": CNNTiny,
+    "cnn_line": CNNLine,
     "resnet50": ResNet50,
     "efficientnet_b0": EfficientNetB0,
     "convnext_tiny": ConvNeXtTiny,

@@ -51,6 +51,13 @@ class MusicTrOCRConfig:
     eos_id: int = 3
     freeze_backbone: bool = False
     grad_checkpointing: bool = False
+    # one memory vector per image column: the backbone's h rows are concatenated, (C*h) -> D (CRNN,
+    # Shi et al. 2015). Needs a fixed img_height; the memory is w long instead of h*w
+    collapse_height: bool = False
+    # joint CTC/attention (Kim, Hori & Watanabe 2017): loss = (1-w) CE(decoder) + w CTC(columns).
+    # CTC aligns the columns with the label monotonically, which cross-attention otherwise learns slowly
+    ctc_weight: float = 0.0
+    label_smoothing: float = 0.0  # of the decoder's cross-entropy (Szegedy et al. 2016)
 
 
 # -----------------------------------------------------------------------------
@@ -222,7 +229,17 @@ class MusicTrOCR(nn.Module):
         self.config = config
         # --- encoder
         self.backbone = backbones.build_backbone(config.backbone, config.pretrained)
-        self.proj = nn.Linear(self.backbone.out_dim, config.d_model)  # grid channels C -> D
+        bb = self.backbone
+        # rows of the grid at img_height (after padding to the backbone's multiple)
+        self.grid_rows = (config.img_height + (-config.img_height) % bb.pad_multiple) // bb.stride
+        in_dim = bb.out_dim * (self.grid_rows if config.collapse_height else 1)
+        self.proj = nn.Linear(in_dim, config.d_model)  # grid channels C (or C*h) -> D
+        if config.ctc_weight > 0:
+            if not config.collapse_height:
+                raise ValueError("ctc_weight > 0 needs collapse_height=True: CTC reads one frame per image column")
+            # blank = pad_id, an id that never occurs inside a label (its own head: CTC wants a
+            # frame-level distribution with a blank, unlike the tied token head)
+            self.ctc_head = nn.Linear(config.d_model, config.vocab_size)
         self.mem_norm = nn.LayerNorm(config.d_model)
         # --- decoder
         self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
@@ -296,8 +313,7 @@ class MusicTrOCR(nn.Module):
             images = images.expand(-1, 3, -1, -1)
         B, _, H, W = images.shape
         # pad right/bottom with white paper up to the backbone's multiple (e.g. 32 for ResNet, 16 for ViT)
-        m = self.backbone.pad_multiple
-        pad_h, pad_w = (-H) % m, (-W) % m
+        pad_h, pad_w = (-H) % self.backbone.pad_multiple, (-W) % self.backbone.pad_multiple_w
         if pad_h or pad_w:
             images = F.pad(images, (0, pad_w, 0, pad_h), value=1.0)
         x = (images - self.img_mean) / self.img_std
@@ -306,7 +322,13 @@ class MusicTrOCR(nn.Module):
                 grid = self.backbone(x)
         else:
             grid = self.backbone(x)  # (B, C, h, w)
-        _, _, h, w = grid.shape
+        _, C, h, w = grid.shape
+        if self.config.collapse_height:
+            if h != self.grid_rows:
+                raise ValueError(f"collapse_height: images must be {self.config.img_height} px high "
+                                 f"(got {H}: {h} grid rows, not {self.grid_rows})")
+            grid = grid.reshape(B, C * h, 1, w)  # (B, C, h, w) -> (B, C*h, 1, w): a column is one vector
+            h = 1
         mem = self.proj(grid.permute(0, 2, 3, 1))  # (B, h, w, C) -> (B, h, w, D)
         if not self.backbone.has_pos_embed:
             mem = mem + sincos_2d(h, w, mem.size(-1), mem.device).to(mem.dtype)
@@ -317,7 +339,7 @@ class MusicTrOCR(nn.Module):
             # would be a host-device sync on every training step)
             widths = torch.as_tensor(widths, device=images.device).view(B)
             # grid column j starts at pixel j*stride; it is real if that pixel is inside the image
-            cols = torch.arange(w, device=images.device) * self.backbone.stride  # (w,)
+            cols = torch.arange(w, device=images.device) * self.backbone.stride_w  # (w,)
             valid = cols[None, :] < widths[:, None]  # (B, w)
             mem_mask = valid[:, None, :].expand(B, h, w).reshape(B, h * w)  # (B, S)
         return mem, mem_mask
@@ -348,8 +370,47 @@ class MusicTrOCR(nn.Module):
         logits = self.lm_head(x)  # (B, T, V)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1,
+                                   label_smoothing=self.config.label_smoothing)
+            if self.config.ctc_weight > 0:
+                w = self.config.ctc_weight
+                loss = (1 - w) * loss + w * self.ctc_loss(memory, mem_mask, targets)
         return logits, loss
+
+    def ctc_loss(self, memory, mem_mask, targets):
+        """CTC (Graves et al. 2006) of the label under the per-column distributions. memory (B, S, D)
+        with S = image columns (collapse_height), targets (B, T) = label ids, eos, then -1 padding.
+        Mean over the batch of the per-label loss divided by its length (a per-token scale, like CE)."""
+        B, S, _ = memory.shape
+        log_probs = self.ctc_head(memory).float().log_softmax(-1).transpose(0, 1)  # (S, B, V)
+        keep = (targets >= 0) & (targets != self.config.eos_id)  # the label itself: no eos, no padding
+        in_lens = mem_mask.sum(1) if mem_mask is not None else torch.full((B,), S, device=memory.device)
+        # zero_infinity: a label longer than its image has columns has no alignment; it adds nothing
+        # (instead of inf) and the decoder's loss still trains on it
+        return F.ctc_loss(log_probs, targets[keep], in_lens, keep.sum(1), blank=self.config.pad_id,
+                          reduction='mean', zero_infinity=True)
+
+    @torch.no_grad()
+    def ctc_decode(self, images, widths=None):
+        """Greedy CTC decoding (best path: the argmax of every column, repeats merged, blanks dropped):
+        one encoder pass, no autoregressive loop. Returns one list of token ids per image."""
+        was_training = self.training
+        self.eval()
+        try:
+            memory, mem_mask = self.encode(images, widths)
+            best = self.ctc_head(memory).argmax(-1)  # (B, S)
+        finally:
+            self.train(was_training)
+        lens = mem_mask.sum(1).tolist() if mem_mask is not None else [best.size(1)] * best.size(0)
+        out = []
+        for row, n in zip(best.tolist(), lens):
+            ids, prev = [], None
+            for t in row[:n]:
+                if t != prev and t != self.config.pad_id:
+                    ids.append(t)
+                prev = t
+            out.append(ids)
+        return out
 
     # --- optimizer & MFU ------------------------------------------------------
 
@@ -376,8 +437,8 @@ class MusicTrOCR(nn.Module):
         key = (int(img_height), int(img_width))
         if key not in self._encoder_flops:
             from torch.utils.flop_counter import FlopCounterMode
-            m = self.backbone.pad_multiple
-            H, W = key[0] + (-key[0]) % m, key[1] + (-key[1]) % m
+            m, mw = self.backbone.pad_multiple, self.backbone.pad_multiple_w
+            H, W = key[0] + (-key[0]) % m, key[1] + (-key[1]) % mw
             p = next(self.backbone.parameters())
             x = torch.zeros(1, 3, H, W, device=p.device, dtype=p.dtype)
             was_training = self.backbone.training
@@ -399,28 +460,34 @@ class MusicTrOCR(nn.Module):
         H = img_height or cfg.img_height
         enc = self.encoder_flops(H, img_width)
         enc_trainable = any(p.requires_grad for p in self.backbone.parameters())
-        m, s = self.backbone.pad_multiple, self.backbone.stride
-        S = ((H + (-H) % m) // s) * ((img_width + (-img_width) % m) // s)  # memory length
+        bb = self.backbone
+        rows = 1 if cfg.collapse_height else (H + (-H) % bb.pad_multiple) // bb.stride
+        S = rows * ((img_width + (-img_width) % bb.pad_multiple_w) // bb.stride_w)  # memory length
         T, L, D = seq_len, cfg.n_layer, cfg.d_model
         n_mem = self.proj.weight.numel() + sum(b.cross.kv_proj.weight.numel() for b in self.blocks)
         n_tok = sum(p.numel() for n, p in self.named_parameters()
                     if n.startswith('blocks.') and p.dim() >= 2) - (n_mem - self.proj.weight.numel())
         n_tok += self.lm_head.weight.numel()  # the tied head is a matmul per token (the embedding lookup is free)
+        if hasattr(self, 'ctc_head'):
+            n_mem += self.ctc_head.weight.numel()  # one CTC distribution per memory column
         dec = 6 * n_tok * T + 6 * n_mem * S + 12 * L * D * T * T + 12 * L * D * T * S
         return (3 if enc_trainable else 1) * enc + dec
 
-    def estimate_mfu(self, fwdbwd_per_iter, dt, img_width, seq_len, img_height=None):
+    def estimate_mfu(self, fwdbwd_per_iter, dt, img_width, seq_len, img_height=None, peak_flops=None):
         """Model FLOPs utilization (Chowdhery et al. 2022): achieved model FLOP/s over the GPU's peak
-        dense bf16 FLOP/s (GPU_PEAK_FLOPS). fwdbwd_per_iter = images processed by this process in one
-        iteration (batch_size * gradient_accumulation_steps), dt = seconds per iteration, img_width and
-        seq_len = the (padded) batch width and T. Returns a fraction (0.4 = 40%), or None on CPU or an
-        unknown GPU, where we have no trustworthy peak number."""
-        if not torch.cuda.is_available() or next(self.parameters()).device.type != 'cuda':
-            return None
-        name = torch.cuda.get_device_name()
-        peak = next((f for key, f in GPU_PEAK_FLOPS if key in name), None)
+        dense bf16 FLOP/s (GPU_PEAK_FLOPS), or over `peak_flops` if given (on a CPU, train.py passes
+        the fp32 matmul rate it measured on this machine: no datasheet number fits every CPU).
+        fwdbwd_per_iter = images processed by this process in one iteration (batch_size *
+        gradient_accumulation_steps), dt = seconds per iteration, img_width and seq_len = the (padded)
+        batch width and T. Returns a fraction (0.4 = 40%), or None without a known peak."""
+        peak = peak_flops
         if peak is None:
-            return None
+            if not torch.cuda.is_available() or next(self.parameters()).device.type != 'cuda':
+                return None
+            name = torch.cuda.get_device_name()
+            peak = next((f for key, f in GPU_PEAK_FLOPS if key in name), None)
+            if peak is None:
+                return None
         flops_achieved = self.flops_per_sample(img_width, seq_len, img_height) * fwdbwd_per_iter / dt
         return flops_achieved / peak
 

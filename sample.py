@@ -1,7 +1,8 @@
 """
 sample.py: transcribe images of engraved music to ABC with a trained MusicTrOCR checkpoint.
 
-    $ python sample.py --out_dir=out-quick --image=page.png            # ABC on stdout
+    $ python sample.py --image=line.png                                # the reader shipped in reader/
+    $ python sample.py --out_dir=out-quick --image=page.png            # your own run; ABC on stdout
     $ python sample.py --out_dir=out-quick --image=scans/ --beam_size=4 --save_dir=preds
 
 --image is one image file or a folder (every *.png/.jpg/.jpeg/.bmp/.gif/.tif/.tiff/.webp file in it,
@@ -10,8 +11,11 @@ into a file; for several, each transcription is preceded by an ABC comment line 
 With --save_dir, each image also gets <stem>.abc, <stem>.png (the prediction re-engraved with
 verovio, to compare with the input by eye) and <stem>.mid (verovio's MIDI of the prediction).
 
-The checkpoint is <out_dir>/ckpt_best, else <out_dir>/ckpt_last; the tokenizer is
+The checkpoint is <out_dir>/ckpt_best, else <out_dir>/ckpt_last, else out_dir itself (the layout
+of reader/, the CPU-trained reader that ships with the repo and is the default); the tokenizer is
 <out_dir>/tokenizer.model (train.py copies it there), else the one in the run's data_dir.
+--decode=ctc reads a joint CTC/attention model's CTC head instead (one pass, no decoding loop);
+'auto' uses what the checkpoint's config.json recommends ('decode'), else the attention decoder.
 Images go through data.py's own preprocessing (gray, resize to the model's height), so the model
 sees exactly what it saw in training.
 
@@ -30,8 +34,9 @@ import warnings
 
 # -----------------------------------------------------------------------------
 # config: override on the command line as --key=value (nanoGPT's configurator)
-out_dir = 'out'
+out_dir = 'reader'       # a train.py out_dir, or a checkpoint folder (reader/: the shipped CPU reader)
 image = None             # an image file or a folder of images
+decode = 'auto'          # 'attention' (the decoder, greedy or beam), 'ctc' (best path), 'auto' (the checkpoint's choice)
 beam_size = 1            # 1 = greedy
 temperature = 0.0        # > 0 samples instead (beam_size must then be 1)
 top_k = None
@@ -49,11 +54,10 @@ IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp')
 
 
 def find_checkpoint(out_dir):
-    for name in ('ckpt_best', 'ckpt_last'):
-        d = os.path.join(out_dir, name)
+    for d in (os.path.join(out_dir, 'ckpt_best'), os.path.join(out_dir, 'ckpt_last'), out_dir):
         if os.path.isfile(os.path.join(d, 'config.json')):
             return d
-    raise FileNotFoundError(f"no checkpoint in {out_dir} (looked for ckpt_best/ and ckpt_last/); "
+    raise FileNotFoundError(f"no checkpoint in {out_dir} (looked for ckpt_best/, ckpt_last/ and a config.json); "
                             f"train one with: python train.py --out_dir={out_dir}")
 
 
@@ -184,6 +188,8 @@ def main():
         raise ValueError("nothing to transcribe: give --image=<file or folder>")
     if beam_size < 1 or batch_size < 1:
         raise ValueError("beam_size and batch_size must be >= 1")
+    if decode not in ('auto', 'attention', 'ctc'):
+        raise ValueError(f"decode must be 'auto', 'attention' or 'ctc', got {decode!r}")
     paths = list_images(str(image))  # before importing torch and loading the model: a typo fails fast
     import torch
     import torch.nn.functional as F
@@ -215,6 +221,9 @@ def main():
         raise ValueError(f"tokenizer has {tok.vocab_size} pieces but the checkpoint was trained "
                          f"with vocab_size={cfg.vocab_size}")
     n_new = max_new_tokens or cfg.max_seq_len
+    how = meta.get('decode', 'attention') if decode == 'auto' else decode
+    if how == 'ctc' and cfg.ctc_weight <= 0:
+        raise ValueError(f"--decode=ctc: the checkpoint in {ckpt} has no CTC head (trained with ctc_weight=0)")
     torch.manual_seed(seed)
     many = len(paths) > 1
     for i in range(0, len(good), batch_size):
@@ -224,8 +233,11 @@ def main():
         images = torch.stack([F.pad(x, (0, wmax - x.shape[-1]), value=1.0) for _, x in chunk]).to(device)
         widths = torch.tensor([x.shape[-1] for _, x in chunk], device=device)
         with torch.inference_mode():
-            ids = model.generate(images, n_new, temperature=temperature, top_k=top_k,
-                                 beam_size=beam_size, widths=widths)
+            if how == 'ctc':
+                ids = model.ctc_decode(images, widths)
+            else:
+                ids = model.generate(images, n_new, temperature=temperature, top_k=top_k,
+                                     beam_size=beam_size, widths=widths)
         for (p, _), seq in zip(chunk, ids):
             abc = tok.decode(seq)
             if many:

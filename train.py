@@ -70,6 +70,10 @@ img_height = 224
 max_width = 2048  # wider images are scaled down to this width
 num_workers = 4  # DataLoader worker processes (0 = load in the main process)
 augment = False  # data.py's light augmentation (blur, noise, small rotation, contrast)
+cache_images = False  # decode + resize every image once into data_dir/cache/ (a memory map): no PNG work per step
+holdout_font = None  # e.g. 'Petaluma': train and val never see this engraving font; final_eval scores it apart
+tokenizer_vocab = 0  # 0 = data_dir's tokenizer; > 0 = train a BPE of this size on the train labels into out_dir
+tokenizer_type = 'bpe'  # with tokenizer_vocab: 'bpe', or 'char' (one piece per character, any tokenizer_vocab > 0)
 bucket_by_width = True  # batches of images of similar width (less padding); still a fresh random order every epoch
 # model
 backbone = 'resnet50'  # any name in backbones.BACKBONES
@@ -82,6 +86,9 @@ d_model = 512
 d_ff = 2048  # SwiGLU hidden size
 max_seq_len = 2048  # decoder positions, bos included; longer labels are cut by data.py
 dropout = 0.1
+collapse_height = False  # one memory vector per image column (CRNN): needed by the CTC head
+ctc_weight = 0.0  # joint CTC/attention: loss = (1 - w) CE + w CTC (ESPnet uses 0.3); 0 = attention only
+label_smoothing = 0.0
 # AdamW optimizer
 learning_rate = 3e-4  # peak learning rate
 weight_decay = 0.01
@@ -137,6 +144,12 @@ if dtype not in ('float32', 'bfloat16', 'float16'):
     die(f"dtype must be 'float32', 'bfloat16' or 'float16', got {dtype!r}")
 if batch_size < 1 or gradient_accumulation_steps < 1:
     die("batch_size and gradient_accumulation_steps must be >= 1")
+if tokenizer_type not in ('bpe', 'char'):
+    die(f"tokenizer_type must be 'bpe' or 'char', got {tokenizer_type!r}")
+if not 0.0 <= ctc_weight <= 1.0:
+    die(f"ctc_weight must be in [0, 1], got {ctc_weight}")
+if ctc_weight > 0 and not collapse_height:
+    die("ctc_weight > 0 needs collapse_height=True (CTC reads one frame per image column)")
 
 # various inits, derived attributes, I/O setup
 ddp = int(os.environ.get('RANK', -1)) != -1  # is this a ddp run (launched by torchrun)?
@@ -179,6 +192,17 @@ if master_process:
           f"{batch_size} x {gradient_accumulation_steps} accumulation step(s)")
 if device_type == 'cpu' and cpu_threads > 0:
     torch.set_num_threads(cpu_threads)
+cpu_peak_flops = None  # a CPU has no datasheet peak: MFU there is against this machine's fp32 matmul rate
+if device_type == 'cpu':
+    _a, _b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    _a @ _b  # warm-up
+    _t = time.perf_counter()
+    for _ in range(8):
+        _a @ _b
+    cpu_peak_flops = 8 * 2 * 1024 ** 3 / (time.perf_counter() - _t)
+    if master_process:
+        print(f"CPU: {torch.get_num_threads()} torch thread(s), 1024^2 fp32 matmul at {cpu_peak_flops / 1e9:.1f} GFLOP/s "
+              f"(the peak MFU is measured against)")
 torch.backends.cuda.matmul.allow_tf32 = True  # allow tf32 on matmul
 torch.backends.cudnn.allow_tf32 = True  # allow tf32 on cudnn
 ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
@@ -195,14 +219,23 @@ if not os.path.isdir(data_dir) and prepare_args is not None:
             die(f"preparing {data_dir} failed (command: {' '.join(cmd)})")
     if ddp:
         dist.barrier()
+own_tokenizer = tokenizer_vocab > 0  # a tokenizer of this run's own, in out_dir (a vocabulary ablation)
 try:
-    data.load_split(data_dir, 'train')  # a missing dir fails here, with the command that prepares it
-    tokenizer = data.Tokenizer(os.path.join(data_dir, 'tokenizer.model'))
+    train_split = data.load_split(data_dir, 'train')  # a missing dir fails here, with the command that prepares it
+    tok_path = os.path.join(out_dir if own_tokenizer else data_dir, 'tokenizer.model')
+    if own_tokenizer and init_from == 'scratch' and master_process:
+        data.train_tokenizer(list(train_split['transcription']), os.path.join(out_dir, 'tokenizer'),
+                             tokenizer_vocab, model_type=tokenizer_type)
+    if own_tokenizer and ddp:
+        dist.barrier()  # everyone reads the tokenizer rank 0 just wrote
+    tokenizer = data.Tokenizer(tok_path)
     # max_len: labels whose [bos] + ids do not fit the decoder's max_seq_len positions are left out
-    dataset_kw = dict(tokenizer=tokenizer, img_height=img_height, max_width=max_width, max_len=max_seq_len)
-    train_ds = data.OMRDataset(data_dir, 'train', augment=augment, seed=seed, **dataset_kw)
-    val_ds = data.OMRDataset(data_dir, 'val', **dataset_kw)
-    test_ds = data.OMRDataset(data_dir, 'test', **dataset_kw)
+    dataset_kw = dict(tokenizer=tokenizer, img_height=img_height, max_width=max_width, max_len=max_seq_len,
+                      cache=cache_images)
+    no_font = (holdout_font,) if holdout_font else ()
+    train_ds = data.OMRDataset(data_dir, 'train', augment=augment, seed=seed, exclude_fonts=no_font, **dataset_kw)
+    val_ds = data.OMRDataset(data_dir, 'val', exclude_fonts=no_font, **dataset_kw)
+    test_ds = data.OMRDataset(data_dir, 'test', **dataset_kw)  # every font: final_eval scores each one
 except (FileNotFoundError, ValueError) as e:
     die(e)
 collate_fn = data.Collate(tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id)
@@ -223,7 +256,7 @@ if master_process:
     # sample.py finds the tokenizer next to the checkpoints
     for ext in ('.model', '.vocab'):
         src = os.path.join(data_dir, 'tokenizer' + ext)
-        if os.path.isfile(src):
+        if os.path.isfile(src) and not own_tokenizer:
             fd, tmp = tempfile.mkstemp(dir=out_dir, prefix='.tokenizer-')
             os.close(fd)
             shutil.copyfile(src, tmp)
@@ -276,7 +309,8 @@ def to_device(batch):
 # model: scratch (+ the plug-ins), or the exact state of out_dir/ckpt_last
 # the model-defining keys; the rest of the config may change between runs of one model
 model_arg_keys = ('backbone', 'pretrained', 'n_layer', 'n_head', 'd_model', 'd_ff', 'max_seq_len', 'dropout',
-                  'img_height', 'freeze_backbone', 'grad_checkpointing')
+                  'img_height', 'freeze_backbone', 'grad_checkpointing', 'collapse_height', 'ctc_weight',
+                  'label_smoothing')
 model_args = {k: globals()[k] for k in model_arg_keys}
 model_args.update(vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id, bos_id=tokenizer.bos_id,
                   eos_id=tokenizer.eos_id)
@@ -406,7 +440,9 @@ def evaluate(m, ds, n_loss_batches, n_decode):
     """Loss on the first n_loss_batches fixed batches of `ds`, and SER/CER/sequence accuracy of greedy
     decoding on its first n_decode images ('first' in a permutation fixed by seed, so that every eval
     scores the same images). The work is spread over the DDP processes; all of them return the same
-    numbers. Returns (loss, scores dict, list of (index, prediction, reference))."""
+    numbers. Returns (loss, scores dict, list of (index, prediction, reference, ctc prediction)):
+    with a CTC head every image is also decoded by CTC's best path, scored as scores['ctc'].
+    scores['by_font'] has the same metrics per engraving font."""
     order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed)).tolist()
     loss_batches = [order[i:i + batch_size] for i in range(0, min(len(ds), n_loss_batches * batch_size), batch_size)]
     decode_batches = [order[i:i + batch_size] for i in range(0, min(len(ds), n_decode), batch_size)]
@@ -430,7 +466,9 @@ def evaluate(m, ds, n_loss_batches, n_decode):
             images, _, _, widths = to_device(batch)
             with ctx:
                 out = m.generate(images, max_new_tokens=max_seq_len - 1, widths=widths)
-            rows += [(i, tokenizer.decode(o), t) for i, o, t in zip(batch['index'].tolist(), out, batch['text'])]
+                out_ctc = m.ctc_decode(images, widths) if m.config.ctc_weight > 0 else [None] * len(out)
+            rows += [(i, tokenizer.decode(o), t, None if c is None else tokenizer.decode(c))
+                     for i, o, t, c in zip(batch['index'].tolist(), out, batch['text'], out_ctc)]
     if ddp:
         dist.all_reduce(loss_sum)
         everyone = [None] * ddp_world_size
@@ -438,8 +476,19 @@ def evaluate(m, ds, n_loss_batches, n_decode):
         rows = sorted(r for part in everyone for r in part)
     m.train()
     loss = (loss_sum[0] / loss_sum[1]).item() if loss_sum[1] > 0 else float('nan')
-    scores = data.score([r[1] for r in rows], [r[2] for r in rows], tokenizer) if rows else {}
+    scores = score_rows(rows) if rows else {}
+    if rows:
+        fonts = sorted({ds.fonts[r[0]] for r in rows if ds.fonts[r[0]]})
+        scores['by_font'] = {f: score_rows([r for r in rows if ds.fonts[r[0]] == f]) for f in fonts}
     return loss, scores, rows
+
+
+def score_rows(rows):
+    """data.score of evaluate()'s rows; with a CTC head, the CTC decodings scored too, as ['ctc']."""
+    sc = data.score([r[1] for r in rows], [r[2] for r in rows], tokenizer)
+    if rows[0][3] is not None:
+        sc['ctc'] = data.score([r[3] for r in rows], [r[2] for r in rows], tokenizer)
+    return sc
 
 
 def write_log(record):
@@ -520,7 +569,9 @@ while True:
         record = dict(iter=iter_num, epoch=iter_num / iters_per_epoch,
                       train_loss=window['loss'] / window['n'] if window['n'] else None, val_loss=val_loss,
                       val_ser=scores.get('ser'), val_cer=scores.get('cer'), val_bpe_ser=scores.get('bpe_ser'),
-                      val_seq_acc=scores.get('seq_acc'), lr=get_lr(max(0, iter_num - 1)),
+                      val_seq_acc=scores.get('seq_acc'), val_ser_ctc=scores.get('ctc', {}).get('ser'),
+                      val_seq_acc_ctc=scores.get('ctc', {}).get('seq_acc'), samples_seen=iter_num * samples_per_iter,
+                      lr=get_lr(max(0, iter_num - 1)),
                       samples_per_sec=window['samples'] / window['time'] if window['time'] else None,
                       mfu=running_mfu if running_mfu >= 0 else None, peak_mem_mb=peak_mem_mb(),
                       elapsed_s=elapsed_before + time.time() - t_start)
@@ -534,9 +585,11 @@ while True:
                          best_val_loss=best_val_loss, elapsed_s=record['elapsed_s'])
         if master_process:
             train_str = f"{record['train_loss']:.4f}" if record['train_loss'] is not None else "n/a"
+            ctc_str = (f", CTC SER {pct(record['val_ser_ctc'])}, seq acc {pct(record['val_seq_acc_ctc'])}"
+                       if record['val_ser_ctc'] is not None else "")
             print(f"eval {iter_num}: train loss {train_str}, val loss {val_loss:.4f}, "
                   f"val SER {pct(record['val_ser'])}, CER {pct(record['val_cer'])}, "
-                  f"seq acc {pct(record['val_seq_acc'])} ({len(rows)} images)")
+                  f"seq acc {pct(record['val_seq_acc'])}{ctc_str} ({len(rows)} images)")
             if rows:
                 print(f"  ref:  {rows[0][2][:120]!r}\n  pred: {rows[0][1][:120]!r}")
             write_log(record)
@@ -604,7 +657,7 @@ while True:
     if iter_num % log_interval == 0 and master_process:
         if local_iter_num >= 5:  # let the training loop settle a bit
             mfu = raw_model.estimate_mfu(batch_size * gradient_accumulation_steps, dt, images.size(3), idx.size(1),
-                                         images.size(2))
+                                         images.size(2), peak_flops=cpu_peak_flops)
             if mfu is not None:
                 running_mfu = mfu if running_mfu == -1.0 else 0.9 * running_mfu + 0.1 * mfu
         mfu_str = f"{running_mfu * 100:.2f}%" if running_mfu >= 0 else "n/a"
@@ -633,25 +686,37 @@ else:
     eval_model, weights, weights_iter = raw_model, 'last', iter_num
 n_test = len(test_ds) if eval_test_samples < 0 else min(eval_test_samples, len(test_ds))
 t_eval = time.time()
-test_loss, test_scores, _ = evaluate(eval_model, test_ds, eval_iters, n_test)
+test_loss, test_scores, rows_test = evaluate(eval_model, test_ds, eval_iters, n_test)
 if master_process:
     with open(log_path) as f:
         log = [json.loads(line) for line in f if line.strip()]
     speeds = [r['samples_per_sec'] for r in log if r.get('samples_per_sec')]
     final = dict(split='test', weights=weights, weights_iter=weights_iter, n_samples=n_test, test_loss=test_loss,
                  ser=test_scores.get('ser'), cer=test_scores.get('cer'), bpe_ser=test_scores.get('bpe_ser'),
-                 seq_acc=test_scores.get('seq_acc'), best_val_loss=best_val_loss, iters=iter_num,
+                 seq_acc=test_scores.get('seq_acc'), ctc=test_scores.get('ctc'), by_font=test_scores.get('by_font'),
+                 holdout_font=holdout_font, best_val_loss=best_val_loss, iters=iter_num,
                  samples_per_sec=sum(speeds) / len(speeds) if speeds else None,
                  mfu=running_mfu if running_mfu >= 0 else None, peak_mem_mb=peak_mem_mb(),
                  train_time_s=elapsed_before + train_time, test_decode_s=time.time() - t_eval,
                  backbone=backbone, img_height=img_height, n_params=n_params, n_trainable=n_trainable,
                  world_size=ddp_world_size, device=torch.cuda.get_device_name() if device_type == 'cuda' else 'cpu')
+    if holdout_font:  # the held-out-font experiment: the font train never saw, against the four it did
+        groups = dict(seen_fonts=[r for r in rows_test if test_ds.fonts[r[0]] != holdout_font],
+                      holdout_font=[r for r in rows_test if test_ds.fonts[r[0]] == holdout_font])
+        final['holdout'] = {k: dict(score_rows(rs), n=len(rs)) for k, rs in groups.items() if rs}
     fd, tmp = tempfile.mkstemp(dir=out_dir, prefix='.final_eval-')
     with os.fdopen(fd, 'w') as f:
         json.dump(final, f, indent=2)
     os.replace(tmp, os.path.join(out_dir, 'final_eval.json'))
     print(f"test ({n_test} images, {weights} @ iter {weights_iter}): loss {test_loss:.4f}, SER {pct(final['ser'])}, "
           f"CER {pct(final['cer'])}, seq acc {pct(final['seq_acc'])} -> {out_dir}/final_eval.json")
+    if final['ctc']:
+        print(f"test, CTC greedy decoding: SER {pct(final['ctc']['ser'])}, CER {pct(final['ctc']['cer'])}, "
+              f"seq acc {pct(final['ctc']['seq_acc'])}")
+    for k, sc in final.get('holdout', {}).items():
+        print(f"test, {'held-out font ' + holdout_font if k == 'holdout_font' else 'the other fonts'} "
+              f"({sc['n']} images): SER {pct(sc['ser'])}, seq acc {pct(sc['seq_acc'])}"
+              + (f"; CTC SER {pct(sc['ctc']['ser'])}" if 'ctc' in sc else ""))
     if wandb_log:
         wandb.log({f'test_{k}': v for k, v in final.items() if isinstance(v, (int, float))})
 if ddp:

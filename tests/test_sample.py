@@ -177,3 +177,11 @@ def test_unengravable_prediction_still_writes_abc(tmp_path):
         assert why is not None
         assert (tmp_path / f'img{i}.abc').read_text() == junk
         assert not (tmp_path / f'img{i}.png').exists() and not (tmp_path / f'img{i}.mid').exists()
+
+
+def test_decode_ctc_needs_a_ctc_head(run_dir):
+    out, imgs = run_dir
+    line = one_error_line(run(f'--out_dir={out}', f'--image={imgs / "tune0.png"}', '--decode=ctc'))
+    assert 'has no CTC head' in line
+    line = one_error_line(run(f'--out_dir={out}', f'--image={imgs / "tune0.png"}', '--decode=beam'))
+    assert "decode must be 'auto', 'attention' or 'ctc'" in line

@@ -64,6 +64,26 @@ def run_full(tiny_corpus, tmp_path_factory):
     return out, p.stdout
 
 
+# the CPU reader's levers: joint CTC/attention on a height-collapsed cnn_line, label smoothing, a
+# tokenizer of the run's own, the decoded-image cache (in a copy of the corpus: it writes cache/ there)
+RECIPE = ['--backbone=cnn_line', '--collapse_height=True', '--ctc_weight=0.3', '--label_smoothing=0.1',
+          '--tokenizer_vocab=320', '--cache_images=True']
+
+
+@pytest.fixture(scope='module')
+def recipe_corpus(tiny_corpus, tmp_path_factory):
+    d = str(tmp_path_factory.mktemp('recipe') / 'corpus')
+    shutil.copytree(tiny_corpus, d)
+    return d
+
+
+@pytest.fixture(scope='module')
+def run_recipe(recipe_corpus, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp('recipe_full'))
+    p = train(f'--data_dir={recipe_corpus}', f'--out_dir={out}', *RECIPE)
+    return out, p.stdout
+
+
 @pytest.fixture(scope='module')
 def run_resumed(tiny_corpus, tmp_path_factory):
     out = str(tmp_path_factory.mktemp('resumed'))
@@ -266,3 +286,53 @@ def test_resume_with_another_model_is_refused(run_full, tiny_corpus, tmp_path):
     lines = p.stderr.strip().splitlines()
     assert p.returncode == 1 and len(lines) == 1, p.stderr
     assert "was trained with n_layer=1 but the config says 2" in lines[0]
+
+
+# -----------------------------------------------------------------------------
+# the same guarantees with the CPU reader's recipe (CTC loss, own tokenizer, image cache)
+
+def test_recipe_outputs(run_recipe):
+    out, stdout = run_recipe
+    log = read_log(out)
+    assert all(r['val_ser_ctc'] is not None and r['samples_seen'] == 4 * r['iter'] for r in log)
+    assert 'cached' in stdout and 'CTC SER' in stdout
+    from data import Tokenizer
+    assert Tokenizer(os.path.join(out, 'tokenizer.model')).vocab_size <= 320  # its own, not the corpus' 789
+    with open(os.path.join(out, 'final_eval.json')) as f:
+        final = json.load(f)
+    assert final['ctc']['ser'] >= 0 and sum(f['n'] for f in final['by_font'].values()) == final['n_samples']
+
+
+def test_recipe_resume_reproduces_the_uninterrupted_run(run_recipe, recipe_corpus, tmp_path):
+    full, full_stdout = run_recipe
+    out = str(tmp_path / 'run')
+    first = train(f'--data_dir={recipe_corpus}', f'--out_dir={out}', *RECIPE, '--max_time_minutes=0.0001')
+    second = train(f'--data_dir={recipe_corpus}', f'--out_dir={out}', *RECIPE, '--init_from=resume')
+    assert iter_lines(full_stdout) == {**iter_lines(first.stdout), **iter_lines(second.stdout)}
+    wa, wb = weights(os.path.join(full, 'ckpt_last')), weights(os.path.join(out, 'ckpt_last'))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_recipe_ddp_two_processes_match_one(run_recipe, recipe_corpus, tmp_path):
+    full, full_stdout = run_recipe
+    p = train(f'--data_dir={recipe_corpus}', f'--out_dir={tmp_path}', *RECIPE, torchrun=True)
+    single, ddp = iter_lines(full_stdout), iter_lines(p.stdout)
+    assert sorted(ddp) == sorted(single)
+    for it in single:
+        assert ddp[it][0] == pytest.approx(single[it][0], abs=2e-4)
+    wa, wb = weights(os.path.join(full, 'ckpt_last')), weights(os.path.join(tmp_path, 'ckpt_last'))
+    for k in [k for k in wa if not k.endswith(('running_mean', 'running_var', 'num_batches_tracked'))]:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_holdout_font_run_scores_it_apart(recipe_corpus, tmp_path):
+    from data import load_split
+    fonts = list(load_split(recipe_corpus, 'test')['font'])
+    font = max(set(fonts), key=fonts.count)
+    p = train(f'--data_dir={recipe_corpus}', f'--out_dir={tmp_path}', *RECIPE, f'--holdout_font={font}',
+              '--max_iters=1', '--eval_test_samples=-1')
+    assert f'held-out font {font}' in p.stdout
+    with open(os.path.join(tmp_path, 'final_eval.json')) as f:
+        final = json.load(f)
+    assert final['holdout_font'] == font and final['holdout']['holdout_font']['n'] == fonts.count(font)
+    assert final['holdout'].get('seen_fonts', {'n': 0})['n'] == len(fonts) - fonts.count(font)
