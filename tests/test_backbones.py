@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 REF = json.loads((Path(__file__).parent / "timm_backbones.json").read_text())["backbones"]
 STUDY = ["resnet50", "efficientnet_b0", "convnext_tiny", "vit_small", "deit_small", "swin_tiny",
          "mobilevit_small"]
-ALL = STUDY + ["cnn_tiny"]
+ALL = STUDY + ["cnn_tiny", "cnn_line"]
 
 torch.set_num_threads(1)  # small inputs: one thread is as fast, and immune to busy neighbours
 
@@ -87,10 +87,10 @@ def test_output_grid_shape(build, name):
     assert m.pad_multiple % m.stride == 0
     # odd raw sizes (the width is never a multiple of 224), padded like model.py pads them
     for h, w in [(64, 300), (100, 410)]:
-        H, W = padded(h, m.pad_multiple), padded(w, m.pad_multiple)
+        H, W = padded(h, m.pad_multiple), padded(w, m.pad_multiple_w)
         with torch.no_grad():
             y = m(torch.randn(1, 3, H, W))
-        assert y.shape == (1, m.out_dim, H // m.stride, W // m.stride), (name, H, W)
+        assert y.shape == (1, m.out_dim, H // m.stride, W // m.stride_w), (name, H, W)
         assert torch.isfinite(y).all()
 
 
@@ -107,14 +107,16 @@ def test_reference_feature_shapes_at_224(build):
             assert list(y.shape) == ref
 
 
-def test_attributes():
-    want = {"cnn_tiny": (256, 16, 16, False), "resnet50": (2048, 32, 32, False),
+def test_attributes(build):
+    want = {"cnn_tiny": (256, 16, 16, False), "cnn_line": (128, 16, 16, False), "resnet50": (2048, 32, 32, False),
             "efficientnet_b0": (1280, 32, 32, False), "convnext_tiny": (768, 32, 32, False),
             "vit_small": (384, 16, 16, True), "deit_small": (384, 16, 16, True),
             "swin_tiny": (768, 32, 32, False), "mobilevit_small": (640, 32, 32, False)}
     for name, (c, s, p, pos) in want.items():
         cls = B.BACKBONES[name]
         assert (cls.out_dim, cls.stride, cls.pad_multiple, cls.has_pos_embed) == (c, s, p, pos), name
+        m = build(name)
+        assert (m.stride_w, m.pad_multiple_w) == ((8, 8) if name == "cnn_line" else (s, p)), name
 
 
 def test_pretraining_normalization(build):
