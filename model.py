@@ -270,6 +270,15 @@ class MusicTrOCR(nn.Module):
         if config.freeze_backbone:
             self.backbone.requires_grad_(False)
         self._encoder_flops = {}  # (H, W) -> forward FLOPs of the backbone on one image, see estimate_mfu
+        self._channels_last = False
+
+    def to_channels_last(self):
+        """NHWC memory for the backbone's weights and inputs. On a CPU, oneDNN's convolutions run
+        several times faster in this layout than in NCHW for the thin, wide maps of a music line;
+        the numbers are the same up to float rounding. A runtime choice, not saved in checkpoints."""
+        self.backbone.to(memory_format=torch.channels_last)
+        self._channels_last = True
+        return self
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):
@@ -317,6 +326,8 @@ class MusicTrOCR(nn.Module):
         if pad_h or pad_w:
             images = F.pad(images, (0, pad_w, 0, pad_h), value=1.0)
         x = (images - self.img_mean) / self.img_std
+        if self._channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)  # (B, 3, H, W) stored as (B, H, W, 3)
         if self.config.freeze_backbone and not any(p.requires_grad for p in self.backbone.parameters()):
             with torch.no_grad():  # nothing to train in there: don't keep activations for backward
                 grid = self.backbone(x)

@@ -115,6 +115,7 @@ distill_T = 2.0  # softmax temperature of the KD term
 device = 'cuda' if torch.cuda.is_available() else 'cpu'  # 'cpu', 'cuda', 'cuda:1', ...
 dtype = 'bfloat16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else 'float16'  # CUDA only; CPU runs fp32
 compile = False  # torch.compile: off by default, variable image widths make it recompile often
+channels_last = False  # NHWC backbone weights and inputs: several times faster convolutions on a CPU
 cpu_threads = 0  # CPU runs: torch compute threads (0 = torch's default, one per core)
 seed = 1337
 # -----------------------------------------------------------------------------
@@ -365,6 +366,8 @@ else:
     iter_num, best_val_loss = ckpt_state['iter_num'], ckpt_state['best_val_loss']
     elapsed_before = ckpt_state.get('elapsed_s', 0.0)
 model.to(device)
+if channels_last:
+    model.to_channels_last()
 n_params, n_trainable = model.get_num_params(), model.get_num_params(trainable_only=True)
 if master_process:
     print(f"parameters: {n_params / 1e6:.2f}M, trainable {n_trainable / 1e6:.2f}M")
@@ -681,6 +684,8 @@ train_time = time.time() - t_start
 best_dir = os.path.join(out_dir, 'ckpt_best')
 if os.path.isdir(best_dir):
     eval_model, best_meta = load_model(best_dir, device)
+    if channels_last:
+        eval_model.to_channels_last()
     weights, weights_iter = 'ckpt_best', best_meta['iter_num']
 else:
     eval_model, weights, weights_iter = raw_model, 'last', iter_num

@@ -3,9 +3,11 @@
 #   python data/m21/prepare.py && python train.py config/reader.py
 out_dir = 'out-reader'
 data_dir = 'data/m21/full'
+augment = True  # blur, noise, contrast, +-0.5 degree rotation: fonts and scans it never saw
 cache_images = True  # 64 px images decoded once into data_dir/cache/ (~1 GB): no PNG work per step
 num_workers = 0  # ... so no loader processes: both cores compute
 cpu_threads = 2
+channels_last = True  # NHWC convolutions: measured 2.4x faster fwd+bwd for cnn_line on this CPU
 device = 'cpu'
 
 # cnn_line: H/16 x W/8, the 4 rows collapsed into one 512-dim vector per 8 px column (CRNN); joint
@@ -28,7 +30,7 @@ gradient_accumulation_steps = 1
 learning_rate = 1e-3
 min_lr = 1e-4
 warmup_frac = 0.03
-max_iters = 10000
+max_iters = 6000  # 6000 x 32 = 192k samples (5.3 epochs): ~95 minutes at the ~36 samples/s measured here
 max_time_minutes = 120  # the budget; resume with --init_from=resume if stopped
 eval_interval = 500
 eval_iters = 8  # 8 x 32 = 256 val images for the val loss

@@ -97,4 +97,5 @@ def test_load_teacher_tiny_checkpoint(tmp_path):
     # a run dir resolves to its ckpt_best/ (else ckpt_last/)
     os.rename(tmp_path / "ckpt", tmp_path / "ckpt_last")
     assert distill.resolve_checkpoint(str(tmp_path)) == str(tmp_path / "ckpt_last")
-    assert torch.equal(distill.load_teacher(str(tmp_path), "cpu")(img, idx)[0], ref)
+    # the same weights; not bit-equal on every CPU (kernel choice can depend on buffer alignment)
+    torch.testing.assert_close(distill.load_teacher(str(tmp_path), "cpu")(img, idx)[0], ref, rtol=0, atol=1e-6)
