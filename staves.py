@@ -6,7 +6,7 @@ staves.py: find the staves on a page image and cut each one out the way the trai
         black + the most common white run between blacks; Fujinaga 1988, as oemer does)
       --horizontal runs >= 2 sp, summed per row--> candidate staff-line rows --> thin bands = lines
       --five lines, equally spaced at ~sp, overlapping in x--> staves
-      --grow up/down from the outer lines while ink continues (stems, ledger lines)--> crop
+      --grow up/down from the outer lines through connected ink (stems, ledger lines, not text)--> crop
 
 The training images (data/m21/prepare.py) are ONE line of music cropped to its ink plus a 6-19 px
 white margin at a staff space of 18-27 px, i.e. a margin of ~0.55 staff spaces. A crop here is the
@@ -27,7 +27,6 @@ import numpy as np
 MAX_SKEW = 3.0          # degrees; deskew searches +-MAX_SKEW
 CROP_MARGIN = 0.55      # staff spaces of white around a crop (training: 6-19 px at 18-27 px per space)
 MAX_REACH = 6.0         # staff spaces above/below the outer lines a crop may grow (ledger lines)
-GAP = 0.8               # staff spaces of empty rows that end the growth (lyrics, titles lie further out)
 
 
 @dataclass
@@ -126,7 +125,7 @@ def find_lines(ink, t, sp):
     """Staff-line candidates: bands of rows whose long horizontal runs add up to >= 6 staff spaces
     (a clef, a key and a note), trimmed to the rows within 50% of the band's peak (a horizontal beam
     touching a line must not make it thick), and at most max(3, 2.5 t) thick (dark blobs of a photo
-    are not lines). -> list of (y centre, x0, x1)."""
+    are not lines). -> list of (y centre, x0, x1, strength = the peak row's long-run length)."""
     score, r, s, e = row_runs(ink, max(10, int(2 * sp)))
     on = score >= 6 * sp
     lines = []
@@ -144,18 +143,20 @@ def find_lines(ink, t, sp):
         if core[-1] - core[0] + 1 <= max(3, 2.5 * t):
             sel = (r >= core[0]) & (r <= core[-1])
             cy = float(np.dot(core, score[core]) / score[core].sum())
-            lines.append((cy, int(s[sel].min()), int(e[sel].max())))
+            lines.append((cy, int(s[sel].min()), int(e[sel].max()), float(w.max())))
         y = y2 + 1
     return lines
 
 
 def group_staves(lines, sp):
-    """Five lines in a row, spaced within 20% of each other and 0.6-1.6 sp, whose x extents overlap
-    by at least half of the shorter: one staff. Greedy from the top; a used line is not reused."""
+    """Lines in a row spaced within 20% of each other (0.6-1.6 sp), whose x extents overlap by at
+    least half of the shorter. Such a chain can be longer than five when ledger lines of many notes
+    line up above or below a staff; its five strongest consecutive lines are the staff (a ledger row
+    is short pieces, a staff line runs the whole width). Greedy from the top; lines are used once."""
     out, i, n = [], 0, len(lines)
     while i < n:
         chain = [i]
-        while len(chain) < 5:
+        while len(chain) < 9:
             prev = lines[chain[-1]]
             d0 = lines[chain[1]][0] - lines[chain[0]][0] if len(chain) > 1 else None
             nxt = None
@@ -172,36 +173,44 @@ def group_staves(lines, sp):
             if nxt is None:
                 break
             chain.append(nxt)
-        if len(chain) == 5:
-            out.append([lines[j] for j in chain])
-            i = chain[-1] + 1
+        if len(chain) >= 5:
+            k = max(range(len(chain) - 4), key=lambda k: sum(lines[j][3] for j in chain[k:k + 5]))
+            out.append([lines[j] for j in chain[k:k + 5]])
+            i = chain[k + 4] + 1
         else:
             i += 1
     return out
 
 
-def ink_extent(ink, staff, up_limit, down_limit, sp):
-    """Rows [top, bottom] of the ink attached to a staff: from its outer lines outward while rows in
-    its x range hold ink, stopping at GAP staff spaces of empty rows or at the limits (half way to
-    the neighbouring staff, and MAX_REACH staff spaces)."""
+def ink_extent(ink, staff, up_limit, down_limit):
+    """Rows [top, bottom] of the ink connected to a staff's lines: grown row by row outward from the
+    outer lines, a row's ink run is kept if it touches (8-connected) ink kept in the row before. So
+    stems, beams, ledger lines with their notes and slurs come along, while text that does not touch
+    the music (titles, tempo marks, measure numbers, lyrics) stays out, as it is absent from every
+    training image. Stops at an empty row or at the limits (half way to the neighbouring staff, and
+    MAX_REACH staff spaces). Per row this is a 1-D run labelling, so no connected-components library."""
     x0, x1 = staff[0], staff[2]
-    y_top, y_bot = staff[1], staff[3]
-    prof = ink[:, x0:x1].sum(1)  # (H,) ink pixels per row within the staff's width
-    gap = max(2, int(round(GAP * sp)))
 
     def grow(y, stop, step):
-        last, empty = y, 0
+        active = ink[y, x0:x1].copy()
+        last = y
         while (y + step >= stop) if step < 0 else (y + step <= stop):
             y += step
-            if prof[y] >= 2:
-                last, empty = y, 0
-            else:
-                empty += 1
-                if empty > gap:
-                    break
+            row = ink[y, x0:x1]
+            if not row.any():
+                break
+            seed = active.copy()  # 8-connectivity: a pixel diagonally above/below counts too
+            seed[1:] |= active[:-1]
+            seed[:-1] |= active[1:]
+            labels = np.cumsum(np.diff(np.concatenate(([False], row)).astype(np.int8)) == 1) * row  # run ids, 0 = paper
+            hit = np.unique(labels[seed & row])
+            if len(hit) == 0:
+                break
+            active = np.isin(labels, hit)
+            last = y
         return last
 
-    return grow(y_top, up_limit, -1), grow(y_bot, down_limit, +1)
+    return grow(staff[1], up_limit, -1), grow(staff[3], down_limit, +1)
 
 
 def find_staves(image, max_skew=MAX_SKEW, crops=True):
@@ -242,7 +251,7 @@ def find_staves(image, max_skew=MAX_SKEW, crops=True):
         s = float(np.mean(np.diff(ys)))
         up = max(0, int(y0 - MAX_REACH * s), (boxes[k - 1][3] + y0) // 2 + 1 if k else 0)
         down = min(H - 1, int(y1 + MAX_REACH * s), (y1 + boxes[k + 1][1]) // 2 - 1 if k + 1 < len(boxes) else H - 1)
-        top, bot = ink_extent(ink, (x0, y0, x1, y1), up, down, s)
+        top, bot = ink_extent(ink, (x0, y0, x1, y1), up, down)
         m = int(round(CROP_MARGIN * s))
         cb = (max(0, x0 - m), max(0, top - m), min(W, x1 + m), min(H, bot + m + 1))
         crop = gray_im.crop(cb) if crops else None
