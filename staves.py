@@ -47,6 +47,7 @@ class Page:
     staves: list
     line_thickness: float
     space: float         # the page's staff space from run lengths (each Staff has its own too)
+    ink_outside: int = 0 # ink pixels outside every crop (titles, text, what no staff claimed)
 
 
 # -----------------------------------------------------------------------------
@@ -257,14 +258,23 @@ def find_staves(image, max_skew=MAX_SKEW, crops=True):
         crop = gray_im.crop(cb) if crops else None
         staves.append(Staff(box=(x0, y0, x1, y1), lines=tuple(round(y, 1) for y in ys), space=round(s, 2),
                             crop_box=cb, crop=crop, system=k, index=k))
-    return Page(image=gray_im, angle=round(angle, 2), staves=staves, line_thickness=t, space=sp)
+    inside = np.zeros_like(ink)
+    for st in staves:
+        x0, y0, x1, y1 = st.crop_box
+        inside[y0:y1, x0:x1] = True
+    return Page(image=gray_im, angle=round(angle, 2), staves=staves, line_thickness=t, space=sp,
+                ink_outside=int((ink & ~inside).sum()))
 
 
 def is_single_line(page):
     """True if the image is already one cropped line of music (what sample.py used to be given):
-    exactly one staff and no more than 14 staff spaces tall (4 for the staff, up to ~5 above and
-    below for ledger lines and the margin), so it goes to the model as it is, as before."""
-    return len(page.staves) == 1 and page.image.size[1] <= 14 * page.staves[0].space
+    exactly one staff, no ink outside its crop (no title or text: cutting would only trim white
+    margins), and not mostly empty paper (at most 3x the crop's height). Such an image goes to the
+    model as it is, exactly as before pages existed."""
+    if len(page.staves) != 1:
+        return False
+    st = page.staves[0]
+    return page.ink_outside <= 20 and page.image.size[1] <= 3 * (st.crop_box[3] - st.crop_box[1])
 
 
 def draw_staves(page):
