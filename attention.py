@@ -72,7 +72,8 @@ def select(weights, layer='last'):
 
 
 def to_pixels(model, w, H, W):
-    """(T, S) weights of one image -> (T, H, W) maps over the image's pixels (see the docstring)."""
+    """(T, S) weights of one image -> (T, H, W) maps over its H x W pixels (see the docstring); S may
+    cover a wider, batch-padded image: the padding's columns are cut off."""
     bb, T = model.backbone, w.size(0)
     sh, sw = bb.stride, bb.stride_w
     if model.config.collapse_height:
@@ -81,8 +82,8 @@ def to_pixels(model, w, H, W):
         rows_px = H  # one vector covers the whole height
         up = grid.repeat_interleave(sw, dim=2).expand(T, rows_px, cols * sw)
     else:
-        cols = math.ceil((W + (-W) % bb.pad_multiple_w) / sw)
-        rows = w.size(1) // cols
+        rows = (H + (-H) % bb.pad_multiple) // sh  # the grid's rows; its columns cover the (batch-)padded width
+        cols = w.size(1) // rows
         grid = w.view(T, rows, cols)  # row-major: s = r * cols + c
         up = grid.repeat_interleave(sh, dim=1).repeat_interleave(sw, dim=2)
     return up[:, :H, :W]

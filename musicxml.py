@@ -168,15 +168,20 @@ def repair_bars(abc):
 def to_musicxml(abc, title=None):
     """ABC (no X: needed) -> MusicXML text (partwise 3.0) after repair_bars. ValueError if abc2xml
     cannot read it. abc2xml reports on stderr; that is captured and only its first line is kept."""
-    from abctoolkit.abc2xml import fixDoctype, getXmlDocs
+    import warnings
     fixed = repair_bars(abc)
+    body = [ln for ln in fixed.splitlines() if not re.match(r'^[A-Za-z]:', ln.strip())]
+    if not any(t.lastgroup in ('note', 'rest', 'chord') for ln in body for t in _TOKEN.finditer(ln)):
+        raise ValueError('no music in the ABC (no note, chord or rest)')
     head = 'X:1\n' + (f'T:{title}\n' if title else '')
     err = io.StringIO()
-    with contextlib.redirect_stderr(err):
+    with contextlib.redirect_stderr(err), warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # abc2xml uses pyparsing's deprecated camelCase names
+        from abctoolkit.abc2xml import fixDoctype, getXmlDocs
         try:
             docs = getXmlDocs(head + fixed + '\n')
-        except Exception as e:  # abc2xml's parser raises on odd input
-            docs, msg = [], str(e)
+        except Exception:  # abc2xml's parser raises on odd input; reported below as no tune
+            docs = []
     if not docs:
         why = [ln for ln in err.getvalue().splitlines() if ln.strip() and 'skipped header' not in ln]
         raise ValueError(f"abc2xml could not convert the ABC ({(why or ['no tune'])[0].strip('- ')})")

@@ -151,7 +151,7 @@ def find_lines(ink, t, sp):
 
 def group_staves(lines, sp):
     """Lines in a row spaced within 20% of each other (0.6-1.6 sp), whose x extents overlap by at
-    least half of the shorter. Such a chain can be longer than five when ledger lines of many notes
+    least 80% of the longer (among several candidates at the right distance, the strongest). Such a chain can be longer than five when ledger lines of many notes
     line up above or below a staff; its five strongest consecutive lines are the staff (a ledger row
     is short pieces, a staff line runs the whole width). Greedy from the top; lines are used once."""
     out, i, n = [], 0, len(lines)
@@ -160,20 +160,21 @@ def group_staves(lines, sp):
         while len(chain) < 9:
             prev = lines[chain[-1]]
             d0 = lines[chain[1]][0] - lines[chain[0]][0] if len(chain) > 1 else None
-            nxt = None
+            best = None
             for j in range(chain[-1] + 1, n):
                 d = lines[j][0] - prev[0]
                 if d > 1.6 * sp * 1.2:
                     break
                 ok = (0.6 * sp <= d <= 1.6 * sp) if d0 is None else abs(d - d0) <= 0.2 * d0
-                a, b = lines[chain[0]], lines[j]
+                a, b = prev, lines[j]
                 overlap = min(a[2], b[2]) - max(a[1], b[1])
-                if ok and overlap >= 0.5 * min(a[2] - a[1], b[2] - b[1]):
-                    nxt = j
-                    break
-            if nxt is None:
+                # the lines of one staff run equally far: a slanted beam's long runs between two lines,
+                # or a row of ledger lines, is much shorter than its neighbours and is passed over
+                if ok and overlap >= 0.8 * max(a[2] - a[1], b[2] - b[1]) and (best is None or b[3] > lines[best][3]):
+                    best = j
+            if best is None:
                 break
-            chain.append(nxt)
+            chain.append(best)
         if len(chain) >= 5:
             k = max(range(len(chain) - 4), key=lambda k: sum(lines[j][3] for j in chain[k:k + 5]))
             out.append([lines[j] for j in chain[k:k + 5]])
