@@ -125,7 +125,8 @@ def row_runs(ink, min_len):
 def find_lines(ink, t, sp):
     """Staff-line candidates: bands of rows whose long horizontal runs add up to >= 6 staff spaces
     (a clef, a key and a note), trimmed to the rows within 50% of the band's peak (a horizontal beam
-    touching a line must not make it thick), and at most max(3, 2.5 t) thick (dark blobs of a photo
+    touching a line must not make it thick; two lines joined by beams split apart again), and at most
+    max(3, 2.5 t) thick (dark blobs of a photo
     are not lines). -> list of (y centre, x0, x1, strength = the peak row's long-run length)."""
     score, r, s, e = row_runs(ink, max(10, int(2 * sp)))
     on = score >= 6 * sp
@@ -139,12 +140,13 @@ def find_lines(ink, t, sp):
         while y2 + 1 < H and on[y2 + 1]:
             y2 += 1
         band = np.arange(y, y2 + 1)
-        w = score[band]
-        core = band[w >= 0.5 * w.max()]
-        if core[-1] - core[0] + 1 <= max(3, 2.5 * t):
-            sel = (r >= core[0]) & (r <= core[-1])
-            cy = float(np.dot(core, score[core]) / score[core].sum())
-            lines.append((cy, int(s[sel].min()), int(e[sel].max()), float(w.max())))
+        core = band[score[band] >= 0.5 * score[band].max()]
+        # a band can hold two lines joined by beams or slurs between them: each run of core rows is one
+        for grp in np.split(core, np.nonzero(np.diff(core) > 1)[0] + 1):
+            if grp[-1] - grp[0] + 1 <= max(3, 2.5 * t):
+                sel = (r >= grp[0]) & (r <= grp[-1])
+                cy = float(np.dot(grp, score[grp]) / score[grp].sum())
+                lines.append((cy, int(s[sel].min()), int(e[sel].max()), float(score[grp].max())))
         y = y2 + 1
     return lines
 
