@@ -11,8 +11,8 @@ Pages: music21 corpus tunes whose split is 'test' (data/m21/prepare.py split_of,
 seen in training), turned into prepare.py's canonical ABC (whole tunes whose every measure it
 supports, one clef/key/meter), with their T: line and a C: line (the collection's name when the tune
 has no composer) put back, engraved by verovio with automatic line breaks on an A4 page at scale 100
-(staff space 18 px, the bottom of the training range); fonts cycle through prepare.FONTS. Only tunes
-that fill 3-10 systems of one page are used.
+(staff space 18, 20 or 22 px in turn, inside the training range 18-27; spacingLinear 0.25-0.45);
+fonts cycle through prepare.FONTS. Only tunes that fill 3-10 systems of one page are used.
 
 Ground truth: every <g class="staff"> of the SVG has its five lines as direct <path> children; a
 staff's box is the lines' x extent (all measures of the system) by the first/last line's y. A found
@@ -42,6 +42,7 @@ out_dir = None           # a checkpoint dir / train.py out_dir: adds page and li
 device = 'cpu'
 batch_size = 8
 beam_size = 1
+max_new_tokens = None    # None: the model's max_seq_len
 report = 'results/pages.md'
 write_pages = None       # a folder: keep the page PNGs and their ground truth
 seed = 0
@@ -70,9 +71,10 @@ COLLECTIONS = {'oneills1850': "O'Neill's Music of Ireland", 'ryansMammoth': "Rya
                'nottingham-dataset': 'Nottingham Music Database'}
 
 
-def engrave_page(abc, font='Leipzig', scale=100, page=1):
+def engrave_page(abc, font='Leipzig', scale=100, page=1, unit=9, spacing=0.25):
     """an ABC tune (with X:, T:, C:) -> (grayscale PIL page, truth, n_pages) with verovio on A4
-    (2100 x 2970 units; at scale 100 the PNG is 2100 x 2970 px, staff space 18 px).
+    (2100 x 2970 units; at scale 100 the PNG is 2100 x 2970 px, staff space 2 * unit px: 18 at
+    verovio's default unit 9). spacing: verovio's spacingLinear (more space per note, more systems).
     truth: one dict per system, top to bottom: box (x0, y0, x1, y1) of its five lines in pixels,
     lines (their y), measures (how many measures the system holds)."""
     import resvg_py
@@ -81,7 +83,7 @@ def engrave_page(abc, font='Leipzig', scale=100, page=1):
     verovio.enableLog(verovio.LOG_OFF)
     tk = verovio.toolkit()
     tk.setOptions({'font': font, 'pageWidth': 2100, 'pageHeight': 2970, 'scale': scale, 'breaks': 'auto',
-                   'header': 'auto', 'footer': 'auto'})
+                   'header': 'auto', 'footer': 'auto', 'unit': unit, 'spacingLinear': spacing})
     if not tk.loadData(abc) or tk.getPageCount() < page:
         raise ValueError('verovio could not engrave the page')
     svg = tk.renderToSVG(page)
@@ -179,8 +181,9 @@ def label(P, measures):
 
 def build_pages(n, seed=0):
     """-> list of dict(image, truth, font, title, lines=[reference ABC per system])."""
+    import numpy as np
     P = load_prepare()
-    pages, fonts = [], P.FONTS
+    pages, fonts, rng = [], P.FONTS, np.random.default_rng(seed)
     for title, composer, measures in test_tunes(P, limit=4 * n):
         if len(pages) >= n:
             break
@@ -188,8 +191,10 @@ def build_pages(n, seed=0):
         abc = label(P, measures)
         head, body = abc.split('\n', 3)[:3], abc.split('\n', 3)[3]
         text = f'X:1\nT:{title}\nC:{composer}\n' + '\n'.join(head) + '\n' + body + '\n'
+        # staff space 18, 20 or 22 px (verovio unit 9-11) and looser or tighter spacing: 3-10 staves
+        unit, spacing = 9 + len(pages) % 3, round(float(rng.uniform(0.25, 0.45)), 3)
         try:
-            img, truth, n_pg = engrave_page(text, font)
+            img, truth, n_pg = engrave_page(text, font, unit=unit, spacing=spacing)
         except (ValueError, StopIteration):
             continue
         if n_pg != 1 or not 3 <= len(truth) <= 10 or sum(t['measures'] for t in truth) != len(measures):
@@ -198,7 +203,7 @@ def build_pages(n, seed=0):
         for t in truth:
             refs.append(label(P, measures[a:a + t['measures']]))
             a += t['measures']
-        pages.append(dict(image=img, truth=truth, font=font, title=title, lines=refs))
+        pages.append(dict(image=img, truth=truth, font=font, title=title, lines=refs, unit=unit))
     return pages
 
 
@@ -257,7 +262,7 @@ def main():
              f'`python bench_pages.py --n_pages={n_pages} --rotate={rotate}{" --out_dir=" + out_dir if out_dir else ""}` '
              f'on a {os.cpu_count()}-core CPU (see README for the machine and its load). {len(pages)} A4 pages of whole '
              f'test-split tunes (titles and composers shown, {min(len(p["truth"]) for p in pages)}-'
-             f'{max(len(p["truth"]) for p in pages)} staves each), verovio 6.4.1, 2100 x 2970 px, staff space 18 px.', '',
+             f'{max(len(p["truth"]) for p in pages)} staves each), verovio 6.4.1, 2100 x 2970 px, staff space 18/20/22 px (verovio unit 9/10/11), spacingLinear 0.25-0.45.', '',
              "## Staff detection (IoU >= 0.5 with the staff lines in verovio's SVG)", '',
              'Upright pages:', ''] + head + rows
     if rot_rows:
@@ -275,11 +280,9 @@ def main():
 
 def transcription_report(pages, found_pages):
     """page SER and line SER with the checkpoint in out_dir; seconds per page for transcription."""
-    import torch
     import data
     import pages as pg
-    torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
-    reader = pg.Reader(out_dir, device=device, batch_size=batch_size, beam_size=beam_size)
+    reader = pg.Reader(out_dir, device=device, batch_size=batch_size, beam_size=beam_size, max_new_tokens=max_new_tokens)
     preds_page, refs_page, preds_line, refs_line, secs = [], [], [], [], []
     for p, page in zip(pages, found_pages):
         t = time.perf_counter()

@@ -288,3 +288,16 @@ def test_sample_page_errors(run_dir, tmp_path):
     assert r.stdout == f'% tune0.png\n{TUNES[0]}\n\n% tune1.png\n{TUNES[1]}\n\n'
     errs = [ln for ln in r.stderr.splitlines() if ln.startswith('error:')]
     assert len(errs) == 3 and errs[-1] == 'error: 2 of 4 image(s) could not be read'
+
+
+def test_bench_pages_transcription_report_runs(run_dir):
+    """bench_pages.py's model part (page SER vs line SER, s/page) on one page with the tiny checkpoint:
+    the numbers' quality does not matter here, only that the report is computed."""
+    import bench_pages as B
+    out, _ = run_dir
+    pgs = B.build_pages(1)
+    assert len(pgs) == 1 and 3 <= len(pgs[0]['truth']) <= 10 and len(pgs[0]['lines']) == len(pgs[0]['truth'])
+    found = [staves.find_staves(p['image']) for p in pgs]
+    B.out_dir, B.max_new_tokens = str(out), 40
+    report = B.transcription_report(pgs, found)
+    assert '| page (joined tune vs reference tune) | 1 |' in report and 's per page' in report
