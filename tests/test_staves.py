@@ -120,3 +120,18 @@ def test_draw_staves(page, tmp_path):
     red = (a[..., 0] > 200) & (a[..., 1] < 50)
     x0, y0, x1, y1 = p.staves[0].crop_box
     assert red[y0, x0:x1].mean() > 0.9  # the crop box is drawn
+
+
+def test_training_images_are_single_lines():
+    """Real training images (prepare.process_tune on real tunes: grace notes, triplets, ledger lines,
+    all fonts) are each one staff and staves.is_single_line, so sample.py reads them as it always did."""
+    import io
+    P = B.load_prepare()
+    n = 0
+    for src, rel, idx, text in P.list_tunes(['oneills1850', 'ryansMammoth'])[::40][:8]:
+        samples, _ = P.process_tune((src, rel, idx, text, 1337, 4))
+        for s in samples:
+            p = staves.find_staves(Image.open(io.BytesIO(s['image'])))
+            assert len(p.staves) == 1 and staves.is_single_line(p), (s['tune_id'], s['font'])
+            n += 1
+    assert n >= 20
