@@ -218,6 +218,8 @@ def main():
         raise ValueError(f"decode must be 'auto', 'attention' or 'ctc', got {decode!r}")
     if page not in ('auto', 'yes', 'no'):
         raise ValueError(f"page must be 'auto', 'yes' or 'no', got {page!r}")
+    if attention_layer not in ('last', 'all'):
+        raise ValueError(f"attention_layer must be 'last' or 'all', got {attention_layer!r}")
     paths = list_images(str(image))  # before importing torch and loading the model: a typo fails fast
     import torch
     import pages
