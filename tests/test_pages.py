@@ -301,3 +301,15 @@ def test_bench_pages_transcription_report_runs(run_dir):
     B.out_dir, B.max_new_tokens = str(out), 40
     report = B.transcription_report(pgs, found)
     assert '| page (joined tune vs reference tune) | 1 |' in report and 's per page' in report
+
+
+def test_line_image_with_attention(run_dir, tmp_path):
+    """a cropped line is still read as is (--page=auto), and --attention draws one panel per token."""
+    out, imgs = run_dir
+    r = run(f'--out_dir={out}', f'--image={imgs / "tune0.png"}', f'--attention={tmp_path}', '--max_new_tokens=60')
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == TUNES[0] + '\n'
+    import data
+    n_tok = len(data.Tokenizer(str(out / 'tokenizer.model')).encode(TUNES[0]))
+    with Image.open(tmp_path / 'tune0.attn.png') as im:
+        assert im.size[1] % n_tok == 0 and im.size[1] // n_tok > 14  # one panel (label + image) per token

@@ -61,6 +61,18 @@ def test_deskew(page, deg):
     assert B.match([s.box for s in p.staves], [t['box'] for t in truth], thr=0.7) == len(truth)
 
 
+def test_scan_like_page(page):
+    """grey paper, sensor noise, a little blur and a 1.5 degree tilt: still every staff, in place."""
+    from PIL import ImageFilter
+    img, truth = page
+    rng = np.random.default_rng(0)
+    im = img.rotate(-1.5, resample=Image.Resampling.BILINEAR, fillcolor=255).filter(ImageFilter.GaussianBlur(0.8))
+    a = np.asarray(im).astype(np.float32) * 0.8 + 30 + rng.normal(0, 12, im.size[::-1])
+    p = staves.find_staves(Image.fromarray(a.clip(0, 255).astype(np.uint8)))
+    assert p.angle == pytest.approx(1.5, abs=0.1)
+    assert B.match([s.box for s in p.staves], [t['box'] for t in truth], thr=0.7) == len(truth) == len(p.staves)
+
+
 def test_crop_looks_like_training():
     """A staff cut from a page has the height, in staff spaces, of the training image of the same
     music (prepare.engrave + rasterize with its 6-19 px margin), within one staff space."""
