@@ -6,12 +6,8 @@ bars fill the meter; real labels round-trip note by note), the attention maps (e
 own attention, rows of probabilities, both memory layouts), and sample.py on pages and PDFs with the
 tiny memorizing checkpoint of tests/test_sample.py.
 """
-import os
-import subprocess
-import sys
 from fractions import Fraction
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
@@ -20,9 +16,8 @@ import attention as A
 import model as M
 import musicxml
 import pages
-import sample
 import staves
-from test_sample import IMG_H, TUNES, run, one_error_line, run_dir  # noqa: F401 (run_dir: the fixture)
+from test_sample import TUNES, run, one_error_line, run_dir  # noqa: F401 (run_dir: the fixture)
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # see tests/conftest.py
 
@@ -241,7 +236,6 @@ def test_sample_reads_a_page_into_one_tune(run_dir, tmp_path):
     r = run(f'--out_dir={out}', f'--image={tmp_path / "page.png"}', f'--save_dir={save}', f'--attention={attn}',
             '--max_new_tokens=60')
     assert r.returncode == 0, r.stderr
-    head, *body = r.stdout.rstrip('\n').split('\n')[0:3], r.stdout.rstrip('\n').split('\n')[3:]
     lines = r.stdout.rstrip('\n').split('\n')
     assert [ln[:2] for ln in lines[:3]] == ['M:', 'L:', 'K:']
     assert not any(ln[:2] in ('M:', 'L:', 'K:') for ln in lines[3:])  # the header once
