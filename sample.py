@@ -2,14 +2,28 @@
 sample.py: transcribe images of engraved music to ABC with a trained MusicTrOCR checkpoint.
 
     $ python sample.py --image=line.png                                # the reader shipped in reader/
-    $ python sample.py --out_dir=out-quick --image=page.png            # your own run; ABC on stdout
+    $ python sample.py --out_dir=out-quick --image=page.png            # a page: one tune, ABC on stdout
+    $ python sample.py --out_dir=out-quick --image=score.pdf --save_dir=preds --attention=attn
     $ python sample.py --out_dir=out-quick --image=scans/ --beam_size=4 --save_dir=preds
 
---image is one image file or a folder (every *.png/.jpg/.jpeg/.bmp/.gif/.tif/.tiff/.webp file in it,
-sorted by name; other files are ignored). For one image stdout is exactly its ABC, so it can be piped
-into a file; for several, each transcription is preceded by an ABC comment line `% <file name>`.
-With --save_dir, each image also gets <stem>.abc, <stem>.png (the prediction re-engraved with
-verovio, to compare with the input by eye) and <stem>.mid (verovio's MIDI of the prediction).
+--image is one image file, a PDF, or a folder (every *.png/.jpg/.jpeg/.bmp/.gif/.tif/.tiff/.webp/.pdf
+file in it, sorted by name; other files are ignored). For one input stdout is exactly its ABC, so it
+can be piped into a file; for several, each transcription is preceded by an ABC comment line
+`% <file name>`.
+
+Pages (pages.py, staves.py): with --page=auto (the default) an image that is one cropped line of
+music goes to the model as it is, exactly as before; any other image, and every PDF (rendered a page
+at a time with pypdfium2), is a page: its staves are found, cut out like training images, transcribed
+in batches and joined into ONE tune (header once, one ABC line per staff, inline [K:..]/[M:..] where
+they change). --page=yes forces page mode, --page=no line mode. A staff the model cannot read is
+reported on stderr and left out; the rest still comes out.
+
+With --save_dir, each input also gets <stem>.abc, <stem>.png (the prediction re-engraved with
+verovio, to compare with the input by eye), <stem>.mid (verovio's MIDI), <stem>.musicxml (abc2xml
+after musicxml.py's bar repair; MuseScore opens it) and, for pages, <stem>.staves.png (the page with
+every staff found boxed and numbered; <stem>.p<N>.staves.png per page of a multi-page PDF).
+--attention=DIR writes, per line, a picture of where the decoder looked for every token it wrote
+(attention.py; <stem>.attn.png for a line image, <stem>.staff<K>.attn.png for the staves of a page).
 
 The checkpoint is <out_dir>/ckpt_best, else <out_dir>/ckpt_last, else out_dir itself (the layout
 of reader/, the CPU-trained reader that ships with the repo and is the default); the tokenizer is
@@ -19,7 +33,8 @@ of reader/, the CPU-trained reader that ships with the repo and is the default);
 Images go through data.py's own preprocessing (gray, resize to the model's height), so the model
 sees exactly what it saw in training.
 
-Errors: a missing/empty/corrupt/non-image file or an absurdly large image prints one line on stderr.
+Errors: a missing/empty/corrupt/non-image file, a broken or encrypted PDF, a page with no staff, or an
+absurdly large image prints one line on stderr.
 A single bad image is fatal (exit 1). In a folder the good images are still transcribed, each bad
 one is reported and skipped, and the exit status is 1 if any image failed (so scripts notice).
 A prediction that verovio cannot engrave still gets its .abc; a warning goes to stderr (exit 0).
@@ -29,8 +44,10 @@ import base64
 import contextlib
 import io
 import os
+import re
 import sys
-import warnings
+
+from pages import find_checkpoint, find_tokenizer, is_pdf, read_image, read_pdf, to_tensor  # noqa: F401 (sample.find_checkpoint etc.)
 
 # -----------------------------------------------------------------------------
 # config: override on the command line as --key=value (nanoGPT's configurator)
@@ -46,30 +63,14 @@ device = 'cpu'           # 'cpu', 'cuda', 'cuda:1', 'mps'
 save_dir = None          # write <stem>.abc/.png/.mid here
 seed = 1337              # only matters with temperature > 0
 max_pixels = 50_000_000  # refuse bigger images (a decompression bomb would eat all memory)
+page = 'auto'            # 'auto': pages and PDFs are split into staves, a cropped line is read as is; 'yes', 'no'
+attention = None         # a folder: per line, a picture of the cross-attention for every generated token
+attention_layer = 'last' # 'last' (mean of the last layer's heads) or 'all' (mean over layers and heads)
 # -----------------------------------------------------------------------------
 config_keys = [k for k, v in globals().items() if not k.startswith('_')
                and isinstance(v, (int, float, bool, str, type(None)))]
 
-IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp')
-
-
-def find_checkpoint(out_dir):
-    for d in (os.path.join(out_dir, 'ckpt_best'), os.path.join(out_dir, 'ckpt_last'), out_dir):
-        if os.path.isfile(os.path.join(d, 'config.json')):
-            return d
-    raise FileNotFoundError(f"no checkpoint in {out_dir} (looked for ckpt_best/, ckpt_last/ and a config.json); "
-                            f"train one with: python train.py --out_dir={out_dir}")
-
-
-def find_tokenizer(out_dir, meta):
-    candidates = [os.path.join(out_dir, 'tokenizer.model')]
-    data_dir = (meta.get('train_config') or {}).get('data_dir')
-    if data_dir:
-        candidates.append(os.path.join(data_dir, 'tokenizer.model'))
-    for path in candidates:
-        if os.path.isfile(path):
-            return path
-    raise FileNotFoundError(f"no tokenizer: looked for {' and '.join(candidates)}")
+IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.pdf')
 
 
 def list_images(path):
@@ -89,30 +90,12 @@ def load_image(path, img_height, max_width, max_pixels):
     """An image file -> (3, img_height, W) float32 in [0, 1], preprocessed exactly like data.py's
     OMRDataset (gray with transparency as white paper, resize to the height keeping the aspect).
     Any problem -> ValueError with one line naming the file."""
-    import torch
-    from PIL import Image
-    import data
-    if os.path.getsize(path) == 0:
-        raise ValueError(f"{path}: empty file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('error', Image.DecompressionBombWarning)
-            with Image.open(path) as im:  # lazy: only the header is read here
-                w, h = im.size
-                if w * h > max_pixels:
-                    raise ValueError(f"image too large ({w}x{h} = {w * h:,} pixels > max_pixels={max_pixels:,})")
-                arr = data.preprocess(im, img_height, max_width)  # exactly what training saw
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
-    except Exception as e:  # PIL: UnidentifiedImageError, truncated files, bombs, OSError ...
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ValueError(f"{path}: not a readable image ({msg})") from None
-    x = torch.from_numpy(arr).unsqueeze(0).float().div_(255.0)  # (1, H, W), paper = 1.0
-    return x.expand(3, -1, -1)  # (3, H, W), as OMRDataset returns it
+    return to_tensor(read_image(path, max_pixels), img_height, max_width)
 
 
 def engrave(abc):
     """ABC -> (grayscale PIL image of the engraving, MIDI bytes) with verovio; ValueError if it fails.
+    One line of music is engraved as one long system; a tune of several lines keeps its line breaks.
     The transcriptions carry no 'X:' line (the data engine engraves them with 'X:1' prepended), so we
     add it the same way."""
     import numpy as np
@@ -121,8 +104,16 @@ def engrave(abc):
     from PIL import Image
     verovio.enableLog(verovio.LOG_OFF)
     tk = verovio.toolkit()  # a fresh toolkit per tune: verovio's ABC reader keeps state between loads
-    tk.setOptions({'breaks': 'none', 'pageWidth': 60000, 'adjustPageWidth': True, 'adjustPageHeight': True,
-                   'header': 'none', 'footer': 'none', 'scale': 50})
+    opts = {'breaks': 'none', 'pageWidth': 60000, 'adjustPageWidth': True, 'adjustPageHeight': True,
+            'header': 'none', 'footer': 'none', 'scale': 50}
+    music = [ln for ln in abc.splitlines() if ln.strip() and not (len(ln) > 1 and ln[1] == ':')]
+    if len(music) > 1:  # a page's tune, one ABC line per staff: engraved as those lines, on one tall page
+        opts.update(breaks='encoded', pageWidth=2100, pageHeight=60000, adjustPageWidth=False)
+        # verovio 6.4's ABC reader draws a stray clef for a line-leading inline [K:..]; as field lines
+        # ('K:F' on its own line) it does not (it still draws no key change there: a verovio limit;
+        # the .abc and the .musicxml keep the change)
+        abc = re.sub(r'(?m)^((?:\[[KML]:[^\]\n]*\])+) *', lambda m: '\n'.join(re.findall(r'\[([KML]:[^\]]*)\]', m.group(1))) + '\n', abc)
+    tk.setOptions(opts)
     text = abc if abc.lstrip().startswith('X:') else 'X:1\n' + abc + '\n'
     if not abc.strip() or not tk.loadData(text) or tk.getPageCount() < 1:
         raise ValueError("verovio could not read the ABC")
@@ -183,6 +174,46 @@ def write_outputs(save_dir, src_path, abc, timeout=120):
     return why
 
 
+def load_input(path, img_height, max_width):
+    """One input file -> dict(kind='line'|'page', xs=[(3, H, W) tensor per line], pages=[staves.Page]).
+    'line': the image goes to the model as it is (today's behaviour for a cropped line of music).
+    'page': the staves are found and each crop is one line. --page=auto decides per image: one staff
+    in an image at most ~one staff tall (staves.is_single_line) is a line; an image where no staff
+    is found but that is shaped like a line (at least twice as wide as high) is one too, as before;
+    everything else is a page. PDFs are always pages. Problems -> ValueError, one line."""
+    import staves
+    if is_pdf(path):
+        if page == 'no':
+            raise ValueError(f"{path}: a PDF holds pages; --page=no reads only cropped line images")
+        found = []
+        for n, im in read_pdf(path, max_pixels):
+            try:
+                found.append(staves.find_staves(im))
+            except ValueError as e:
+                print(f"warning: {path}: page {n}: {e}", file=sys.stderr)
+        if not found:
+            raise ValueError(f"{path}: no staff found")
+        return dict(kind='page', pages=found,
+                    xs=[to_tensor(st.crop, img_height, max_width) for pg in found for st in pg.staves])
+    if page == 'no':
+        return dict(kind='line', pages=None, xs=[load_image(path, img_height, max_width, max_pixels)])
+    im = read_image(path, max_pixels)
+    try:
+        pg = staves.find_staves(im)
+    except ValueError as e:
+        if page == 'auto' and im.size[0] >= 2 * im.size[1]:
+            return dict(kind='line', pages=None, xs=[to_tensor(im, img_height, max_width)])
+        raise ValueError(f"{path}: {e}") from None
+    if page == 'auto' and staves.is_single_line(pg):
+        return dict(kind='line', pages=None, xs=[to_tensor(im, img_height, max_width)])
+    return dict(kind='page', pages=[pg], xs=[to_tensor(st.crop, img_height, max_width) for st in pg.staves])
+
+
+def _save_png(im, path):
+    im.save(path + '.tmp.png')
+    os.replace(path + '.tmp.png', path)
+
+
 def main():
     if image is None:
         raise ValueError("nothing to transcribe: give --image=<file or folder>")
@@ -190,66 +221,81 @@ def main():
         raise ValueError("beam_size and batch_size must be >= 1")
     if decode not in ('auto', 'attention', 'ctc'):
         raise ValueError(f"decode must be 'auto', 'attention' or 'ctc', got {decode!r}")
+    if page not in ('auto', 'yes', 'no'):
+        raise ValueError(f"page must be 'auto', 'yes' or 'no', got {page!r}")
+    if attention_layer not in ('last', 'all'):
+        raise ValueError(f"attention_layer must be 'last' or 'all', got {attention_layer!r}")
     paths = list_images(str(image))  # before importing torch and loading the model: a typo fails fast
     import torch
-    import torch.nn.functional as F
-    import data
-    from model import load_model, read_meta
+    import pages
+    from model import read_meta
     ckpt = find_checkpoint(out_dir)
     meta = read_meta(ckpt)  # cheap: config.json only, enough to preprocess the images
     img_height = meta['model_args'].get('img_height', 224)
     max_width = (meta.get('train_config') or {}).get('max_width', 2048)
 
-    # load every image first: bad ones are reported and skipped, good ones decoded in batches
-    good, failed = [], 0
+    # load every input first: bad ones are reported and skipped, good ones decoded in batches
+    jobs, failed = [], 0
     for p in paths:
         try:
-            good.append((p, load_image(p, img_height, max_width, max_pixels)))
+            jobs.append(dict(load_input(p, img_height, max_width), path=p))
         except (ValueError, OSError) as e:
             if not os.path.isdir(str(image)):
                 raise  # one image asked for, and it is bad: that is the one error line
             print(f"error: {e}", file=sys.stderr)
             failed += 1
 
-    if not good:
+    if not jobs:
         sys.exit(f"error: none of the {len(paths)} image(s) could be read")
-    model, meta = load_model(ckpt, device)
-    model.eval()
-    tok = data.Tokenizer(find_tokenizer(out_dir, meta))
-    cfg = model.config
-    if tok.vocab_size > cfg.vocab_size:
-        raise ValueError(f"tokenizer has {tok.vocab_size} pieces but the checkpoint was trained "
-                         f"with vocab_size={cfg.vocab_size}")
-    n_new = max_new_tokens or cfg.max_seq_len
-    how = meta.get('decode', 'attention') if decode == 'auto' else decode
-    if how == 'ctc' and cfg.ctc_weight <= 0:
-        raise ValueError(f"--decode=ctc: the checkpoint in {ckpt} has no CTC head (trained with ctc_weight=0)")
+    reader = pages.Reader(out_dir, device, batch_size, beam_size, temperature, top_k, max_new_tokens, decode)
     torch.manual_seed(seed)
+    # every line of every input in one stream of batches (a folder of line images batches as before)
+    ids = reader.decode([x for j in jobs for x in j['xs']])
     many = len(paths) > 1
-    for i in range(0, len(good), batch_size):
-        chunk = good[i:i + batch_size]
-        wmax = max(x.shape[-1] for _, x in chunk)
-        # right-pad with white like data.collate; widths make the model ignore the padding
-        images = torch.stack([F.pad(x, (0, wmax - x.shape[-1]), value=1.0) for _, x in chunk]).to(device)
-        widths = torch.tensor([x.shape[-1] for _, x in chunk], device=device)
-        with torch.inference_mode():
-            if how == 'ctc':
-                ids = model.ctc_decode(images, widths)
-            else:
-                ids = model.generate(images, n_new, temperature=temperature, top_k=top_k,
-                                     beam_size=beam_size, widths=widths)
-        for (p, _), seq in zip(chunk, ids):
-            abc = tok.decode(seq)
-            if many:
-                print(f"% {os.path.basename(p)}")
-            print(abc, flush=True)
-            if many:
-                print()
-            if save_dir is not None:
-                why = write_outputs(save_dir, p, abc)
-                if why is not None:
-                    print(f"warning: {p}: prediction could not be engraved ({why}); wrote only the .abc",
-                          file=sys.stderr)
+    k = 0
+    for j in jobs:
+        p, n = j['path'], len(j['xs'])
+        jids, k = ids[k:k + n], k + n
+        abcs = [reader.tok.decode(s) for s in jids]
+        if j['kind'] == 'line':
+            abc = abcs[0]
+        else:
+            abc, skipped = pages.join_lines(abcs)
+            for i in skipped:
+                print(f"warning: {p}: staff {i + 1} of {n}: the model's transcription is not ABC "
+                      f"(no K: field or no music); left out", file=sys.stderr)
+            if not abc:
+                print(f"error: {p}: none of its {n} staves could be transcribed", file=sys.stderr)
+                failed += 1
+                continue
+        if many:
+            print(f"% {os.path.basename(p)}")
+        print(abc, flush=True)
+        if many:
+            print()
+        if save_dir is not None:
+            why = write_outputs(save_dir, p, abc)
+            if why is not None:
+                print(f"warning: {p}: prediction could not be engraved ({why}); wrote only the .abc",
+                      file=sys.stderr)
+            stem = os.path.join(save_dir, os.path.splitext(os.path.basename(p))[0])
+            try:
+                import musicxml
+                musicxml.write_musicxml(abc, stem + '.musicxml')
+            except ValueError as e:
+                print(f"warning: {p}: no MusicXML ({e})", file=sys.stderr)
+            if j['kind'] == 'page':
+                import staves
+                for i, pg in enumerate(j['pages']):
+                    name = '.staves.png' if len(j['pages']) == 1 else f'.p{i + 1}.staves.png'
+                    _save_png(staves.draw_staves(pg), stem + name)
+        if attention is not None:
+            import attention as A
+            os.makedirs(attention, exist_ok=True)
+            stem = os.path.join(attention, os.path.splitext(os.path.basename(p))[0])
+            for i, (x, s) in enumerate(zip(j['xs'], jids)):
+                name = '.attn.png' if j['kind'] == 'line' else f'.staff{i + 1}.attn.png'
+                _save_png(A.attention_picture(reader.model, x, s, reader.tok, layer=attention_layer), stem + name)
     if failed:
         sys.exit(f"error: {failed} of {len(paths)} image(s) could not be read")
 
