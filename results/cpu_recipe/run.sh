@@ -7,7 +7,7 @@
 #   bash results/cpu_recipe/run.sh && python results/cpu_recipe/report.py --runs='out-recipe/*'
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-MIN=${MIN:-7}
+MIN=${MIN:-12}
 mkdir -p out-recipe
 run() {  # name, overrides...
   local name=$1; shift
@@ -16,12 +16,23 @@ run() {  # name, overrides...
     --decay_lr=none --lr_decay_iters=2000 --eval_interval=100 --eval_iters=4 --eval_decode_samples=128 \
     --eval_test_samples=512 --out_dir="out-recipe/$name" "$@" > "out-recipe/$name.log" 2>&1
 }
-# round 1: the old quick-start model (cnn_tiny grid, attention only) against joint CTC/attention on
-# cnn_line's collapsed columns, both with the corpus' own 4,096-piece BPE
-run a_cnn_tiny_attn --backbone=cnn_tiny --collapse_height=False --ctc_weight=0 --tokenizer_vocab=0 &
-run b_line_ctc_v4096 --tokenizer_vocab=0 &
+# each pair shares the 2 cores (one thread each); the first row is the recipe of config/reader.py
+run b_reader_recipe &
+run a_old_quickstart_model --backbone=cnn_tiny --collapse_height=False --ctc_weight=0 --tokenizer_vocab=0 \
+  --channels_last=False &
 wait
-# round 2: a 512-piece BPE, with and without the CTC loss
-run c_line_ctc_v512 &
-run d_line_attn_v512 --ctc_weight=0 &
+run c_no_ctc --ctc_weight=0 &
+run d_ctc_0.5 --ctc_weight=0.5 &
+wait
+run e_bpe_4096 --tokenizer_vocab=0 &
+run f_bpe_1024 --tokenizer_vocab=1024 &
+wait
+run g_char_attention --tokenizer_type=char --ctc_weight=0 &
+run h_label_smoothing --label_smoothing=0.1 &
+wait
+run i_height_96 --img_height=96 &
+run j_lr_2e-3 --learning_rate=2e-3 &
+wait
+run k_no_augment --augment=False &
+run l_nchw --channels_last=False &
 wait
