@@ -11,8 +11,8 @@ each opened by inline fields [K:..] / [M:..] / [L:..] where they differ from the
 staff whose transcription is not ABC (no K: field, or no music) is left out and reported, and the
 rest of the page still comes out.
 
-The checkpoint helpers (find_checkpoint, find_tokenizer) live here so that this module never needs
-sample.py; sample.py imports them from here.
+Its imports at the top are light (no torch): sample.py imports it at start-up, and so does the child
+process in which sample.py engraves.
 """
 
 import os
@@ -22,28 +22,6 @@ import warnings
 PDF_DPI = 150            # first render; then re-rendered so the staff space is TARGET_SPACE
 TARGET_SPACE = 20.0      # px; training images have 18-27 px (prepare.py, verovio scale 100-150)
 MAX_DPI = 400
-
-
-# -----------------------------------------------------------------------------
-# checkpoints (used by sample.py and bench_pages.py)
-
-def find_checkpoint(out_dir):
-    for d in (os.path.join(out_dir, 'ckpt_best'), os.path.join(out_dir, 'ckpt_last'), out_dir):
-        if os.path.isfile(os.path.join(d, 'config.json')):
-            return d
-    raise FileNotFoundError(f"no checkpoint in {out_dir} (looked for ckpt_best/, ckpt_last/ and a config.json); "
-                            f"train one with: python train.py --out_dir={out_dir}")
-
-
-def find_tokenizer(out_dir, meta):
-    candidates = [os.path.join(out_dir, 'tokenizer.model')]
-    data_dir = (meta.get('train_config') or {}).get('data_dir')
-    if data_dir:
-        candidates.append(os.path.join(data_dir, 'tokenizer.model'))
-    for path in candidates:
-        if os.path.isfile(path):
-            return path
-    raise FileNotFoundError(f"no tokenizer: looked for {' and '.join(candidates)}")
 
 
 # -----------------------------------------------------------------------------
@@ -193,7 +171,7 @@ class Reader:
     def __init__(self, out_dir, device='cpu', batch_size=8, beam_size=1, temperature=0.0, top_k=None,
                  max_new_tokens=None, decode='auto'):
         import data
-        from model import load_model
+        from checkpoint import find_checkpoint, find_tokenizer, load_model
         ckpt = find_checkpoint(out_dir)
         self.model, self.meta = load_model(ckpt, device)
         self.model.eval()

@@ -47,7 +47,7 @@ import os
 import re
 import sys
 
-from pages import find_checkpoint, find_tokenizer, is_pdf, read_image, read_pdf, to_tensor  # noqa: F401 (sample.find_checkpoint etc.)
+from pages import is_pdf, read_image, read_pdf, to_tensor
 
 # -----------------------------------------------------------------------------
 # config: override on the command line as --key=value (nanoGPT's configurator)
@@ -228,7 +228,7 @@ def main():
     paths = list_images(str(image))  # before importing torch and loading the model: a typo fails fast
     import torch
     import pages
-    from model import read_meta
+    from checkpoint import find_checkpoint, read_meta
     ckpt = find_checkpoint(out_dir)
     meta = read_meta(ckpt)  # cheap: config.json only, enough to preprocess the images
     img_height = meta['model_args'].get('img_height', 224)

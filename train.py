@@ -28,12 +28,9 @@ import math
 import os
 import random
 import shlex
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -41,7 +38,10 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import data
-from model import MusicTrOCR, MusicTrOCRConfig, load_checkpoint_state, load_model, save_checkpoint
+import metrics
+import step
+from checkpoint import atomic_path, atomic_write, load_checkpoint_state, load_model, save_checkpoint
+from model import build_model, plugin_args
 
 # -----------------------------------------------------------------------------
 # default config values: the seed recipe, ResNet-50 encoder at 224 px
@@ -66,6 +66,7 @@ batch_size = 8  # micro-batch size per process
 gradient_accumulation_steps = 4  # GLOBAL: split over the DDP processes; 8 x 4 = 32 images per optimizer step
 epochs = 10  # used to derive max_iters when max_iters = 0
 max_iters = 0  # optimizer steps; 0 = epochs x (train images // 32)
+max_samples = 0  # > 0: train on this many images instead, max_iters = ceil(max_samples / images per step)
 img_height = 224
 max_width = 2048  # wider images are scaled down to this width
 num_workers = 4  # DataLoader worker processes (0 = load in the main process)
@@ -183,31 +184,20 @@ samples_per_iter = batch_size * gradient_accumulation_steps * ddp_world_size  # 
 device_type = 'cuda' if device.startswith('cuda') else 'cpu'  # for later use in torch.autocast
 if device_type == 'cuda' and not torch.cuda.is_available():
     die(f"device={device!r} but CUDA is not available; use --device=cpu")
-if device_type == 'cpu':
-    dtype = 'float32'  # CPU autocast is slow and buys nothing here
-elif dtype == 'bfloat16' and not torch.cuda.is_bf16_supported():
-    dtype = 'float16'  # pre-Ampere GPUs: fp16 + loss scaling instead
+dtype = step.resolve_dtype(device_type, dtype)
 config['dtype'] = dtype
 if master_process:
     print(f"{samples_per_iter} images per iteration: {ddp_world_size} process(es) x batch_size "
           f"{batch_size} x {gradient_accumulation_steps} accumulation step(s)")
 if device_type == 'cpu' and cpu_threads > 0:
     torch.set_num_threads(cpu_threads)
-cpu_peak_flops = None  # a CPU has no datasheet peak: MFU there is against this machine's fp32 matmul rate
-if device_type == 'cpu':
-    _a, _b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    _a @ _b  # warm-up
-    _t = time.perf_counter()
-    for _ in range(8):
-        _a @ _b
-    cpu_peak_flops = 8 * 2 * 1024 ** 3 / (time.perf_counter() - _t)
-    if master_process:
-        print(f"CPU: {torch.get_num_threads()} torch thread(s), 1024^2 fp32 matmul at {cpu_peak_flops / 1e9:.1f} GFLOP/s "
-              f"(the peak MFU is measured against)")
+cpu_peak_flops = step.cpu_peak_flops() if device_type == 'cpu' else None  # MFU's peak on a CPU
+if cpu_peak_flops is not None and master_process:
+    print(f"CPU: {torch.get_num_threads()} torch thread(s), 1024^2 fp32 matmul at {cpu_peak_flops / 1e9:.1f} GFLOP/s "
+          f"(the peak MFU is measured against)")
 torch.backends.cuda.matmul.allow_tf32 = True  # allow tf32 on matmul
 torch.backends.cudnn.allow_tf32 = True  # allow tf32 on cudnn
-ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
-ctx = nullcontext() if dtype == 'float32' else torch.autocast(device_type=device_type, dtype=ptdtype)
+ctx, scaler = step.amp_context(device_type, dtype)  # scaler: a no-op GradScaler unless fp16
 
 # -----------------------------------------------------------------------------
 # data: a prepared dataset directory (see data/m21/prepare.py); the quick start builds its own
@@ -245,7 +235,9 @@ train_widths = train_ds.widths().tolist() if bucket_by_width else None  # from t
 if iters_per_epoch == 0:
     die(f"the train split of {data_dir} has {len(train_ds)} images, fewer than one global batch "
         f"({samples_per_iter}); lower batch_size or gradient_accumulation_steps")
-if max_iters <= 0:
+if max_samples > 0:
+    max_iters = math.ceil(max_samples / samples_per_iter)
+elif max_iters <= 0:
     max_iters = epochs * iters_per_epoch
 lr_decay_iters = lr_decay_iters if lr_decay_iters > 0 else max_iters
 warmup_iters = int(warmup_frac * lr_decay_iters)
@@ -258,52 +250,20 @@ if master_process:
     for ext in ('.model', '.vocab'):
         src = os.path.join(data_dir, 'tokenizer' + ext)
         if os.path.isfile(src) and not own_tokenizer:
-            fd, tmp = tempfile.mkstemp(dir=out_dir, prefix='.tokenizer-')
-            os.close(fd)
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, os.path.join(out_dir, 'tokenizer' + ext))
-
-
-def epoch_batches(epoch, start_iter):
-    """This process's micro-batches (lists of train indices) for `epoch`, from optimizer step
-    `start_iter` of that epoch on. The epoch's order is drawn from seed + epoch alone, so the data
-    order is a pure function of the iteration number: resuming at any iteration sees exactly the
-    batches an uninterrupted run would. Each optimizer step takes one global batch of
-    samples_per_iter images, and process r takes its consecutive share of its micro-batches, so N
-    processes see the very same images per step as one process does (a DDP run equals a
-    single-process run with the same global batch)."""
-    g = torch.Generator().manual_seed(seed + epoch)
-    order = torch.randperm(len(train_ds), generator=g).tolist()[:iters_per_epoch * samples_per_iter]
-    steps = list(range(iters_per_epoch))
-    if bucket_by_width:
-        # sort windows of 50 global batches by image width, then shuffle the order of the global batches:
-        # a batch then holds images of similar width, so little compute goes into white padding
-        window = 50 * samples_per_iter
-        order = [i for s in range(0, len(order), window) for i in sorted(order[s:s + window], key=train_widths.__getitem__)]
-        steps = torch.randperm(iters_per_epoch, generator=g).tolist()
-    batches = []
-    for it in range(start_iter, iters_per_epoch):
-        for micro_step in range(gradient_accumulation_steps):
-            k = steps[it] * samples_per_iter + (ddp_rank * gradient_accumulation_steps + micro_step) * batch_size
-            batches.append(order[k:k + batch_size])
-    return batches
-
-
-def train_batches(start_iter):
-    """Yield this process's micro-batches forever, starting at global iteration `start_iter`."""
-    epoch, it = divmod(start_iter, iters_per_epoch)
-    while True:
-        train_ds.set_epoch(epoch)  # augmentation draws depend on (seed, epoch, image) only, not on workers
-        g = torch.Generator().manual_seed(seed + epoch)  # DataLoader would otherwise draw its seed from the global RNG
-        loader = torch.utils.data.DataLoader(train_ds, batch_sampler=epoch_batches(epoch, it), collate_fn=collate_fn,
-                                             num_workers=num_workers, pin_memory=device_type == 'cuda', generator=g)
-        yield from loader
-        epoch, it = epoch + 1, 0
+            with open(src, 'rb') as f:
+                atomic_write(os.path.join(out_dir, 'tokenizer' + ext), f.read())
 
 
 def to_device(batch):
     """(images (B,3,H,W), idx (B,T), targets (B,T), widths (B,)) on the training device."""
     return tuple(batch[k].to(device, non_blocking=True) for k in ('images', 'idx', 'targets', 'widths'))
+
+
+def train_batches(start_iter):
+    """This process's micro-batches on the device, forever, from global iteration `start_iter` on."""
+    loader = data.train_loader(train_ds, collate_fn, start_iter, batch_size, gradient_accumulation_steps,
+                               ddp_world_size, ddp_rank, seed, train_widths, num_workers, device_type == 'cuda')
+    return map(to_device, loader)
 
 
 # -----------------------------------------------------------------------------
@@ -318,32 +278,16 @@ model_args.update(vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id, bos_
 lora_meta = dict(rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout, targets=list(lora_targets),
                  rslora=lora_rslora) if lora_rank > 0 else None
 quant_meta = dict(backbone=quant_backbone, double_quant=nf4_double_quant) if quant_backbone else None
-lora_on_backbone = lora_rank > 0 and any(t.startswith('backbone') for t in lora_targets)
-if lora_on_backbone or quant_backbone:
-    # LoRA / QLoRA fine-tune the encoder through adapters only: the rest of the backbone is frozen
-    # (and its BatchNorm kept in eval mode); the decoder is trained from scratch, so it stays trainable
-    model_args['freeze_backbone'] = True
+model_args = plugin_args(model_args, lora_meta, quant_meta)  # LoRA / NF4 on the backbone freeze the rest of it
 iter_num, best_val_loss, elapsed_before = 0, float('inf'), 0.0
 torch.manual_seed(seed)  # the same initial weights in every process
 if init_from == 'scratch':
     if master_process:
         print(f"initializing a new {backbone} model from scratch" + (f" (pretrained={pretrained})" if pretrained else ""))
     try:
-        model = MusicTrOCR(MusicTrOCRConfig(**model_args))
+        model = build_model(model_args, lora_meta, quant_meta, verbose=master_process)
     except (ValueError, FileNotFoundError, RuntimeError, KeyError) as e:
         die(f"cannot build the model: {e}")
-    # the plug-ins, in the order model.load_model re-applies them: NF4 first, then LoRA on top (QLoRA)
-    if quant_backbone == 'nf4':
-        import quant
-        n = quant.quantize_model_nf4(model.backbone, double_quant=nf4_double_quant)
-        if master_process:
-            print(f"NF4: quantized {n} backbone modules")
-    if lora_rank > 0:
-        import lora
-        wrapped = lora.apply_lora(model, rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout,
-                                  targets=tuple(lora_targets), rslora=lora_rslora)
-        if master_process:
-            print(f"LoRA: rank {lora_rank} adapters on {len(wrapped)} modules")
     ckpt_state = None
 else:
     ckpt_dir = os.path.join(out_dir, 'ckpt_last')
@@ -382,8 +326,6 @@ if teacher_dir:
     except (ValueError, FileNotFoundError) as e:
         die(e)
 
-# initialize a GradScaler. If enabled=False scaler is a no-op (it is only needed for fp16)
-scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 if ckpt_state is not None:
     optimizer.load_state_dict(ckpt_state['optimizer'])
@@ -446,9 +388,7 @@ def evaluate(m, ds, n_loss_batches, n_decode):
     numbers. Returns (loss, scores dict, list of (index, prediction, reference, ctc prediction)):
     with a CTC head every image is also decoded by CTC's best path, scored as scores['ctc'].
     scores['by_font'] has the same metrics per engraving font."""
-    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed)).tolist()
-    loss_batches = [order[i:i + batch_size] for i in range(0, min(len(ds), n_loss_batches * batch_size), batch_size)]
-    decode_batches = [order[i:i + batch_size] for i in range(0, min(len(ds), n_decode), batch_size)]
+    loss_batches, decode_batches = data.eval_batches(len(ds), batch_size, n_loss_batches, n_decode, seed)
 
     def loader(batches):  # this process's share
         return torch.utils.data.DataLoader(ds, batch_sampler=batches[ddp_rank::ddp_world_size], collate_fn=collate_fn,
@@ -488,9 +428,9 @@ def evaluate(m, ds, n_loss_batches, n_decode):
 
 def score_rows(rows):
     """data.score of evaluate()'s rows; with a CTC head, the CTC decodings scored too, as ['ctc']."""
-    sc = data.score([r[1] for r in rows], [r[2] for r in rows], tokenizer)
+    sc = metrics.score([r[1] for r in rows], [r[2] for r in rows], tokenizer)
     if rows[0][3] is not None:
-        sc['ctc'] = data.score([r[3] for r in rows], [r[2] for r in rows], tokenizer)
+        sc['ctc'] = metrics.score([r[3] for r in rows], [r[2] for r in rows], tokenizer)
     return sc
 
 
@@ -521,10 +461,9 @@ def write_log(record):
     ax2.legend()
     fig.suptitle(f"{backbone}: {out_dir}")
     fig.tight_layout()
-    tmp = os.path.join(out_dir, '.loss.tmp.png')
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(os.path.join(out_dir, 'loss.png')) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, os.path.join(out_dir, 'loss.png'))
 
 
 def pct(x):
@@ -615,36 +554,9 @@ while True:
     for param_group in optimizer.param_groups:
         param_group['lr'] = lr
 
-    # forward backward update, with optional gradient accumulation to simulate larger batch size
-    # and using the GradScaler if data type is float16
-    loss_accum = torch.zeros((), device=device)
-    for micro_step in range(gradient_accumulation_steps):
-        images, idx, targets, widths = to_device(next(batches))
-        if ddp:
-            # in DDP training we only need to sync gradients at the last micro step.
-            # the official way to do this is with model.no_sync() context manager, but
-            # I really dislike that this bloats the code and forces us to repeat code
-            # looking at the source of that context manager, it just toggles this variable
-            model.require_backward_grad_sync = (micro_step == gradient_accumulation_steps - 1)
-        with ctx:
-            logits, loss = model(images, idx, targets, widths)  # logits (B,T,V)
-            if teacher is not None:
-                with torch.no_grad():
-                    teacher_logits, _ = teacher(images, idx, widths=widths)  # (B,T,V)
-                loss = distill.kd_loss(logits, teacher_logits, targets, distill_alpha, distill_T)
-            loss = loss / gradient_accumulation_steps  # scale the loss to account for gradient accumulation
-        # backward pass, with gradient scaling if training in fp16
-        scaler.scale(loss).backward()
-        loss_accum += loss.detach()
-    # clip the gradient
-    if grad_clip != 0.0:
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    # step the optimizer and scaler if training in fp16
-    scaler.step(optimizer)
-    scaler.update()
-    # flush the gradients as soon as we can, no need for this memory anymore
-    optimizer.zero_grad(set_to_none=True)
+    # forward backward update, with gradient accumulation to simulate a larger batch (step.py)
+    loss_accum, (images, idx, _, _) = step.train_step(model, optimizer, scaler, ctx, batches, gradient_accumulation_steps,
+                                                      grad_clip, teacher, distill_alpha, distill_T, ddp=ddp)
 
     # timing and logging
     t1 = time.time()
@@ -709,10 +621,7 @@ if master_process:
         groups = dict(seen_fonts=[r for r in rows_test if test_ds.fonts[r[0]] != holdout_font],
                       holdout_font=[r for r in rows_test if test_ds.fonts[r[0]] == holdout_font])
         final['holdout'] = {k: dict(score_rows(rs), n=len(rs)) for k, rs in groups.items() if rs}
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix='.final_eval-')
-    with os.fdopen(fd, 'w') as f:
-        json.dump(final, f, indent=2)
-    os.replace(tmp, os.path.join(out_dir, 'final_eval.json'))
+    atomic_write(os.path.join(out_dir, 'final_eval.json'), json.dumps(final, indent=2))
     print(f"test ({n_test} images, {weights} @ iter {weights_iter}): loss {test_loss:.4f}, SER {pct(final['ser'])}, "
           f"CER {pct(final['cer'])}, seq acc {pct(final['seq_acc'])} -> {out_dir}/final_eval.json")
     if final['ctc']:

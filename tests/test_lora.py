@@ -10,7 +10,9 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import checkpoint  # noqa: E402
 import lora  # noqa: E402
+import model as M  # noqa: E402
 import quant  # noqa: E402
 
 
@@ -108,7 +110,7 @@ def test_only_lora_params_get_gradients():
     got = _grad_names(model, torch.rand(2, 3, 16, 20))
     expected = {n for n, p in model.named_parameters() if n.endswith((".lora_A", ".lora_B"))}
     assert got == expected and len(expected) == 10
-    trainable, total = lora.count_parameters(model, verbose=False)
+    trainable, total = M.count_params(model, trainable_only=True), M.count_params(model)
     assert trainable == sum(p.numel() for n, p in model.named_parameters() if n in expected)
     assert total == sum(p.numel() for p in model.parameters())
 
@@ -129,8 +131,7 @@ def test_qlora_nf4_base_only_lora_gets_gradients(capsys):
     _randomize_B(model)
     got = _grad_names(model, x)
     assert got == {n for n, _ in model.named_parameters() if ".lora_" in n}
-    trainable, total = lora.count_parameters(model)
-    assert "trainable" in capsys.readouterr().out
+    total = M.count_params(model)
     assert total == sum(p.numel() for p in model.parameters()) + sum(plain.values())
     with pytest.raises(RuntimeError, match="dequantize_model_nf4"):
         lora.merge_lora(model)
@@ -148,7 +149,7 @@ def test_adapter_save_load_round_trip(tmp_path):
     lora.apply_lora(a, rank=8, alpha=16, targets=("backbone.", "head"))
     _randomize_B(a)
     path = tmp_path / "adapter.safetensors"
-    lora.save_adapter(a, str(path))
+    checkpoint.save_adapter(a, str(path))
     sd = lora.lora_state_dict(a)
     assert len(sd) == 8 and all(k.endswith((".lora_A", ".lora_B")) for k in sd)
     # adapters are a small fraction of the model
@@ -159,20 +160,20 @@ def test_adapter_save_load_round_trip(tmp_path):
     lora.apply_lora(b, rank=8, alpha=16, targets=("backbone.", "head"))
     x = torch.rand(1, 3, 16, 20)
     assert not torch.allclose(a(x), b(x))
-    meta = lora.load_adapter(b, str(path))
+    meta = checkpoint.load_adapter(b, str(path))
     assert meta["rank"] == 8 and meta["alpha"] == 16
     assert torch.equal(a(x), b(x))
 
     c = Tiny()
     lora.apply_lora(c, rank=4, alpha=16, targets=("backbone.", "head"))
     with pytest.raises(ValueError):
-        lora.load_adapter(c, str(path))
+        checkpoint.load_adapter(c, str(path))
     d = Tiny()
     lora.apply_lora(d, rank=8, alpha=16, targets=("head",))
     with pytest.raises(ValueError, match="keys do not match"):
-        lora.load_adapter(d, str(path))
+        checkpoint.load_adapter(d, str(path))
     with pytest.raises(FileNotFoundError):
-        lora.load_adapter(d, str(tmp_path / "nope.safetensors"))
+        checkpoint.load_adapter(d, str(tmp_path / "nope.safetensors"))
 
 
 def test_targets_patterns_and_errors():
@@ -215,9 +216,9 @@ def test_musictrocr_lora_checkpoint_round_trip(tmp_path, qlora):
     opt.step()  # moves lora_B off zero
     m.eval()
     ref = m(img, idx)[0]
-    M.save_checkpoint(str(tmp_path / "ck"), m, dict(iter_num=1, best_val_loss=1.0, lora=kw,
+    checkpoint.save_checkpoint(str(tmp_path / "ck"), m, dict(iter_num=1, best_val_loss=1.0, lora=kw,
                                                     quant=dict(backbone="nf4", double_quant=True) if qlora else None))
-    m2, _ = M.load_model(str(tmp_path / "ck"))
+    m2, _ = checkpoint.load_model(str(tmp_path / "ck"))
     assert torch.equal(m2.eval()(img, idx)[0], ref)
     # export: merge (after dequantizing NF4) and unload gives a plain model with the same outputs
     quant.dequantize_model_nf4(m2)

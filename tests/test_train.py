@@ -207,7 +207,7 @@ def test_outputs(run_full):
     # checkpoints: complete, loadable, nothing half-written (*.tmp-*, *.old-*) left behind
     assert sorted(os.listdir(out)) == ['ckpt_best', 'ckpt_last', 'final_eval.json', 'log.jsonl', 'loss.png',
                                        'tokenizer.model', 'tokenizer.vocab']
-    from model import load_checkpoint_state, load_model
+    from checkpoint import load_checkpoint_state, load_model
     model, meta = load_model(os.path.join(out, 'ckpt_last'))
     assert meta['iter_num'] == 4 and meta['train_config']['batch_size'] == 2 and meta['lora'] is None
     assert load_checkpoint_state(os.path.join(out, 'ckpt_last'))['iter_num'] == 4
