@@ -445,7 +445,7 @@ def main(argv=None):
         meas = measure_all(args, argv)
     runs = []
     if args.runs:
-        from study import expand, read_run
+        from runlog import expand, read_run
         runs = [read_run(d) for d in expand(args.runs)]
     write_report(meas, runs, args.results_dir)
 

@@ -18,11 +18,13 @@ as a new checkpoint (for sample.py --out_dir=...).
 import contextlib
 import json
 import os
+import random
 import shutil
 import sys
 import tempfile
 from dataclasses import asdict, fields
 
+import numpy as np
 import torch
 
 import lora
@@ -201,6 +203,39 @@ def load_model(ckpt_dir, device='cpu'):
     return model, meta
 
 
+def copy_tokenizer(src_dir, out_dir):
+    """tokenizer.model (+ .vocab) of src_dir into out_dir, where sample.py looks for it."""
+    for name in ('tokenizer.model', 'tokenizer.vocab'):
+        if os.path.isfile(os.path.join(src_dir, name)):
+            with open(os.path.join(src_dir, name), 'rb') as f:
+                atomic_write(os.path.join(out_dir, name), f.read())
+
+
+def resume_mismatch(meta, model_args, lora_args, quant_args):
+    """None if a checkpoint's config.json describes the model of these arguments, else the first
+    difference as 'key=theirs but the config says ours' (pretrained only mattered at step 0)."""
+    theirs = dict(meta['model_args'], lora=meta.get('lora'), quant=meta.get('quant'))
+    ours = dict(model_args, lora=lora_args, quant=quant_args)
+    for k in ours:
+        if k != 'pretrained' and theirs.get(k) != ours[k]:
+            return f"{k}={theirs.get(k)!r} but the config says {ours[k]!r}"
+    return None
+
+
+def get_rng_state(cuda=False):
+    """This process's random streams (python, numpy, torch, cuda), as state.pt keeps them per process."""
+    return dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state(),
+                cuda=torch.cuda.get_rng_state() if cuda else None)
+
+
+def set_rng_state(rng, cuda=False):
+    random.setstate(rng['python'])
+    np.random.set_state(rng['numpy'])
+    torch.set_rng_state(rng['torch'].cpu())
+    if cuda and rng.get('cuda') is not None:
+        torch.cuda.set_rng_state(rng['cuda'].cpu())
+
+
 def load_checkpoint_state(ckpt_dir, device='cpu'):
     """state.pt (optimizer, scaler, RNG states, data position) as saved by save_checkpoint, or None."""
     path = os.path.join(ckpt_dir, 'state.pt')
@@ -266,12 +301,9 @@ def main(argv):
     else:
         load_adapter(model, argv[2])
         save_checkpoint(argv[3], model, {k: v for k, v in meta.items() if k != 'model_args'})
-        for name in ('tokenizer.model', 'tokenizer.vocab'):  # sample.py looks for it beside the checkpoint
-            src = [p for p in (os.path.join(ckpt, name), os.path.join(os.path.dirname(os.path.abspath(ckpt)), name))
-                   if os.path.isfile(p)]
-            if src:
-                with open(src[0], 'rb') as f:
-                    atomic_write(os.path.join(argv[3], name), f.read())
+        # the tokenizer: beside the checkpoint (a run's out_dir) or inside it (reader/)
+        copy_tokenizer(os.path.dirname(os.path.abspath(ckpt)), argv[3])
+        copy_tokenizer(ckpt, argv[3])
         print(f"wrote {argv[3]}: {ckpt} with the adapters of {argv[2]}")
 
 

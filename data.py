@@ -134,6 +134,18 @@ def prepare_command(data_dir):
     return f"python data/m21/prepare.py --out_dir={data_dir}"
 
 
+def prepare_missing(data_dir, prepare_args):
+    """Build a missing data_dir with data/m21/prepare.py and these arguments ('--max_tunes=600');
+    RuntimeError with one line if that fails."""
+    import shlex
+    import subprocess
+    cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'm21', 'prepare.py'),
+           f'--out_dir={data_dir}'] + shlex.split(prepare_args)
+    print(f"{data_dir} is missing, preparing it: {' '.join(cmd)}", flush=True)
+    if subprocess.run(cmd).returncode != 0:
+        raise RuntimeError(f"preparing {data_dir} failed (command: {' '.join(cmd)})")
+
+
 def load_split(data_dir, split):
     """One split of a prepared dataset as a datasets.Dataset (memory-mapped Arrow, cheap to open)."""
     import datasets
@@ -429,6 +441,11 @@ def collate(batch, pad_id, bos_id=BOS_ID, eos_id=EOS_ID):
     return dict(images=images, widths=widths, idx=idx, targets=targets,
                 text=[b["text"] for b in batch],
                 index=torch.tensor([b["index"] for b in batch], dtype=torch.int64))
+
+
+def to_device(batch, device):
+    """A collated batch -> (images (B,3,H,W), idx (B,T), targets (B,T), widths (B,)) on `device`."""
+    return tuple(batch[k].to(device, non_blocking=True) for k in ('images', 'idx', 'targets', 'widths'))
 
 
 class Collate:

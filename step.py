@@ -45,6 +45,14 @@ def cpu_peak_flops():
     return 8 * 2 * 1024 ** 3 / (time.perf_counter() - t)
 
 
+def peak_mem_mb(device_type):
+    """Peak CUDA memory allocated by this process, or (CPU) its peak resident set size, in MiB."""
+    if device_type == 'cuda':
+        return torch.cuda.max_memory_allocated() / 2 ** 20
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
 def train_step(model, optimizer, scaler, ctx, batches, accum=1, grad_clip=1.0, teacher=None,
                distill_alpha=0.5, distill_T=2.0, ddp=False, zero_grad=True):
     """One optimizer step over `accum` micro-batches drawn from the iterator `batches`, each a tuple

@@ -336,3 +336,12 @@ def test_holdout_font_run_scores_it_apart(recipe_corpus, tmp_path):
         final = json.load(f)
     assert final['holdout_font'] == font and final['holdout']['holdout_font']['n'] == fonts.count(font)
     assert final['holdout'].get('seen_fonts', {'n': 0})['n'] == len(fonts) - fonts.count(font)
+
+
+def test_max_samples_sets_max_iters(tiny_corpus, tmp_path):
+    """--max_samples gives a run that many training images whatever its batch size (study.py uses it)."""
+    out = str(tmp_path / 'run')
+    p = train(f'--data_dir={tiny_corpus}', f'--out_dir={out}', '--max_samples=6', '--eval_interval=100',
+              '--eval_test_samples=1')
+    assert ', max_iters 2 (' in p.stdout  # ceil(6 / (2 x 2 images per step))
+    assert [r['iter'] for r in read_log(out)] == [0, 2]
