@@ -12,8 +12,8 @@ writes the ABC transcription one BPE token at a time. This is the TrOCR recipe
     idx (B,T) --tok emb + learned pos--> N x [causal self-attn, cross-attn, SwiGLU MLP]
       --LayerNorm--> tied head --> logits (B,T,V)
 
-Also here: configure_optimizers (AdamW), estimate_mfu (encoder + decoder FLOPs against a table
-of GPU peaks), generate (greedy / sampling / beam search with a KV cache; the loop is in
+Also here: configure_optimizers (AdamW), estimate_mfu (the FLOP accounting is in flops.py),
+generate (greedy / sampling / beam search with a KV cache; the loop is in
 decoding.py) and build_model, the one way to build a model with its plug-ins (NF4, LoRA).
 Checkpoints are checkpoint.py's job.
 """
@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 import backbones
 import decoding
+import flops
 import lora
 import quant
 
@@ -179,16 +180,6 @@ def sincos_2d(h, w, dim, device):
     return torch.cat([pe_y, pe_x], dim=2)  # (h, w, D)
 
 
-# GPU peak dense bf16 (fp16 on V100/T4, which lack bf16) tensor-core FLOP/s, from NVIDIA datasheets.
-# Matched by substring of torch.cuda.get_device_name(), first hit wins (so 'H100 PCIe' before 'H100').
-GPU_PEAK_FLOPS = [
-    ('B200', 2250e12), ('H200', 989e12), ('H100 PCIe', 756e12), ('H100', 989e12), ('H800', 989e12),
-    ('A100', 312e12), ('A800', 312e12), ('L40S', 362e12), ('L40', 181e12), ('L4', 121e12),
-    ('A10G', 125e12), ('A10', 125e12), ('RTX 4090', 165e12), ('RTX 3090', 71e12),
-    ('A6000', 155e12), ('V100', 125e12), ('T4', 65e12),
-]
-
-
 def count_params(module, trainable_only=False):
     """Parameter count of any module (a tied matrix counted once). Weights that quant.py stores as
     4-bit NF4 buffers (QLoRA) are frozen parameters too, so the total counts them."""
@@ -248,7 +239,7 @@ class MusicTrOCR(nn.Module):
             self.backbone.set_grad_checkpointing(True)
         if config.freeze_backbone:
             self.backbone.requires_grad_(False)
-        self._encoder_flops = {}  # (H, W) -> forward FLOPs of the backbone on one image, see estimate_mfu
+        self._encoder_flops = {}  # (H, W) -> forward FLOPs of the backbone on one image, see flops.py
         self._channels_last = False
 
     def to_channels_last(self):
@@ -407,65 +398,21 @@ class MusicTrOCR(nn.Module):
         extra = dict(fused=True) if use_fused else dict()
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **extra)
 
-    def encoder_flops(self, img_height, img_width):
-        """Forward FLOPs of the backbone on ONE (3, H, W) image, measured once with
-        torch.utils.flop_counter.FlopCounterMode (counts matmuls/convs as 2*MACs) and cached."""
-        key = (int(img_height), int(img_width))
-        if key not in self._encoder_flops:
-            from torch.utils.flop_counter import FlopCounterMode
-            m, mw = self.backbone.pad_multiple, self.backbone.pad_multiple_w
-            H, W = key[0] + (-key[0]) % m, key[1] + (-key[1]) % mw
-            p = next(self.backbone.parameters())
-            x = torch.zeros(1, 3, H, W, device=p.device, dtype=p.dtype)
-            was_training = self.backbone.training
-            self.backbone.eval()
-            counter = FlopCounterMode(display=False)
-            with torch.no_grad(), counter:
-                self.backbone(x)
-            self.backbone.train(was_training)
-            self._encoder_flops[key] = counter.get_total_flops()
-        return self._encoder_flops[key]
-
     def flops_per_sample(self, img_width, seq_len, img_height=None):
-        """Training FLOPs (forward + backward) for one image of the given size and T tokens.
-        Encoder: measured forward FLOPs x3 (x1 when the backbone is frozen: no backward through it).
-        Decoder (PaLM appendix B style): 6 x params applied per token x T, 6 x params applied per memory
-        position (the input projection, the cross-attention K/V) x S, plus the attention score/value
-        matmuls 12*L*D*T per token for self-attention (T keys) and 12*L*D*S for cross-attention."""
-        cfg = self.config
-        H = img_height or cfg.img_height
-        enc = self.encoder_flops(H, img_width)
-        enc_trainable = any(p.requires_grad for p in self.backbone.parameters())
-        bb = self.backbone
-        rows = 1 if cfg.collapse_height else (H + (-H) % bb.pad_multiple) // bb.stride
-        S = rows * ((img_width + (-img_width) % bb.pad_multiple_w) // bb.stride_w)  # memory length
-        T, L, D = seq_len, cfg.n_layer, cfg.d_model
-        n_mem = self.proj.weight.numel() + sum(b.cross.kv_proj.weight.numel() for b in self.blocks)
-        n_tok = sum(p.numel() for n, p in self.named_parameters()
-                    if n.startswith('blocks.') and p.dim() >= 2) - (n_mem - self.proj.weight.numel())
-        n_tok += self.lm_head.weight.numel()  # the tied head is a matmul per token (the embedding lookup is free)
-        if hasattr(self, 'ctc_head'):
-            n_mem += self.ctc_head.weight.numel()  # one CTC distribution per memory column
-        dec = 6 * n_tok * T + 6 * n_mem * S + 12 * L * D * T * T + 12 * L * D * T * S
-        return (3 if enc_trainable else 1) * enc + dec
+        """Training FLOPs (forward + backward) for one image and T tokens: flops.per_sample."""
+        return flops.per_sample(self, img_width, seq_len, img_height)
 
     def estimate_mfu(self, fwdbwd_per_iter, dt, img_width, seq_len, img_height=None, peak_flops=None):
         """Model FLOPs utilization (Chowdhery et al. 2022): achieved model FLOP/s over the GPU's peak
-        dense bf16 FLOP/s (GPU_PEAK_FLOPS), or over `peak_flops` if given (on a CPU, train.py passes
+        dense bf16 FLOP/s (flops.GPU_PEAK_FLOPS), or over `peak_flops` if given (on a CPU, train.py passes
         the fp32 matmul rate it measured on this machine: no datasheet number fits every CPU).
         fwdbwd_per_iter = images processed by this process in one iteration (batch_size *
         gradient_accumulation_steps), dt = seconds per iteration, img_width and seq_len = the (padded)
         batch width and T. Returns a fraction (0.4 = 40%), or None without a known peak."""
-        peak = peak_flops
+        peak = peak_flops if peak_flops is not None else flops.gpu_peak(next(self.parameters()).device)
         if peak is None:
-            if not torch.cuda.is_available() or next(self.parameters()).device.type != 'cuda':
-                return None
-            name = torch.cuda.get_device_name()
-            peak = next((f for key, f in GPU_PEAK_FLOPS if key in name), None)
-            if peak is None:
-                return None
-        flops_achieved = self.flops_per_sample(img_width, seq_len, img_height) * fwdbwd_per_iter / dt
-        return flops_achieved / peak
+            return None
+        return self.flops_per_sample(img_width, seq_len, img_height) * fwdbwd_per_iter / dt / peak
 
     # --- generation -----------------------------------------------------------
 

@@ -9,7 +9,6 @@ Mixed precision follows nanoGPT: bf16 autocast where the GPU has it, else fp16 w
 (GradScaler, Micikevicius et al. 2018); a CPU trains in fp32 (its autocast is slow and buys nothing).
 """
 
-import time
 from contextlib import nullcontext
 
 import torch
@@ -33,16 +32,6 @@ def amp_context(device_type, dtype):
     ptdtype = {'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
     return (torch.autocast(device_type=device_type, dtype=ptdtype),
             torch.amp.GradScaler(device_type, enabled=(dtype == 'float16')))
-
-
-def cpu_peak_flops():
-    """A CPU has no datasheet peak: MFU there is measured against this machine's 1024^2 fp32 matmul rate."""
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    a @ b  # warm-up
-    t = time.perf_counter()
-    for _ in range(8):
-        a @ b
-    return 8 * 2 * 1024 ** 3 / (time.perf_counter() - t)
 
 
 def peak_mem_mb(device_type):

@@ -37,6 +37,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import data
 import evaluation
+import flops
 import runlog
 import step
 from checkpoint import (atomic_write, copy_tokenizer, get_rng_state, load_checkpoint_state, load_model,
@@ -191,7 +192,7 @@ if master_process:
           f"{batch_size} x {gradient_accumulation_steps} accumulation step(s)")
 if device_type == 'cpu' and cpu_threads > 0:
     torch.set_num_threads(cpu_threads)
-cpu_peak_flops = step.cpu_peak_flops() if device_type == 'cpu' else None  # MFU's peak on a CPU
+cpu_peak_flops = flops.cpu_peak_flops() if device_type == 'cpu' else None  # MFU's peak on a CPU
 if cpu_peak_flops is not None and master_process:
     print(f"CPU: {torch.get_num_threads()} torch thread(s), 1024^2 fp32 matmul at {cpu_peak_flops / 1e9:.1f} GFLOP/s "
           f"(the peak MFU is measured against)")
