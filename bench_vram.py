@@ -31,8 +31,6 @@ import argparse
 import contextlib
 import gc
 import json
-import math
-import os
 import sys
 import time
 

@@ -31,7 +31,7 @@ def read_image(path, max_pixels):
     """An image file -> a loaded grayscale ('L', transparency as white paper) PIL image.
     Any problem -> ValueError with one line naming the file."""
     from PIL import Image
-    import data
+    import images
     if os.path.getsize(path) == 0:
         raise ValueError(f"{path}: empty file")
     try:
@@ -41,7 +41,7 @@ def read_image(path, max_pixels):
                 w, h = im.size
                 if w * h > max_pixels:
                     raise ValueError(f"image too large ({w}x{h} = {w * h:,} pixels > max_pixels={max_pixels:,})")
-                gray = data._to_gray(im)
+                gray = images.to_gray(im)
                 gray.load()
                 return gray
     except ValueError as e:
@@ -159,8 +159,8 @@ def join_lines(abcs):
 def to_tensor(im, img_height, max_width):
     """grayscale PIL image -> (3, img_height, W) float32 in [0, 1], exactly as data.OMRDataset does."""
     import torch
-    import data
-    arr = data.preprocess(im, img_height, max_width)
+    import images
+    arr = images.preprocess(im, img_height, max_width)
     x = torch.from_numpy(arr).unsqueeze(0).float().div_(255.0)  # (1, H, W), paper = 1.0
     return x.expand(3, -1, -1)  # (3, H, W)
 

@@ -114,7 +114,6 @@ def evaluate_modes(ckpt_dir, modes, batches, tokenizer, max_new_tokens, repeats=
     """Every mode: load + quantize (size on disk), decode the batches (val SER), and time them.
     The timing passes are interleaved (mode 1, mode 2, ..., then again) and each batch keeps its
     fastest time, so a burst of load from other processes cannot favour one mode over another."""
-    import data
     rows, models = {}, {}
     for mode in modes:
         try:

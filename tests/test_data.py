@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 import data
+import images
 import metrics
 
 
@@ -156,11 +157,11 @@ def test_metric_speed(tiny_corpus, tok):
 
 def test_resize_keeps_aspect_and_caps_width():
     im = Image.new("L", (400, 100), 0)
-    out = data.resize_to_height(im, 50, max_width=1000)
+    out = images.resize_to_height(im, 50, max_width=1000)
     assert out.size == (200, 50)
     # over-wide: scaled down uniformly to max_width, centred vertically on white
     im = Image.new("L", (1000, 50), 0)
-    out = np.array(data.resize_to_height(im, 100, max_width=300))
+    out = np.array(images.resize_to_height(im, 100, max_width=300))
     assert out.shape == (100, 300)
     assert (out[:40] == 255).all() and (out[-40:] == 255).all()   # 15 rows of ink, 42-43 white above/below
     assert (out[43:57] == 0).all()
@@ -322,9 +323,9 @@ def test_export_writes_the_split_images_and_labels(tiny_corpus, tmp_path):
 
 
 def test_preprocess_is_what_the_dataset_returns(tiny_corpus, tok):
-    # training (OMRDataset) and inference (sample.py) share data.preprocess
+    # training (OMRDataset) and inference (sample.py) share images.preprocess
     ds = data.OMRDataset(tiny_corpus, "train", tok, img_height=48, max_width=300)
     raw = data.load_split(tiny_corpus, "train")
-    arr = data.preprocess(raw[0]["image"], 48, 300)
+    arr = images.preprocess(raw[0]["image"], 48, 300)
     assert arr.shape[0] == 48 and arr.shape[1] <= 300
     assert torch.equal(ds[0]["image"][0], torch.from_numpy(arr).float() / 255.0)

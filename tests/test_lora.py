@@ -191,7 +191,7 @@ def test_targets_patterns_and_errors():
 
 @pytest.mark.parametrize("qlora", [False, True])
 def test_musictrocr_lora_checkpoint_round_trip(tmp_path, qlora):
-    """The train.py / model.load_model path: (NF4 backbone,) LoRA on the backbone, only the adapters and
+    """The train.py / checkpoint.load_model path: (NF4 backbone,) LoRA on the backbone, only the adapters and
     the decoder learn, and a saved checkpoint reloads into identical outputs."""
     import model as M
     cfg = M.MusicTrOCRConfig(backbone="cnn_tiny", vocab_size=40, n_layer=1, n_head=2, d_model=32, d_ff=64,

@@ -1,6 +1,6 @@
 """
 tests/test_sample.py: sample.py end to end on CPU. A tiny model is overfitted for a few seconds on
-two engraved tunes and saved with model.save_checkpoint, so the command line must print exactly
+two engraved tunes and saved with checkpoint.save_checkpoint, so the command line must print exactly
 those two tunes back; then the bad-input paths (missing, empty, corrupt, non-image, huge image,
 mismatched checkpoint) must each give one line on stderr, a non-zero exit and no traceback.
 """

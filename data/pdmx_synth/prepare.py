@@ -29,10 +29,10 @@ SPLIT_NAMES = {'train': ('train',), 'val': ('validation', 'val', 'valid', 'dev')
 
 def _to_png_gray(img):
     """PIL image (any mode, maybe transparent) -> grayscale PNG bytes, ink dark on white paper,
-    through data.py's own conversion (transparent pixels would otherwise turn black)."""
-    from data import _to_gray
+    through images.py's own conversion (transparent pixels would otherwise turn black)."""
+    from images import to_gray
     buf = io.BytesIO()
-    _to_gray(img).save(buf, format='PNG')
+    to_gray(img).save(buf, format='PNG')
     return buf.getvalue()
 
 
