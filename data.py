@@ -179,7 +179,7 @@ class OMRDataset(torch.utils.data.Dataset):
         self._pixels = None  # the decoded-image cache (see cache_images), a memory-mapped uint8 array
         ds = load_split(data_dir, split)
         # decode=False: we get the raw PNG bytes and decode them ourselves (datasets' own decoding of a
-        # row measured ~2 ms vs ~0.06 ms for the bytes). Only the image column is read per item; the
+        # row costs far more than reading its bytes). Only the image column is read per item; the
         # transcriptions (small strings) are read once into a list (datasets 5 returns a lazy Column).
         self.ds = ds.cast_column("image", datasets.Image(decode=False)).select_columns(["image"])
         self.texts = list(ds["transcription"])
@@ -211,8 +211,8 @@ class OMRDataset(torch.utils.data.Dataset):
 
     def cache_images(self, num_workers=None):
         """Decode and resize every image of the split once, into <data_dir>/cache/ (one flat uint8
-        array plus offsets, written atomically), and serve items from a memory map of it. At 64 px
-        a whole split is a few hundred MB; decoding PNGs is then off the training path, so on a
+        array plus offsets, written atomically), and serve items from a memory map of it. At a small
+        img_height a whole split fits in memory; decoding PNGs is then off the training path, so on a
         CPU both cores can compute instead of one of them inflating PNGs. The file name carries
         the split's fingerprint, img_height and max_width, so it is rebuilt whenever one changes."""
         d = os.path.join(self.data_dir, "cache")

@@ -32,16 +32,14 @@ def resize_to_height(im, img_height, max_width):
     max_width wide and then centred vertically on a white img_height-high canvas. We never crop (the
     label would then describe music that is not in the image) and never squeeze only the width (that
     distorts note heads and spacing, which the model reads). The cost is a smaller staff for the rare
-    very long system. It is not rare: in data/m21/quick no train image exceeds 2048 px at img_height
-    128, but 28% do at 224 (the widest by 1.7x), so OMRDataset prints the fraction; raise max_width
-    with img_height if your GPU allows it.
+    very long system, and the taller img_height, the more systems pay it, so OMRDataset prints the
+    fraction; raise max_width with img_height if your GPU allows it.
     Returns an (img_height, W) PIL image, W <= max_width."""
     w, h = im.size
     W = max(1, round(w * img_height / h))
     # Shrinking: BOX averages exactly the source pixels under each output pixel (ideal antialiasing for
-    # these 1-3x reductions: thin staff lines turn light gray instead of vanishing) and measured ~35%
-    # faster than BILINEAR, ~3x faster than LANCZOS. Enlarging: BOX would be blocky nearest-neighbour,
-    # so BILINEAR.
+    # these 1-3x reductions: thin staff lines turn light gray instead of vanishing) and is cheaper than
+    # BILINEAR or LANCZOS. Enlarging: BOX would be blocky nearest-neighbour, so BILINEAR.
     if W <= max_width:
         return im.resize((W, img_height), Image.Resampling.BOX if h > img_height else Image.Resampling.BILINEAR)
     h2 = max(1, round(h * max_width / w))

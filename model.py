@@ -277,11 +277,11 @@ class MusicTrOCR(nn.Module):
     def encode(self, images, widths=None):
         """images (B,3,H,W) in [0,1], paper = 1.0; widths (B,) real widths or None (= all W).
         Returns memory (B, S, D) and mem_mask (B, S) bool (True = real image) or None.
-        With the mask, how much white padding follows an image does not matter (tested to 1e-5).
+        With the mask, how much white padding follows an image does not matter (tests/test_model.py).
         One caveat for CNN backbones: the last real columns see, through their receptive field,
         either white padding (in a batch) or the conv's zero padding at the tensor edge (alone),
-        so an image alone and the same image padded differ slightly (~5e-5 in the logits of the
-        random tiny test model); data.collate always pads with white, as sample.py does."""
+        so an image alone and the same image padded differ slightly; data.collate always pads
+        with white, as sample.py does."""
         if images.dim() != 4 or images.size(1) != 3:
             raise ValueError(f"images must be (B,3,H,W), got {tuple(images.shape)}")
         B, _, H, W = images.shape

@@ -143,12 +143,11 @@ def write_outputs(save_dir, src_path, abc, timeout=120):
     is exactly what an untrained or confused model writes, and that must not take sample.py down.
     The child writes temp files that we rename into place only if it succeeded (atomic writes)."""
     import subprocess
+    from checkpoint import atomic_write
     stem = os.path.splitext(os.path.basename(src_path))[0]
     os.makedirs(save_dir, exist_ok=True)
     abc_path, png_path, mid_path = (os.path.join(save_dir, stem + ext) for ext in ('.abc', '.png', '.mid'))
-    with open(abc_path + '.tmp', 'w', encoding='utf-8') as f:
-        f.write(abc)
-    os.replace(abc_path + '.tmp', abc_path)
+    atomic_write(abc_path, abc)
     here = os.path.dirname(os.path.abspath(__file__))
     code = 'import sys; sys.path.insert(0, sys.argv[1]); import sample; sample.engrave_to_files(*sys.argv[2:])'
     try:
@@ -210,8 +209,9 @@ def load_input(path, img_height, max_width):
 
 
 def _save_png(im, path):
-    im.save(path + '.tmp.png')
-    os.replace(path + '.tmp.png', path)
+    from checkpoint import atomic_path
+    with atomic_path(path) as tmp:
+        im.save(tmp)
 
 
 def main():

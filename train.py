@@ -3,7 +3,7 @@ train.py: train MusicTrOCR (image of one line of engraved music -> ABC), after n
 
 One file, one loop, no Trainer class and no callbacks. It runs on a single device:
 
-    $ python train.py config/quickstart.py                       # 2-core CPU, ~15 minutes
+    $ python train.py config/quickstart.py                       # a 2-core CPU
     $ python train.py config/resnet50.py --batch_size=16         # one GPU
 
 or with DDP under torchrun, on one node:

@@ -22,7 +22,7 @@ def engrave(abc, font, layout):
     """canonical ABC -> (svg, mei) with verovio, forced onto a single system, no header/footer text."""
     import verovio
     verovio.enableLog(verovio.LOG_OFF)  # verovio warns on stderr for every odd input; we check ourselves
-    # a fresh toolkit per excerpt (3 ms): verovio 6.4's ABC reader keeps the previous tune's key signature
+    # a fresh toolkit per excerpt (cheap): verovio 6.4's ABC reader keeps the previous tune's key signature
     tk = verovio.toolkit()
     tk.setOptions({'font': font, 'scale': layout['scale'], 'spacingLinear': layout['spacingLinear'],
                    'spacingNonLinear': layout['spacingNonLinear'], 'breaks': 'none', 'pageWidth': 60000,

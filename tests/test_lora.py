@@ -225,3 +225,35 @@ def test_musictrocr_lora_checkpoint_round_trip(tmp_path, qlora):
     assert lora.merge_and_unload(m2) == 19 and not lora.lora_modules(m2)
     assert "backbone.stages.0.0.weight" in m2.state_dict()
     assert (m2(img, idx)[0] - ref).abs().max().item() < 1e-4
+
+
+def test_adapter_command_line(tmp_path):
+    """python checkpoint.py save_adapter / load_adapter: a LoRA run's adapters alone, and put back into
+    the run's model as a new checkpoint; a run without LoRA and bad arguments are one line."""
+    import subprocess
+    import model as M
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    kw = dict(rank=4, alpha=8.0, dropout=0.0, targets=["backbone."], rslora=False)
+    args = dict(backbone="cnn_tiny", vocab_size=40, n_layer=1, n_head=2, d_model=32, d_ff=64, max_seq_len=32,
+                dropout=0.0, img_height=32)
+    torch.manual_seed(0)
+    m = M.build_model(args, kw)
+    _randomize_B(m)
+    run = tmp_path / "run"
+    checkpoint.save_checkpoint(str(run / "ckpt_best"), m, dict(iter_num=1, best_val_loss=1.0, lora=kw, quant=None))
+    cli = lambda *a: subprocess.run([sys.executable, "checkpoint.py", *map(str, a)], cwd=root, capture_output=True,
+                                    text=True, timeout=120)
+    r = cli("save_adapter", run, tmp_path / "a.safetensors")
+    assert r.returncode == 0, r.stderr
+    fresh = M.build_model(args, kw)  # new adapters (lora_B = 0): the saved ones must come back
+    checkpoint.load_adapter(fresh, str(tmp_path / "a.safetensors"))
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in lora.lora_state_dict(fresh).items())
+    r = cli("load_adapter", run, tmp_path / "a.safetensors", tmp_path / "new")
+    assert r.returncode == 0, r.stderr
+    m2, meta = checkpoint.load_model(str(tmp_path / "new"))
+    img, idx = torch.rand(1, 3, 32, 64), torch.randint(3, 40, (1, 5))
+    assert torch.equal(m2.eval()(img, idx)[0], m.eval()(img, idx)[0]) and meta["lora"] == kw
+    plain = tmp_path / "plain"
+    checkpoint.save_checkpoint(str(plain), M.build_model(args), dict(iter_num=1, best_val_loss=1.0, lora=None, quant=None))
+    for bad in (cli("save_adapter", plain, tmp_path / "b.safetensors"), cli("save_adapter"), cli("nope", run, run)):
+        assert bad.returncode != 0 and bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1, bad.stderr

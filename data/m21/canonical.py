@@ -33,7 +33,7 @@ def _barline(bl, default='|'):
     return {'double': '||', 'final': '|]', 'light-heavy': '|]', 'heavy-light': '||'}.get(bl.type, '|')
 
 def parse_abc(text):
-    """one ABC tune -> music21 Score. music21 beams every part after parsing (about 60% of its parse
+    """one ABC tune -> music21 Score. music21 beams every part after parsing (most of its parse
     time); we never read its beams (the canonical writer derives beaming from the meter), so that step
     is switched off while we parse."""
     import music21
