@@ -287,10 +287,9 @@ def load_adapter(model, path):
 
 
 def main(argv):
-    usage = ("usage: python checkpoint.py save_adapter <run or checkpoint dir> <adapter.safetensors>\n"
-             "       python checkpoint.py load_adapter <run or checkpoint dir> <adapter.safetensors> <new checkpoint dir>")
     if len(argv) < 3 or (argv[0], len(argv)) not in (('save_adapter', 3), ('load_adapter', 4)):
-        raise ValueError(usage.replace('\n', ' '))
+        raise ValueError("usage: python checkpoint.py save_adapter <run or checkpoint dir> <adapter.safetensors>, "
+                         "or load_adapter <run or checkpoint dir> <adapter.safetensors> <new checkpoint dir>")
     ckpt = find_checkpoint(argv[1])
     model, meta = load_model(ckpt)
     if not meta.get('lora'):
