@@ -773,6 +773,9 @@ TIMM_HUB = {
     "swin_tiny": "timm/swin_tiny_patch4_window7_224.ms_in1k",
     "mobilevit_small": "timm/mobilevit_s.cvnets_in1k",
 }
+# the seven encoders of the backbone study (study.py, bench_vram.py): the ones with ImageNet weights.
+# cnn_tiny (the tests) and cnn_line (the CPU reader) are sized for a CPU
+STUDY_BACKBONES = [name for name in BACKBONES if name in TIMM_HUB]
 
 
 # The input normalization each timm checkpoint was trained with. The contract feeds every

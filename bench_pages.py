@@ -20,7 +20,7 @@ staff matches a true one at IoU >= 0.5 of these boxes (one to one, best first).
 
 References for SER: a system's reference is write_excerpt of exactly the measures verovio put in it
 (counted in the SVG), and the page reference joins them with pages.join_lines, as the page output is
-joined; page SER = data.score(joined prediction, page reference), line SER = data.score over staves
+joined; page SER = metrics.score(joined prediction, page reference), line SER = metrics.score over staves
 (found staff i against true system i, when the counts agree).
 """
 
@@ -223,7 +223,7 @@ def main():
             p['image'].save(os.path.join(write_pages, f'page_{i:03d}.png'))
             with open(os.path.join(write_pages, f'page_{i:03d}.json'), 'w') as f:
                 json.dump(dict(font=p['font'], title=p['title'], truth=p['truth'], lines=p['lines']), f, indent=1)
-    staves.find_staves(pages[0]['image'])  # warm-up: the first call imports data.py (and torch)
+    staves.find_staves(pages[0]['image'])  # warm-up: the first call imports images.py (and torch)
 
     def detect(images):
         """-> (table rows, recall, precision, seconds per page list, Pages)"""
@@ -280,7 +280,7 @@ def main():
 
 def transcription_report(pages, found_pages):
     """page SER and line SER with the checkpoint in out_dir; seconds per page for transcription."""
-    import data
+    import metrics
     import pages as pg
     reader = pg.Reader(out_dir, device=device, batch_size=batch_size, beam_size=beam_size, max_new_tokens=max_new_tokens)
     preds_page, refs_page, preds_line, refs_line, secs = [], [], [], [], []
@@ -294,7 +294,7 @@ def transcription_report(pages, found_pages):
         if len(abcs) == len(p['lines']):
             preds_line += [a or '' for a in abcs]
             refs_line += p['lines']
-    sp, sl = data.score(preds_page, refs_page), data.score(preds_line, refs_line) if refs_line else None
+    sp, sl = metrics.score(preds_page, refs_page), metrics.score(preds_line, refs_line) if refs_line else None
     out = ['## Transcription', '', f'Checkpoint `{out_dir}`, {"greedy" if beam_size == 1 else f"beam {beam_size}"}.', '',
            '| level | n | SER | CER |', '|---|---:|---:|---:|',
            f'| page (joined tune vs reference tune) | {sp["n"]} | {sp["ser"]:.2%} | {sp["cer"]:.2%} |']

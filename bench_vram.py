@@ -21,32 +21,30 @@ The first three are counted exactly, tensor by tensor. The last one needs a GPU:
 script prints that no GPU was present and gives an *estimate* of it from the tensors autograd saves
 (torch.autograd.graph.saved_tensors_hooks), which misses workspaces and transients.
 
-The step is the one train.py runs (forward under autocast, GradScaler'd backward, clip, AdamW step),
-on a synthetic batch of the right shape: memory and speed depend on shapes, not on pixel values.
-Model and optimizer are built exactly as train.py builds them: MusicTrOCR(config), lora.apply_lora /
-quant.quantize_model_nf4 for the LoRA and QLoRA modes, model.configure_optimizers.
+The step is train.py's own (step.train_step: forward under autocast, GradScaler'd backward, clip,
+AdamW step), on a synthetic batch of the right shape: memory and speed depend on shapes, not on pixel
+values. The model is built by model.build_model, as train.py builds it (NF4 and LoRA for the QLoRA and
+LoRA modes), the optimizer by model.configure_optimizers, the precision by step.amp_context.
 """
 
 import argparse
 import contextlib
 import gc
 import json
-import math
-import os
 import sys
-import tempfile
 import time
 
 import torch
 
-GIB = 1024 ** 3
-MIB = 1024 ** 2
-ALL_BACKBONES = ['resnet50', 'efficientnet_b0', 'convnext_tiny', 'vit_small', 'deit_small',
-                 'swin_tiny', 'mobilevit_small']
+import backbones
+import model as M
+import step
+from step import amp_context, resolve_dtype  # train.py's precision (the tests call bench_vram.amp_context)
+from vram_report import GIB, pareto_front, recommend, write_report  # noqa: F401 (bench_vram.recommend etc.)
+
 ALL_MODES = ['full', 'frozen', 'lora_r4', 'lora_r8', 'lora_r16', 'qlora_r8']
 # the CPU smoke configuration: cnn_tiny under a one-layer decoder, small enough for CI
 CPU_TINY = dict(n_layer=1, n_head=2, d_model=64, d_ff=128, vocab_size=256, max_seq_len=64)
-TIERS_GB = (16, 24, 48)  # consumer / prosumer / datacenter cards; treated as GiB, as vendors sell them
 
 # -----------------------------------------------------------------------------
 # building the model of one configuration, the way train.py does
@@ -65,23 +63,12 @@ def parse_mode(mode):
 
 
 def build_model(backbone, mode, img_height, model_args=None, device='cpu'):
-    """MusicTrOCR for one (backbone, mode); returns the model on `device`, in train mode."""
-    from model import MusicTrOCR, MusicTrOCRConfig
+    """MusicTrOCR for one (backbone, mode) through model.build_model; on `device`, in train mode."""
     freeze, rank, quant = parse_mode(mode)
-    # as train.py: LoRA / QLoRA train the encoder through the adapters only, so the rest of the
-    # backbone (norms, biases, layers too small to quantize) is frozen too, BatchNorm in eval mode
-    freeze = freeze or rank > 0 or quant is not None
     args = dict(backbone=backbone, pretrained=None, img_height=img_height, freeze_backbone=freeze)
     args.update(model_args or {})
-    model = MusicTrOCR(MusicTrOCRConfig(**args))
-    # QLoRA = NF4-frozen backbone + LoRA on top (Dettmers et al. 2023): quantize first, then wrap,
-    # so the adapters sit beside the 4-bit weights, which never receive a gradient.
-    if quant == 'nf4':
-        import quant as nf4
-        nf4.quantize_model_nf4(model.backbone)
-    if rank:
-        import lora
-        lora.apply_lora(model, rank=rank, targets=('backbone.',))
+    model = M.build_model(args, lora_args=dict(rank=rank, targets=('backbone.',)) if rank else None,
+                          quant_args=dict(backbone=quant) if quant else None)
     return model.to(device).train()
 
 
@@ -102,28 +89,9 @@ def synthetic_batch(batch_size, img_height, img_width, seq_len, vocab_size, devi
     return [t.to(device) for t in (images, idx, targets, widths)]
 
 
-def amp_context(device_type, dtype):
-    """train.py's precision: autocast bf16 (fp16 + GradScaler where bf16 is missing), fp32 on CPU."""
-    if device_type == 'cpu' or dtype == 'float32':
-        return contextlib.nullcontext(), torch.amp.GradScaler(device_type, enabled=False)
-    ptdtype = {'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
-    return (torch.amp.autocast(device_type=device_type, dtype=ptdtype),
-            torch.amp.GradScaler(device_type, enabled=(dtype == 'float16')))
-
-
 def train_step(model, optimizer, scaler, ctx, batch, grad_clip=1.0, zero_grad=True):
-    """One micro-step + optimizer step, the same calls in the same order as train.py."""
-    images, idx, targets, widths = batch
-    with ctx:
-        _, loss = model(images, idx, targets, widths=widths)
-    scaler.scale(loss).backward()
-    if grad_clip:
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
-    if zero_grad:
-        optimizer.zero_grad(set_to_none=True)
+    """One optimizer step on one micro-batch: train.py's step.train_step. Returns the loss."""
+    loss, _ = step.train_step(model, optimizer, scaler, ctx, iter([batch]), 1, grad_clip, zero_grad=zero_grad)
     return loss.item()
 
 # -----------------------------------------------------------------------------
@@ -374,173 +342,6 @@ def measure(backbone, mode, img_height, batch_sizes, args, device):
     return rows
 
 # -----------------------------------------------------------------------------
-# SER of real runs, Pareto frontiers, recommendations
-
-
-def pareto_front(points, maximize_x=False):
-    """Indices of the non-dominated points (x, ser): lower SER, and lower x (or higher x)."""
-    order = sorted(range(len(points)), key=lambda i: (-points[i][0] if maximize_x else points[i][0],
-                                                      points[i][1]))
-    front, best = [], math.inf
-    for i in order:
-        if points[i][1] < best:
-            front.append(i)
-            best = points[i][1]
-    return front
-
-
-def recommend(rows, runs):
-    """Per tier: among configurations whose largest batch was MEASURED to fit, the lowest SER of a
-    matching run (same backbone and mode); ties and SER-less candidates ranked by samples/s."""
-    ser = {}
-    for r in runs:
-        if r.get('ser') is not None:
-            k = (r['backbone'], r['mode'])
-            ser[k] = min(ser.get(k, math.inf), r['ser'])
-    recs = {}
-    for tier in {t for row in rows for t in row['fit']}:
-        cands = [row for row in rows if (row['fit'][tier].get('measured') or 0) >= 1]
-        if not cands:
-            recs[tier] = dict(note='no GPU measurement of a fitting batch for this tier: no recommendation')
-            continue
-        best = min(cands, key=lambda r: (ser.get((r['backbone'], r['mode']), math.inf), -r['samples_per_sec']))
-        s = ser.get((best['backbone'], best['mode']))
-        recs[tier] = dict(backbone=best['backbone'], mode=best['mode'], img_height=best['img_height'],
-                          batch_size=best['fit'][tier]['measured'], samples_per_sec=best['samples_per_sec'],
-                          expected_ser=s, ser_note=None if s is not None else
-                          'no run of this configuration given (--runs): SER unknown, picked by samples/s')
-    return dict(sorted(recs.items(), key=lambda kv: int(kv[0])))
-
-# -----------------------------------------------------------------------------
-# writers
-
-
-def fmt_mib(b):
-    return '-' if b is None else f'{b / MIB:,.1f}'
-
-
-def markdown_table(rows, cuda):
-    act = 'act+workspace MiB' if cuda else 'activations MiB (estimate)'
-    head = ['backbone', 'mode', 'H x W', 'batch', 'trainable params', 'params+buffers MiB', 'grads MiB',
-            'AdamW MiB', act, 'peak MiB', 'step ms', 'samples/s', 'tokens/s']
-    tiers = sorted({t for r in rows for t in r['fit']}, key=int)
-    head += [f'max batch {t} GB' for t in tiers]
-    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
-    for r in rows:
-        cells = [r['backbone'], r['mode'], f"{r['img_height']} x {r['img_width']}", str(r['batch_size']),
-                 f"{r['trainable_params']:,}", fmt_mib(r['param_bytes'] + r['buffer_bytes']),
-                 fmt_mib(r['grad_bytes']), fmt_mib(r['optimizer_bytes']), fmt_mib(r['activation_bytes']),
-                 fmt_mib(r['peak_bytes']), f"{r['step_ms']:.1f}", f"{r['samples_per_sec']:.1f}",
-                 f"{r['tokens_per_sec']:,.0f}"]
-        for t in tiers:  # measured by trying where the search ran, else '~' + the linear-fit estimate
-            f = r['fit'][t]
-            if f.get('measured') is not None:
-                cells.append(str(f['measured']))
-            else:
-                cells.append('-' if f.get('predicted') is None else f"~{f['predicted']}")
-        lines.append('| ' + ' | '.join(cells) + ' |')
-    return '\n'.join(lines)
-
-
-def recommendation_table(recs):
-    lines = ['| tier | backbone | mode | H | max batch (measured) | samples/s | expected SER |',
-             '|---|---|---|---|---|---|---|']
-    for tier, r in recs.items():
-        if 'backbone' not in r:
-            lines.append(f"| {tier} GB | {r['note']} | | | | | |")
-            continue
-        s = f"{100 * r['expected_ser']:.2f}%" if r['expected_ser'] is not None else 'unknown (no run given)'
-        lines.append(f"| {tier} GB | {r['backbone']} | {r['mode']} | {r['img_height']} | {r['batch_size']} "
-                     f"| {r['samples_per_sec']:.1f} | {s} |")
-    return '\n'.join(lines)
-
-
-def atomic_write(path, data, mode='w'):
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=os.path.basename(path) + '.tmp-')
-    with os.fdopen(fd, mode) as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-def atomic_savefig(fig, path):
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=os.path.basename(path) + '.tmp-', suffix='.png')
-    os.close(fd)
-    fig.savefig(tmp, dpi=110, bbox_inches='tight')
-    os.replace(tmp, path)
-
-
-def plot_memory(rows, path, title, tiers=TIERS_GB):
-    """Stacked bars: params / grads / AdamW / activations per configuration, tier lines on top."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    ref = {}
-    for r in rows:  # one bar per (backbone, mode, height): the largest measured batch
-        k = (r['backbone'], r['mode'], r['img_height'])
-        if k not in ref or r['batch_size'] > ref[k]['batch_size']:
-            ref[k] = r
-    bars = list(ref.values())
-    # a tiny CPU configuration takes megabytes: drawn in GiB next to 16 GB it would be invisible
-    top = max(r['static_bytes'] + max(0, r['activation_bytes']) for r in bars)
-    unit, uname = (GIB, 'GiB') if top > 0.5 * GIB else (MIB, 'MiB')
-    parts = [('parameters + buffers', lambda r: r['param_bytes'] + r['buffer_bytes'], '#4c72b0'),
-             ('gradients', lambda r: r['grad_bytes'], '#dd8452'),
-             ('AdamW state', lambda r: r['optimizer_bytes'], '#55a868'),
-             ('activations + workspace', lambda r: max(0, r['activation_bytes']), '#c44e52')]
-    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(bars) + 2), 5))
-    x = range(len(bars))
-    bottom = [0.0] * len(bars)
-    for label, get, color in parts:
-        h = [get(r) / unit for r in bars]
-        ax.bar(x, h, bottom=bottom, label=label, color=color)
-        bottom = [a + b for a, b in zip(bottom, h)]
-    if unit == GIB:
-        for t in tiers:
-            ax.axhline(t, color='k', ls='--', lw=0.8)
-            ax.text(len(bars) - 0.5, t, f' {t} GB', va='bottom', ha='right', fontsize=8)
-    else:
-        title += f"\n(MiB scale: the {'/'.join(map(str, tiers))} GB lines lie far above it)"
-
-    ax.set_xticks(list(x))
-    ax.set_xticklabels([f"{r['backbone']}\n{r['mode']} b{r['batch_size']}" for r in bars],
-                       rotation=60, ha='right', fontsize=7)
-    ax.set_ylabel(uname)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8, loc='upper left')
-    atomic_savefig(fig, path)
-    plt.close(fig)
-
-
-def plot_pareto(runs, path, title):
-    """SER vs peak memory and SER vs samples/s of the given runs, frontier drawn as a step line."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    for ax, key, xlabel, maximize in ((axes[0], 'peak_mem_mb', 'peak memory (MiB, from the run log)', False),
-                                      (axes[1], 'samples_per_sec', 'samples/s (from the run log)', True)):
-        pts = [(r[key], 100 * r['ser'], r['name']) for r in runs
-               if r.get(key) is not None and r.get('ser') is not None]
-        for x, y, name in pts:
-            ax.scatter(x, y, color='#4c72b0')
-            ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords='offset points')
-        if pts:
-            front = [pts[i] for i in pareto_front([(p[0], p[1]) for p in pts], maximize_x=maximize)]
-            ax.step([p[0] for p in front], [p[1] for p in front], where='post', color='#c44e52', marker='o',
-                    mfc='none', ms=11, label='Pareto frontier')
-            ax.legend(fontsize=8)
-        else:
-            ax.text(0.5, 0.5, f'no run logged {key}', transform=ax.transAxes, ha='center')
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel('SER (%)')
-        ax.grid(alpha=0.3)
-    fig.suptitle(title, fontsize=9)
-    atomic_savefig(fig, path)
-    plt.close(fig)
-
-# -----------------------------------------------------------------------------
 
 
 def parse_args(argv):
@@ -580,7 +381,7 @@ def measure_all(args, argv):
         raise RuntimeError("--device=cuda asked for, but torch sees no CUDA device")
     device = 'cuda' if cuda else 'cpu'
     split = lambda s, f=str: [f(x) for x in s.split(',') if x]
-    backbones = split(args.backbones) if args.backbones else (ALL_BACKBONES if cuda else ['cnn_tiny'])
+    names = split(args.backbones) if args.backbones else (backbones.STUDY_BACKBONES if cuda else ['cnn_tiny'])
     modes = split(args.modes) if args.modes else (ALL_MODES if cuda else ['full', 'frozen', 'lora_r8', 'qlora_r8'])
     for m in modes:
         parse_mode(m)
@@ -591,10 +392,7 @@ def measure_all(args, argv):
     args.warmup = args.warmup if args.warmup is not None else (2 if cuda else 1)
     args.iters = max(1, args.iters if args.iters is not None else (3 if cuda else 1))
     args.model_args = json.loads(args.model) if args.model else ({} if cuda else dict(CPU_TINY))
-    if args.dtype == 'auto':
-        args.dtype = 'bfloat16' if cuda and torch.cuda.is_bf16_supported() else 'float16'
-    if not cuda:
-        args.dtype = 'float32'
+    args.dtype = resolve_dtype(device, 'bfloat16' if args.dtype == 'auto' else args.dtype)  # as train.py
     torch.manual_seed(args.seed)
     gpu = torch.cuda.get_device_name(0) if cuda else None
     if cuda:
@@ -611,7 +409,7 @@ def measure_all(args, argv):
               "activation memory and the batch that fits each tier are ESTIMATES, and no peak memory "
               "was measured.", flush=True)
     rows = []
-    for bb in backbones:
+    for bb in names:
         for mode in modes:
             for h in heights:
                 print(f"measuring {bb} / {mode} / {h}px on {gpu or 'cpu'} ...", file=sys.stderr, flush=True)
@@ -620,44 +418,6 @@ def measure_all(args, argv):
     return dict(device=device, gpu=gpu, no_gpu=not cuda, dtype=args.dtype, torch=torch.__version__, command=cmd,
                 seq_len=args.seq_len, iters=args.iters, tiers=args.tiers, context_bytes=args.context_bytes,
                 model_args=args.model_args, rows=rows)
-
-
-def write_report(meas, runs, results_dir):
-    """Tables, plots and the JSON of one measurement record (+ the runs' SER) into results_dir."""
-    cuda, rows = meas['device'] == 'cuda', meas['rows']
-    recs = recommend(rows, runs) if cuda else {str(t): dict(
-        note='no GPU was present: nothing measured, no recommendation') for t in meas['tiers']}
-    tag = 'cuda' if cuda else 'cpu'
-    where = meas['gpu'] or 'CPU (no GPU present; tiny configuration)'
-    table = markdown_table(rows, cuda)
-    md = [f'# bench_vram: {where}', '', f"Command: `{meas['command']}`  ",
-          f"dtype {meas['dtype']}, torch {meas['torch']}, synthetic batch (image H x W, {meas['seq_len']} target "
-          f"tokens per sample), one optimizer step per point, median of {meas['iters']}.", '']
-    if not cuda:
-        md += ['**No GPU was present.** Activations are an estimate (tensors saved for backward); '
-               'the max-batch columns are estimates from a linear fit, not measured.', '']
-    md += [table, '', 'max batch N: the largest micro-batch that ran within the tier (--search, OOM caught); '
-           '~N: an estimate from a linear fit of two measured points, not tried.', '',
-           '## Recommendation per memory tier', '',
-           'Among configurations measured to fit, the lowest SER of a matching run (--runs: ' +
-           (', '.join(r['name'] for r in runs) or 'none given') + ').', '', recommendation_table(recs), '']
-    os.makedirs(results_dir, exist_ok=True)
-    files = dict(table=os.path.join(results_dir, f'bench_vram_{tag}.md'),
-                 json=os.path.join(results_dir, f'bench_vram_{tag}.json'),
-                 memory_png=os.path.join(results_dir, f'bench_vram_memory_{tag}.png'))
-    plot_memory(rows, files['memory_png'], f'memory breakdown per training step: {where}'
-                + ('' if cuda else ' (activations ESTIMATED)'), meas['tiers'])
-    if runs:
-        files['pareto_png'] = os.path.join(results_dir, f'bench_vram_pareto_{tag}.png')
-        plot_pareto(runs, files['pareto_png'], 'SER vs memory and throughput of the given runs')
-    atomic_write(files['table'], '\n'.join(md))
-    report = dict(meas, runs=[{k: v for k, v in r.items() if k != 'log'} for r in runs],
-                  recommendations=recs, files=files)
-    atomic_write(files['json'], json.dumps(report, indent=1))
-    print(table)
-    print()
-    print(recommendation_table(recs))
-    print(json.dumps(report))
 
 
 def main(argv=None):
@@ -683,7 +443,7 @@ def main(argv=None):
         meas = measure_all(args, argv)
     runs = []
     if args.runs:
-        from study import expand, read_run
+        from runlog import expand, read_run
         runs = [read_run(d) for d in expand(args.runs)]
     write_report(meas, runs, args.results_dir)
 

@@ -3,31 +3,31 @@ data.py: the runtime half of nanoOMR's data engine.
 
 A prepared dataset (see data/m21/prepare.py) is a directory holding a Hugging Face DatasetDict
 (splits train/val/test, columns image, transcription, source, tune_id, font) and a sentencepiece
-tokenizer. This file turns it into training batches and scores predictions:
+tokenizer. This file turns it into training batches (the scores are metrics.py's job):
 
     train_tokenizer / Tokenizer   sentencepiece BPE with an exact round trip on ABC text
     load_split                    the on-disk split, or a one-line error naming the prepare command
     OMRDataset                    PNG -> (3, H, W) float image with fixed height, plus token ids
     Collate / collate             right-pad images with white, add BOS/EOS, pad targets with -1
-    WidthBucketSampler            optional batch sampler grouping similar widths (DDP-aware)
-    abc_symbols / score           tokenizer-independent metrics: SER over ABC symbols, CER, BPE-SER,
-                                  exact-match sequence accuracy
+    epoch_batches / train_loader  the training order, a pure function of (seed, epoch, iteration),
+                                  width-bucketed and DDP-aware; eval_batches, the fixed eval batches
 
-Run `python data.py --bench --data_dir=data/m21/quick` to measure loader and metric speed.
+Run `python data.py --bench --data_dir=data/m21/quick` to measure loader and metric speed, and
+`python data.py --export=3 --split=test` to write the first test images with their labels.
 """
 
 import io
 import os
-import re
 import sys
-import math
 import time
-import tempfile
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
+
+import images
+import metrics
+from checkpoint import atomic_path, atomic_write
 
 # -----------------------------------------------------------------------------
 # Tokenizer
@@ -83,17 +83,11 @@ def train_tokenizer(texts, out_prefix, vocab_size=4096, model_type="bpe"):
     n = sp.get_piece_size()
     if n < vocab_size and model_type == "bpe":
         print(f"train_tokenizer: corpus too small for vocab_size={vocab_size}, using {n}")
-    # atomic writes: a temp file in the same directory, then os.replace (a crash never leaves half a model)
     out_prefix = str(out_prefix)
-    out_dir = os.path.dirname(os.path.abspath(out_prefix))
-    os.makedirs(out_dir, exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(out_prefix)), exist_ok=True)
     vocab = "".join(f"{sp.id_to_piece(i)}\t{sp.get_score(i)}\n" for i in range(n))
-    for ext, payload in ((".vocab", vocab.encode("utf-8")), (".model", model.getvalue())):
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".tok-", suffix=ext)
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files; the model is meant to be shared
-        os.replace(tmp, out_prefix + ext)
+    atomic_write(out_prefix + ".vocab", vocab.encode("utf-8"))
+    atomic_write(out_prefix + ".model", model.getvalue())  # last: a .model is always complete
     return out_prefix + ".model"
 
 
@@ -139,6 +133,18 @@ def prepare_command(data_dir):
     return f"python data/m21/prepare.py --out_dir={data_dir}"
 
 
+def prepare_missing(data_dir, prepare_args):
+    """Build a missing data_dir with data/m21/prepare.py and these arguments ('--max_tunes=600');
+    RuntimeError with one line if that fails."""
+    import shlex
+    import subprocess
+    cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'm21', 'prepare.py'),
+           f'--out_dir={data_dir}'] + shlex.split(prepare_args)
+    print(f"{data_dir} is missing, preparing it: {' '.join(cmd)}", flush=True)
+    if subprocess.run(cmd).returncode != 0:
+        raise RuntimeError(f"preparing {data_dir} failed (command: {' '.join(cmd)})")
+
+
 def load_split(data_dir, split):
     """One split of a prepared dataset as a datasets.Dataset (memory-mapped Arrow, cheap to open)."""
     import datasets
@@ -149,96 +155,6 @@ def load_split(data_dir, split):
     if split not in dd:
         raise ValueError(f"split '{split}' not in {data_dir} (has: {', '.join(dd.keys())})")
     return dd[split]
-
-
-# -----------------------------------------------------------------------------
-# Images
-
-
-def _to_gray(im):
-    """PIL image of any mode -> mode "L", with transparent areas turned into white paper (not black)."""
-    if im.mode == "L":
-        return im
-    if im.mode in ("LA", "RGBA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        im = im.convert("RGBA")
-        paper = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        paper.alpha_composite(im)
-        im = paper
-    return im.convert("L")
-
-
-def resize_to_height(im, img_height, max_width):
-    """Scale a grayscale PIL image to height `img_height`, keeping its aspect ratio.
-
-    Over-wide images (width after scaling > max_width) are scaled down *uniformly* until they are
-    max_width wide and then centred vertically on a white img_height-high canvas. We never crop (the
-    label would then describe music that is not in the image) and never squeeze only the width (that
-    distorts note heads and spacing, which the model reads). The cost is a smaller staff for the rare
-    very long system. It is not rare: in data/m21/quick no train image exceeds 2048 px at img_height
-    128, but 28% do at 224 (the widest by 1.7x), so OMRDataset prints the fraction; raise max_width
-    with img_height if your GPU allows it.
-    Returns an (img_height, W) PIL image, W <= max_width."""
-    w, h = im.size
-    W = max(1, round(w * img_height / h))
-    # Shrinking: BOX averages exactly the source pixels under each output pixel (ideal antialiasing for
-    # these 1-3x reductions: thin staff lines turn light gray instead of vanishing) and measured ~35%
-    # faster than BILINEAR, ~3x faster than LANCZOS. Enlarging: BOX would be blocky nearest-neighbour,
-    # so BILINEAR.
-    if W <= max_width:
-        return im.resize((W, img_height), Image.Resampling.BOX if h > img_height else Image.Resampling.BILINEAR)
-    h2 = max(1, round(h * max_width / w))
-    small = im.resize((max_width, h2), Image.Resampling.BOX if h > h2 else Image.Resampling.BILINEAR)
-    canvas = Image.new("L", (max_width, img_height), 255)
-    canvas.paste(small, (0, (img_height - h2) // 2))
-    return canvas
-
-
-def preprocess(im, img_height, max_width):
-    """Any PIL image -> the (img_height, W) uint8 array the model sees: gray (transparency as white
-    paper), resized to the height with the aspect kept. One function, so that training (OMRDataset)
-    and inference (sample.py) can never drift apart."""
-    im = _to_gray(im)
-    if im.size[0] < 1 or im.size[1] < 1:
-        raise ValueError(f"empty image {im.size}")
-    return np.array(resize_to_height(im, img_height, max_width), dtype=np.uint8)  # writable copy
-
-
-def augment_image(x, g):
-    """Light, label-preserving augmentation of a (1, H, W) float image in [0, 1] (ink dark, paper 1.0).
-
-    Written in torch so it runs in DataLoader workers without extra deps. `g` is a torch.Generator:
-    the same (seed, epoch, index) always gives the same image, whatever the number of workers.
-    Each effect fires with probability 1/2; magnitudes stay small because a note moved by a staff
-    position changes its pitch, i.e. the label:
-      - rotation by at most +-0.5 degrees (scanned pages are rarely straighter than that);
-      - contrast: ink darkness scaled by 0.6-1.0 (faint print);
-      - Gaussian blur, sigma 0.3-1.0 px (soft focus, low-res scans);
-      - additive Gaussian noise, sigma up to 0.04 (sensor noise).
-    We work on ink = 1 - x so that zero padding (grid_sample, conv) means white paper."""
-    u = lambda: torch.rand((), generator=g).item()
-    ink = (1.0 - x).unsqueeze(0)  # (1, 1, H, W)
-    _, _, H, W = ink.shape
-    if u() < 0.5:
-        a = math.radians((2 * u() - 1) * 0.5)
-        # affine_grid works in [-1, 1] coordinates on both axes; scale the off-diagonal terms by the
-        # aspect ratio so the rotation is a true rotation in pixel space and not a shear.
-        theta = torch.tensor([[math.cos(a), -math.sin(a) * H / W, 0.0],
-                              [math.sin(a) * W / H, math.cos(a), 0.0]]).unsqueeze(0)
-        grid = F.affine_grid(theta, ink.shape, align_corners=False)
-        ink = F.grid_sample(ink, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    if u() < 0.5:
-        ink = ink * (0.6 + 0.4 * u())
-    if u() < 0.5:
-        sigma = 0.3 + 0.7 * u()
-        r = max(1, math.ceil(2 * sigma))
-        k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / sigma) ** 2)
-        k = k / k.sum()
-        # separable blur: a (1, 1, 1, K) kernel along W, then a (1, 1, K, 1) kernel along H
-        ink = F.conv2d(ink, k.view(1, 1, 1, -1), padding=(0, r))
-        ink = F.conv2d(ink, k.view(1, 1, -1, 1), padding=(r, 0))
-    if u() < 0.5:
-        ink = ink + torch.randn(ink.shape, generator=g) * (0.04 * u())
-    return (1.0 - ink.squeeze(0)).clamp_(0.0, 1.0)  # (1, H, W)
 
 
 # -----------------------------------------------------------------------------
@@ -263,7 +179,7 @@ class OMRDataset(torch.utils.data.Dataset):
         self._pixels = None  # the decoded-image cache (see cache_images), a memory-mapped uint8 array
         ds = load_split(data_dir, split)
         # decode=False: we get the raw PNG bytes and decode them ourselves (datasets' own decoding of a
-        # row measured ~2 ms vs ~0.06 ms for the bytes). Only the image column is read per item; the
+        # row costs far more than reading its bytes). Only the image column is read per item; the
         # transcriptions (small strings) are read once into a list (datasets 5 returns a lazy Column).
         self.ds = ds.cast_column("image", datasets.Image(decode=False)).select_columns(["image"])
         self.texts = list(ds["transcription"])
@@ -295,8 +211,8 @@ class OMRDataset(torch.utils.data.Dataset):
 
     def cache_images(self, num_workers=None):
         """Decode and resize every image of the split once, into <data_dir>/cache/ (one flat uint8
-        array plus offsets, written atomically), and serve items from a memory map of it. At 64 px
-        a whole split is a few hundred MB; decoding PNGs is then off the training path, so on a
+        array plus offsets, written atomically), and serve items from a memory map of it. At a small
+        img_height a whole split fits in memory; decoding PNGs is then off the training path, so on a
         CPU both cores can compute instead of one of them inflating PNGs. The file name carries
         the split's fingerprint, img_height and max_width, so it is rebuilt whenever one changes."""
         d = os.path.join(self.data_dir, "cache")
@@ -315,10 +231,8 @@ class OMRDataset(torch.utils.data.Dataset):
             offsets[1:] = np.cumsum([a.size for a in arrays])
             flat = np.concatenate([a.ravel() for a in arrays]) if arrays else np.zeros(0, np.uint8)
             for suffix, arr in ((".u8.npy", flat), (".offsets.npy", offsets)):  # offsets last: the "done" mark
-                fd, tmp = tempfile.mkstemp(dir=d, prefix=".cache-", suffix=".npy")
-                with os.fdopen(fd, "wb") as f:
-                    np.save(f, arr)
-                os.replace(tmp, stem + suffix)
+                with atomic_path(stem + suffix) as tmp:
+                    np.save(tmp, arr)
             print(f"OMRDataset[{self.split}]: cached {n} images at img_height={self.img_height} "
                   f"({flat.nbytes / 2**20:.0f} MiB, {time.time() - t0:.0f}s) in {d}")
         self._offsets = np.load(stem + ".offsets.npy")
@@ -341,7 +255,7 @@ class OMRDataset(torch.utils.data.Dataset):
         try:
             src = io.BytesIO(img["bytes"]) if img.get("bytes") is not None else img["path"]
             with Image.open(src) as im:
-                return preprocess(im, self.img_height, self.max_width)
+                return images.preprocess(im, self.img_height, self.max_width)
         except Exception as e:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise ValueError(f"corrupt image at index {int(row)} of split '{self.split}' in {self.data_dir}: "
@@ -358,12 +272,12 @@ class OMRDataset(torch.utils.data.Dataset):
         x = torch.from_numpy(arr).unsqueeze(0).float().div_(255.0)  # (1, H, W)
         if self.augment:
             g = torch.Generator().manual_seed(hash((self.seed, self.epoch, row)) & 0x7FFF_FFFF_FFFF_FFFF)
-            x = augment_image(x, g)
+            x = images.augment_image(x, g)
         return dict(image=x.expand(3, -1, -1), ids=self.tokenizer.encode(text), text=text, index=row)
 
     def widths(self):
         """Width of every sample after resizing (np.int64, aligned with this dataset's positions), read
-        from the PNG headers without decoding any pixels. Used by WidthBucketSampler."""
+        from the PNG headers without decoding any pixels. Used by epoch_batches's width bucketing."""
         return np.minimum(self._natural_widths(), self.max_width)
 
     def _natural_widths(self):
@@ -438,6 +352,11 @@ def collate(batch, pad_id, bos_id=BOS_ID, eos_id=EOS_ID):
                 index=torch.tensor([b["index"] for b in batch], dtype=torch.int64))
 
 
+def to_device(batch, device):
+    """A collated batch -> (images (B,3,H,W), idx (B,T), targets (B,T), widths (B,)) on `device`."""
+    return tuple(batch[k].to(device, non_blocking=True) for k in ('images', 'idx', 'targets', 'widths'))
+
+
 class Collate:
     """Picklable collate_fn for DataLoader: `DataLoader(ds, collate_fn=Collate(tok.pad_id, tok.bos_id, tok.eos_id))`.
     Returns dict(images (B,3,H,Wmax) float32 white-padded, widths (B,) int64, idx (B,T) int64,
@@ -450,261 +369,63 @@ class Collate:
         return collate(batch, self.pad_id, self.bos_id, self.eos_id)
 
 
-class WidthBucketSampler(torch.utils.data.Sampler):
-    """Batch sampler that puts images of similar width in the same batch, to waste less compute on padding.
-
-    Per epoch: shuffle all indices (seed + epoch), give each rank an equal shard exactly like
-    DistributedSampler (rank::num_replicas after padding/truncating to a multiple of num_replicas),
-    then *within the shard* cut windows of batch_size * bucket_factor indices, sort each window by width
-    and slice it into batches, and finally shuffle the batch order. Every rank therefore yields the
-    same number of batches (DDP needs that), batches stay random across epochs, and a larger
-    bucket_factor means less padding but less randomness inside a batch.
-    Use as DataLoader(ds, batch_sampler=WidthBucketSampler(ds.widths(), ...)); call set_epoch(e) each epoch."""
-
-    def __init__(self, widths, batch_size, num_replicas=None, rank=None, shuffle=True, seed=0,
-                 drop_last=False, bucket_factor=50):
-        if num_replicas is None or rank is None:
-            dist = torch.distributed
-            ddp = dist.is_available() and dist.is_initialized()
-            num_replicas = num_replicas if num_replicas is not None else (dist.get_world_size() if ddp else 1)
-            rank = rank if rank is not None else (dist.get_rank() if ddp else 0)
-        if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank {rank} not in [0, {num_replicas})")
-        self.widths = np.asarray(widths)
-        self.batch_size, self.num_replicas, self.rank = batch_size, num_replicas, rank
-        self.shuffle, self.seed, self.drop_last, self.bucket_factor = shuffle, seed, drop_last, bucket_factor
-        self.epoch = 0
-        n = len(self.widths)
-        self.shard_size = n // num_replicas if drop_last else math.ceil(n / num_replicas)
-
-    def set_epoch(self, epoch):
-        self.epoch = epoch
-
-    def __len__(self):
-        if self.drop_last:
-            return self.shard_size // self.batch_size
-        return math.ceil(self.shard_size / self.batch_size)
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        n = len(self.widths)
-        order = torch.randperm(n, generator=g).tolist() if self.shuffle else list(range(n))
-        total = self.shard_size * self.num_replicas
-        while len(order) < total:  # pad by repeating, as DistributedSampler does
-            order += order[: total - len(order)]
-        shard = order[:total][self.rank :: self.num_replicas]
-        window = self.batch_size * self.bucket_factor
-        batches = []
-        for s in range(0, len(shard), window):
-            w = sorted(shard[s : s + window], key=lambda i: self.widths[i])
-            batches += [w[j : j + self.batch_size] for j in range(0, len(w), self.batch_size)]
-        if self.drop_last:
-            batches = [b for b in batches if len(b) == self.batch_size]
-        if self.shuffle:
-            batches = [batches[j] for j in torch.randperm(len(batches), generator=g).tolist()]
-        return iter(batches)
-
-
 # -----------------------------------------------------------------------------
-# Metrics
-#
-# SER (symbol error rate) is computed over musical symbols from a small ABC lexer, not over BPE ids, so
-# numbers compare across tokenizers and vocab sizes. One symbol = one thing a musician reads:
-#   note       accidental + letter + octave marks + duration, e.g. ^c'2, _B,/2, =f3/2
-#   rest       z2, x, Z4 (multi-measure)
-#   chord      [CEG]2 as ONE symbol (like a note: one wrong chord tone = one error)
-#   grace      {gAB} as ONE symbol (an ornament on the following note)
-#   bar        | || |] [| |: :| :: :|: (plus a volta [1 [2 |1 :|2 as its own symbol "[1")
-#   tie -, slur ( and ), tuplet (3 / (3:2:3, broken rhythm > <
-#   decoration !trill! +fermata+ and the one-letter ones ~ . H L M O P S T u v J R
-#   annotation "Am" / "^text" as one symbol
-#   field      a header/body field line (K:G, M:6/8, L:1/8, w:...) or an inline field [K:D], one symbol each
-#   " "        a beam break: whitespace right after a note, rest, chord, tie or slur end and before another
-#              musical symbol. In ABC a space between two notes splits their beam, which the image shows,
-#              so it is counted; whitespace next to a bar line, a field or a line end only lays out the
-#              text and is dropped (CER still sees every character).
-#   "\n"       a line (system) break inside the body; newlines that end header fields are dropped.
-# Comments (% ...) and line continuations (\) are ignored; any other character is a symbol of its own,
-# so garbage in a prediction is still counted as errors.
-
-_DUR = r"\d*(?:/+\d*)?"
-_ABC_TOKEN = re.compile("|".join([
-    r"(?P<field>^[A-Za-z+]:[^\n]*)",                  # field line (only at line start)
-    r"(?P<comment>%[^\n]*)",
-    r"(?P<inline>\[[A-Za-z]:[^\]\n]*\])",             # inline field [K:D]
-    r"(?P<volta>\[\d+(?:[,-]\d+)*|(?<=\|)\d+(?:[,-]\d+)*)",  # [1  or the 2 of :|2
-    r"(?P<chord>\[[^\[\]|\n]*\]" + _DUR + ")",
-    r"(?P<bar>:*\[?\|+\]?:*|::+)",
-    r"(?P<note>[_^=]*[A-Ga-g][,']*" + _DUR + ")",
-    r"(?P<rest>[zxZX]" + _DUR + ")",
-    r"(?P<tuplet>\(\d+(?::\d*)*)",
-    r"(?P<grace>\{[^}\n]*\})",
-    r"(?P<deco>![^!\n]*!|\+[^+\n]*\+|[.~HLMOPSTuvJR])",
-    r"(?P<annot>\"[^\"\n]*\")",
-    r"(?P<space>[ \t]+)",
-    r"(?P<newline>\r?\n)",
-    r"(?P<cont>\\)",
-    r"(?P<other>\S)",
-]), re.M)
-# The same pattern without named groups, for findall: it returns plain strings from a C loop, and a
-# symbol's kind is recovered from the string itself (memoized, the set of distinct symbols is small).
-# This keeps lexing at a few microseconds per tune; a finditer + m.lastgroup loop was ~3x slower.
-_ABC_FINDALL = re.compile(re.sub(r"\(\?P<\w+>", "(?:", _ABC_TOKEN.pattern), re.M)
-_KIND = {}  # symbol string -> kind
+# Data order: pure functions of (seed, epoch, iteration), so that a resumed run sees exactly the
+# batches an uninterrupted one would (tests/test_train.py pins this)
 
 
-def _kind(s):
-    """Kind of one matched string (memoized). Field lines are only recognized as such at a line start,
-    which findall already guaranteed; "A:" can never come out of the note rule, so this is unambiguous."""
-    k = _KIND.get(s)
-    if k is None:
-        if len(s) > 1 and s[1] == ":" and (s[0].isalpha() or s[0] == "+"):
-            k = "field"
-        elif s[0].isdigit():  # a bare number is the volta after a bar (|1, :|2); durations stick to notes
-            k = "volta"
-        else:
-            k = _ABC_TOKEN.fullmatch(s).lastgroup
-            if k == "other":
-                k = {"-": "tie", ")": "slur_end"}.get(s, k)
-        if len(_KIND) < 100_000:  # bound the memo against adversarial input
-            _KIND[s] = k
-    return k
+def epoch_batches(n, epoch, start_iter, batch_size, accum, world_size=1, rank=0, seed=0, widths=None):
+    """This process's micro-batches (lists of indices into n training images) for `epoch`, from
+    optimizer step `start_iter` of that epoch on. The epoch's order is drawn from seed + epoch alone.
+    Each optimizer step takes one global batch of batch_size * accum * world_size images (an epoch
+    drops its incomplete last one), and process `rank` takes its consecutive share of its micro-batches,
+    so N processes see the very same images per step as one process does (a DDP run equals a
+    single-process run with the same global batch). With `widths` (one per image), windows of 50
+    global batches are sorted by width and the order of the global batches is shuffled: a batch
+    then holds images of similar width, so little compute goes into white padding."""
+    per_iter = batch_size * accum * world_size
+    iters = n // per_iter
+    g = torch.Generator().manual_seed(seed + epoch)
+    order = torch.randperm(n, generator=g).tolist()[:iters * per_iter]
+    steps = list(range(iters))
+    if widths is not None:
+        window = 50 * per_iter
+        order = [i for s in range(0, len(order), window) for i in sorted(order[s:s + window], key=widths.__getitem__)]
+        steps = torch.randperm(iters, generator=g).tolist()
+    batches = []
+    for it in range(start_iter, iters):
+        for micro_step in range(accum):
+            k = steps[it] * per_iter + (rank * accum + micro_step) * batch_size
+            batches.append(order[k:k + batch_size])
+    return batches
 
 
-_NOTE_END = {"note", "rest", "chord", "tie", "slur_end"}  # a beam break can only follow one of these
-_NO_SPACE_NEXT = {"bar", "volta", "field", "inline", "newline", "space", "comment", "cont", None}
-_NORMALIZE = {"field", "chord", "grace", "volta", "newline", "comment", "cont"}
+def eval_batches(n, batch_size, n_loss_batches, n_decode, seed=0):
+    """The fixed eval batches of a split of n images: (the first n_loss_batches batches, for the loss;
+    the batches of the first n_decode images, for decoding), 'first' in a permutation fixed by seed,
+    so that every eval scores the same images."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    loss = [order[i:i + batch_size] for i in range(0, min(n, n_loss_batches * batch_size), batch_size)]
+    decode = [order[i:i + batch_size] for i in range(0, min(n, n_decode), batch_size)]
+    return loss, decode
 
 
-def abc_symbols(text):
-    """Split ABC text into musical symbols (list[str]); see the table above. Deterministic and
-    tokenizer-independent: the unit of SER."""
-    toks = _ABC_FINDALL.findall(text)
-    kinds = [_KIND.get(s) or _kind(s) for s in toks]
-    out = []
-    prev = None
-    n = len(toks)
-    for j, (s, kind) in enumerate(zip(toks, kinds)):
-        if kind in _NORMALIZE:
-            if kind in ("comment", "cont"):
-                continue
-            if kind == "field":
-                s = s[:2] + s[2:].strip()
-            elif kind == "volta":
-                s = "[" + s.lstrip("[")
-            elif kind == "newline":
-                nxt = kinds[j + 1] if j + 1 < n else None
-                if prev in (None, "field", "newline") or nxt in (None, "field", "newline"):
-                    continue
-                s = "\n"
-            else:  # chord, grace: spaces inside do not matter
-                s = "".join(s.split())
-        elif kind == "space":
-            nxt = kinds[j + 1] if j + 1 < n else None
-            if prev not in _NOTE_END or nxt in _NO_SPACE_NEXT:
-                continue
-            s = " "
-        out.append(s)
-        prev = kind
-    return out
-
-
-def levenshtein(a, b):
-    """Edit distance (unit-cost insert/delete/substitute) between two sequences of hashables.
-
-    Bit-parallel algorithm of Myers (1999, "A fast bit-vector algorithm for approximate string matching
-    based on dynamic programming") in Hyyro's formulation (2001) for global distance: one column of the
-    DP matrix is held as two bit-vectors (vertical +1 / -1 deltas) in Python ints of len(a) bits, so a
-    whole column costs ~15 int operations instead of len(a) Python-level steps."""
-    if len(a) < len(b):
-        a, b = b, a  # bit-vectors over the longer sequence, Python loop over the shorter
-    # common prefix and suffix cost nothing: strip them (most of a good prediction)
-    i, n = 0, min(len(a), len(b))
-    while i < n and a[i] == b[i]:
-        i += 1
-    a, b = a[i:], b[i:]
-    j, n = 0, len(b)
-    while j < n and a[-1 - j] == b[-1 - j]:
-        j += 1
-    if j:
-        a, b = a[:-j], b[:-j]
-    m = len(a)
-    if not b:
-        return m
-    peq = {}  # symbol -> bitmask of its positions in a
-    bit = 1
-    for c in a:
-        peq[c] = peq.get(c, 0) | bit
-        bit <<= 1
-    mask, hi = bit - 1, bit >> 1
-    pv, mv, dist = mask, 0, m  # column 0: D[i][0] = i, all vertical deltas +1
-    for c in b:
-        eq = peq.get(c, 0)
-        xv = eq | mv
-        xh = (((eq & pv) + pv) ^ pv) | eq
-        ph = mv | (mask & ~(xh | pv))
-        mh = pv & xh
-        if ph & hi:
-            dist += 1
-        elif mh & hi:
-            dist -= 1
-        ph = (ph << 1) | 1  # | 1: the top row D[0][j] = j grows by one per column (global alignment)
-        mh <<= 1
-        pv = mask & (mh | ~(xv | ph))
-        mv = ph & xv
-    return dist
-
-
-def score(preds, refs, tokenizer=None):
-    """Corpus-level metrics of predicted vs reference ABC strings, as fractions (0.05 = 5%).
-
-    ser     sum of symbol edit distances / sum of reference symbols (abc_symbols)
-    cer     same over characters (whitespace and newlines included)
-    bpe_ser same over tokenizer ids, LEGATO-style (None when no tokenizer is given)
-    seq_acc fraction of predictions exactly equal to their reference
-    n       number of pairs
-    Corpus-level (total edits / total reference length) rather than a mean of per-sample rates, so short
-    samples do not dominate. Rates can exceed 1 when predictions are much longer than the references."""
-    if len(preds) != len(refs):
-        raise ValueError(f"score: {len(preds)} predictions but {len(refs)} references")
-    se = sn = ce = cn = te = tn = exact = 0
-    for p, r in zip(preds, refs):
-        rs = abc_symbols(r)
-        sn += len(rs)
-        cn += len(r)
-        rt = tokenizer.encode(r) if tokenizer is not None else None
-        tn += len(rt) if rt is not None else 0
-        if p == r:
-            exact += 1
-            continue
-        se += levenshtein(abc_symbols(p), rs)
-        ce += levenshtein(p, r)
-        if tokenizer is not None:
-            te += levenshtein(tokenizer.encode(p), rt)
-    return dict(ser=se / max(sn, 1), cer=ce / max(cn, 1),
-                bpe_ser=te / max(tn, 1) if tokenizer is not None else None,
-                seq_acc=exact / max(len(refs), 1), n=len(refs))
+def train_loader(ds, collate_fn, start_iter, batch_size, accum, world_size=1, rank=0, seed=0, widths=None,
+                 num_workers=0, pin_memory=False):
+    """Yield this process's training micro-batches forever, from global iteration `start_iter` on."""
+    iters = len(ds) // (batch_size * accum * world_size)
+    epoch, it = divmod(start_iter, iters)
+    while True:
+        ds.set_epoch(epoch)  # augmentation draws depend on (seed, epoch, image) only, not on workers
+        g = torch.Generator().manual_seed(seed + epoch)  # DataLoader would otherwise draw its seed from the global RNG
+        sampler = epoch_batches(len(ds), epoch, it, batch_size, accum, world_size, rank, seed, widths)
+        yield from torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=collate_fn,
+                                               num_workers=num_workers, pin_memory=pin_memory, generator=g)
+        epoch, it = epoch + 1, 0
 
 
 # -----------------------------------------------------------------------------
 # Benchmark: python data.py --bench --data_dir=data/m21/quick
-
-
-def _corrupt(text, rate, rng):
-    """A fake prediction for benchmarks and tests: each note or rest is substituted, deleted or doubled
-    with probability `rate`; everything else (fields, bars, layout whitespace) is kept as written."""
-    out = []
-    for s in _ABC_FINDALL.findall(text):
-        r = rng.random() if _kind(s) in ("note", "rest") else 1.0
-        if r < rate / 3:
-            out.append(rng.choice(["A", "c2", "z", "^f", "G,3"]))
-        elif r < 2 * rate / 3:
-            continue
-        elif r < rate:
-            out += [s, s]
-        else:
-            out.append(s)
-    return "".join(out)
 
 
 def bench(data_dir, split="train", batch_size=32, num_workers=2, n_samples=2000, heights=(128, 224),
@@ -735,8 +456,8 @@ def bench(data_dir, split="train", batch_size=32, num_workers=2, n_samples=2000,
         for mode in ("random", "bucketed"):
             if mode == "random":
                 kw = dict(batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(0))
-            else:
-                kw = dict(batch_sampler=WidthBucketSampler(ds.widths()[rows], batch_size, 1, 0, seed=0))
+            else:  # train.py's order: windows of 50 batches sorted by width
+                kw = dict(batch_sampler=epoch_batches(len(rows), 0, 0, batch_size, 1, widths=ds.widths()[rows].tolist()))
             loader = torch.utils.data.DataLoader(sub, num_workers=num_workers, collate_fn=collate_fn, **kw)
             t0 = time.perf_counter()
             it = iter(loader)
@@ -759,11 +480,11 @@ def bench(data_dir, split="train", batch_size=32, num_workers=2, n_samples=2000,
     for name, k in (("real", 1), ("long", 4)):
         refs = ["\n".join(pool[(i * k + j) % len(pool)] for j in range(k)) for i in range(800)]
         rng = random.Random(0)
-        preds = [_corrupt(r, 0.05, rng) for r in refs]
+        preds = [metrics.corrupt(r, 0.05, rng) for r in refs]
         t0, c0 = time.perf_counter(), time.process_time()
-        m = score(preds, refs, tok)
+        m = metrics.score(preds, refs, tok)
         dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-        nsym = sum(len(abc_symbols(r)) for r in refs) / len(refs)
+        nsym = sum(len(metrics.abc_symbols(r)) for r in refs) / len(refs)
         nch = sum(len(r) for r in refs) / len(refs)
         print(f"metrics {name}: score() on {len(refs)} samples (mean {nsym:.0f} symbols, {nch:.0f} chars, 5% "
               f"note noise) took {dt:.3f}s wall, {cpu:.3f}s CPU -> ser {m['ser']:.4f} cer {m['cer']:.4f} "

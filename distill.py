@@ -22,37 +22,15 @@ There is no training loop here: train.py runs its one loop, and when `teacher_di
 Teacher and student must share the tokenizer (same data_dir): vocab size and special ids are checked.
 """
 
-import os
-
-import torch
 import torch.nn.functional as F
 
-
-def resolve_checkpoint(path):
-    """A checkpoint dir (holds config.json) as is; a run dir -> its ckpt_best/, else its ckpt_last/."""
-    if os.path.isfile(os.path.join(path, "config.json")):
-        return path
-    for name in ("ckpt_best", "ckpt_last"):
-        if os.path.isfile(os.path.join(path, name, "config.json")):
-            return os.path.join(path, name)
-    raise FileNotFoundError(f"no teacher checkpoint in {path} (expected config.json, ckpt_best/ or ckpt_last/)")
+from checkpoint import find_checkpoint, load_model
 
 
-def load_teacher(ckpt_dir, device="cpu", quantize=None):
-    """A trained run (out-convnext_tiny) or checkpoint dir (out-convnext_tiny/ckpt_best) -> frozen model, eval mode.
-    quantize: None, 'int8' (weight-only per-channel, quant.quantize_model_int8) or 'nf4'
-    (quant.quantize_model_nf4 on the whole teacher) to save memory on the GPU; the teacher is
-    only run forward, so its quantization error just makes the soft targets a little noisier."""
-    from model import load_model
-    if quantize not in (None, "int8", "nf4"):
-        raise ValueError(f"teacher quantize must be None, 'int8' or 'nf4', got {quantize!r}")
-    teacher, _ = load_model(resolve_checkpoint(ckpt_dir), device="cpu")
-    if quantize is not None:
-        import quant
-        if quantize == "int8":
-            quant.quantize_model_int8(teacher)
-        else:
-            quant.quantize_model_nf4(teacher)
+def load_teacher(ckpt_dir, device="cpu"):
+    """A trained run (out-convnext_tiny) or checkpoint dir (out-convnext_tiny/ckpt_best) -> frozen model,
+    eval mode. A run dir gives its ckpt_best/, else its ckpt_last/ (checkpoint.find_checkpoint)."""
+    teacher, _ = load_model(find_checkpoint(ckpt_dir), device="cpu")
     teacher.requires_grad_(False)
     return teacher.to(device).eval()
 

@@ -22,14 +22,12 @@ State-dict keys: a wrapped module `m` becomes `m.base.<original keys>` + `m.lora
 (e.g. backbone.blocks.0.attn.qkv.weight -> backbone.blocks.0.attn.qkv.base.weight). Therefore:
   - load pretrained/base weights BEFORE apply_lora;
   - to load a LoRA checkpoint, rebuild the model, (quantize_model_nf4 if QLoRA,) apply_lora with the
-    same settings, then load_state_dict. model.load_model does this from config.json.
+    same settings, then load_state_dict. model.build_model does the rebuild, checkpoint.load_model the
+    loading, from config.json. Adapters alone are saved and loaded by checkpoint.save_adapter / load_adapter.
 """
 
-import json
-import math
-import os
 import fnmatch
-import tempfile
+import math
 
 import torch
 import torch.nn as nn
@@ -223,61 +221,3 @@ def merge_and_unload(model):
 def lora_state_dict(model):
     """Only the adapter tensors: {name: tensor} for every lora_A / lora_B."""
     return {k: v for k, v in model.state_dict().items() if k.endswith((".lora_A", ".lora_B"))}
-
-
-def save_adapter(model, path):
-    """Write the adapters (a few MB instead of the whole model) to a safetensors file, atomically."""
-    from safetensors.torch import save_file
-    sd = {k: v.detach().contiguous().cpu() for k, v in lora_state_dict(model).items()}
-    if not sd:
-        raise ValueError("save_adapter: the model has no LoRA adapters")
-    cfg = lora_config(model)
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(sd, tmp, metadata={"lora": json.dumps(cfg)})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def load_adapter(model, path):
-    """Load adapters saved by save_adapter into a model that already went through apply_lora with the
-    same settings. Mismatching names, shapes or rank/alpha => ValueError. Returns the metadata dict."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"adapter file not found: {path}")
-    with safe_open(path, framework="pt") as f:
-        meta = json.loads((f.metadata() or {}).get("lora", "null"))
-    sd = load_file(path)
-    own = lora_state_dict(model)
-    if not own:
-        raise ValueError("load_adapter: the model has no LoRA adapters; call apply_lora first")
-    missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
-    if missing or unexpected:
-        raise ValueError(f"adapter keys do not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    cfg = lora_config(model)
-    if meta and (meta["rank"], meta["alpha"], meta["rslora"]) != (cfg["rank"], cfg["alpha"], cfg["rslora"]):
-        raise ValueError(f"adapter was saved with {meta}, model has {cfg}")
-    for k, v in sd.items():
-        if v.shape != own[k].shape:
-            raise ValueError(f"adapter tensor {k} has shape {tuple(v.shape)}, model expects {tuple(own[k].shape)}")
-    if any(m.merged for _, m in lora_modules(model)):
-        raise RuntimeError("load_adapter: unmerge_lora(model) first")
-    model.load_state_dict(sd, strict=False)
-    return meta
-
-
-def count_parameters(model, verbose=True):
-    """(trainable, total) parameter counts; NF4-quantized weights count toward total (they are
-    parameters of the network, only stored in 4 bits as buffers). Prints one summary line if verbose."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    total += sum(m.quantized_numel() for m in model.modules() if isinstance(m, quant._NF4Mixin))
-    if verbose:
-        print(f"parameters: {trainable:,} trainable / {total:,} total ({100 * trainable / max(total, 1):.2f}%)")
-    return trainable, total

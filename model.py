@@ -12,27 +12,26 @@ writes the ABC transcription one BPE token at a time. This is the TrOCR recipe
     idx (B,T) --tok emb + learned pos--> N x [causal self-attn, cross-attn, SwiGLU MLP]
       --LayerNorm--> tied head --> logits (B,T,V)
 
-Also here: configure_optimizers (AdamW), estimate_mfu (encoder + decoder FLOPs against a table
-of GPU peaks), generate (greedy / sampling / beam search, with a KV cache) and the checkpoint
-helpers that train.py and sample.py use (save_checkpoint, load_model, load_checkpoint_state).
-
-`python model.py --bench_cache` prints decoding speed with and without the KV cache.
+Also here: configure_optimizers (AdamW), estimate_mfu (the FLOP accounting is in flops.py),
+generate (greedy / sampling / beam search with a KV cache; the loop is in
+decoding.py) and build_model, the one way to build a model with its plug-ins (NF4, LoRA).
+Checkpoints are checkpoint.py's job.
 """
 
 import inspect
-import json
 import math
-import os
-import shutil
-import tempfile
-import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 import backbones
+import decoding
+import flops
+import lora
+import quant
+
 
 @dataclass
 class MusicTrOCRConfig:
@@ -168,34 +167,6 @@ class Block(nn.Module):
         return x
 
 
-class KVCache:
-    """Self-attention keys/values of one layer, preallocated for `max_len` positions.
-
-    Decoding token t then costs O(t) (attend to the cache) instead of O(t^2) (recompute
-    the whole prefix), which is what makes long ABC sequences affordable.
-    """
-
-    def __init__(self, max_len):
-        self.max_len, self.pos, self.k, self.v = max_len, 0, None, None
-
-    def append(self, k, v):
-        B, nh, T, hs = k.shape
-        if self.k is None:  # allocate on first use, to get device and dtype (autocast) right
-            self.k = k.new_zeros(B, nh, self.max_len, hs)
-            self.v = v.new_zeros(B, nh, self.max_len, hs)
-        assert self.pos + T <= self.max_len, "KV cache overflow"
-        self.k[:, :, self.pos:self.pos + T] = k
-        self.v[:, :, self.pos:self.pos + T] = v
-        self.pos += T
-        return self.k[:, :, :self.pos], self.v[:, :, :self.pos]
-
-    def reorder(self, index):
-        """Beam search: row i of the new cache is row index[i] of the old one."""
-        if self.k is not None:
-            self.k = self.k.index_select(0, index)
-            self.v = self.v.index_select(0, index)
-
-
 def sincos_2d(h, w, dim, device):
     """Fixed 2D sin/cos position code (B-free), (h, w, dim): half the channels encode the row and
     half the column, each with the 1D code of Vaswani et al. 2017 (as in MAE, He et al. 2021)."""
@@ -209,14 +180,13 @@ def sincos_2d(h, w, dim, device):
     return torch.cat([pe_y, pe_x], dim=2)  # (h, w, D)
 
 
-# GPU peak dense bf16 (fp16 on V100/T4, which lack bf16) tensor-core FLOP/s, from NVIDIA datasheets.
-# Matched by substring of torch.cuda.get_device_name(), first hit wins (so 'H100 PCIe' before 'H100').
-GPU_PEAK_FLOPS = [
-    ('B200', 2250e12), ('H200', 989e12), ('H100 PCIe', 756e12), ('H100', 989e12), ('H800', 989e12),
-    ('A100', 312e12), ('A800', 312e12), ('L40S', 362e12), ('L40', 181e12), ('L4', 121e12),
-    ('A10G', 125e12), ('A10', 125e12), ('RTX 4090', 165e12), ('RTX 3090', 71e12),
-    ('A6000', 155e12), ('V100', 125e12), ('T4', 65e12),
-]
+def count_params(module, trainable_only=False):
+    """Parameter count of any module (a tied matrix counted once). Weights that quant.py stores as
+    4-bit NF4 buffers (QLoRA) are frozen parameters too, so the total counts them."""
+    n = sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+    if not trainable_only:
+        n += sum(m.quantized_numel() for m in module.modules() if isinstance(m, quant._NF4Mixin))
+    return n
 
 
 # -----------------------------------------------------------------------------
@@ -269,7 +239,7 @@ class MusicTrOCR(nn.Module):
             self.backbone.set_grad_checkpointing(True)
         if config.freeze_backbone:
             self.backbone.requires_grad_(False)
-        self._encoder_flops = {}  # (H, W) -> forward FLOPs of the backbone on one image, see estimate_mfu
+        self._encoder_flops = {}  # (H, W) -> forward FLOPs of the backbone on one image, see flops.py
         self._channels_last = False
 
     def to_channels_last(self):
@@ -299,27 +269,21 @@ class MusicTrOCR(nn.Module):
         return self
 
     def get_num_params(self, trainable_only=False):
-        """Parameter count (the tied embedding/head matrix counted once). Weights that quant.py
-        stores as 4-bit NF4 buffers (QLoRA) are frozen parameters too, so the total counts them."""
-        n = sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
-        if not trainable_only:
-            n += sum(m.quantized_numel() for m in self.modules() if hasattr(m, 'quantized_numel'))
-        return n
+        """Parameter count (see count_params): all of them, or the trainable ones."""
+        return count_params(self, trainable_only)
 
     # --- encoder ------------------------------------------------------------
 
     def encode(self, images, widths=None):
         """images (B,3,H,W) in [0,1], paper = 1.0; widths (B,) real widths or None (= all W).
         Returns memory (B, S, D) and mem_mask (B, S) bool (True = real image) or None.
-        With the mask, how much white padding follows an image does not matter (tested to 1e-5).
+        With the mask, how much white padding follows an image does not matter (tests/test_model.py).
         One caveat for CNN backbones: the last real columns see, through their receptive field,
         either white padding (in a batch) or the conv's zero padding at the tensor edge (alone),
-        so an image alone and the same image padded differ slightly (~5e-5 in the logits of the
-        random tiny test model); data.collate always pads with white, as sample.py does."""
-        if images.dim() != 4 or images.size(1) not in (1, 3):
+        so an image alone and the same image padded differ slightly; data.collate always pads
+        with white, as sample.py does."""
+        if images.dim() != 4 or images.size(1) != 3:
             raise ValueError(f"images must be (B,3,H,W), got {tuple(images.shape)}")
-        if images.size(1) == 1:
-            images = images.expand(-1, 3, -1, -1)
         B, _, H, W = images.shape
         # pad right/bottom with white paper up to the backbone's multiple (e.g. 32 for ResNet, 16 for ViT)
         pad_h, pad_w = (-H) % self.backbone.pad_multiple, (-W) % self.backbone.pad_multiple_w
@@ -413,15 +377,7 @@ class MusicTrOCR(nn.Module):
         finally:
             self.train(was_training)
         lens = mem_mask.sum(1).tolist() if mem_mask is not None else [best.size(1)] * best.size(0)
-        out = []
-        for row, n in zip(best.tolist(), lens):
-            ids, prev = [], None
-            for t in row[:n]:
-                if t != prev and t != self.config.pad_id:
-                    ids.append(t)
-                prev = t
-            out.append(ids)
-        return out
+        return decoding.ctc_best_path(best, lens, blank=self.config.pad_id)
 
     # --- optimizer & MFU ------------------------------------------------------
 
@@ -442,65 +398,21 @@ class MusicTrOCR(nn.Module):
         extra = dict(fused=True) if use_fused else dict()
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **extra)
 
-    def encoder_flops(self, img_height, img_width):
-        """Forward FLOPs of the backbone on ONE (3, H, W) image, measured once with
-        torch.utils.flop_counter.FlopCounterMode (counts matmuls/convs as 2*MACs) and cached."""
-        key = (int(img_height), int(img_width))
-        if key not in self._encoder_flops:
-            from torch.utils.flop_counter import FlopCounterMode
-            m, mw = self.backbone.pad_multiple, self.backbone.pad_multiple_w
-            H, W = key[0] + (-key[0]) % m, key[1] + (-key[1]) % mw
-            p = next(self.backbone.parameters())
-            x = torch.zeros(1, 3, H, W, device=p.device, dtype=p.dtype)
-            was_training = self.backbone.training
-            self.backbone.eval()
-            counter = FlopCounterMode(display=False)
-            with torch.no_grad(), counter:
-                self.backbone(x)
-            self.backbone.train(was_training)
-            self._encoder_flops[key] = counter.get_total_flops()
-        return self._encoder_flops[key]
-
     def flops_per_sample(self, img_width, seq_len, img_height=None):
-        """Training FLOPs (forward + backward) for one image of the given size and T tokens.
-        Encoder: measured forward FLOPs x3 (x1 when the backbone is frozen: no backward through it).
-        Decoder (PaLM appendix B style): 6 x params applied per token x T, 6 x params applied per memory
-        position (the input projection, the cross-attention K/V) x S, plus the attention score/value
-        matmuls 12*L*D*T per token for self-attention (T keys) and 12*L*D*S for cross-attention."""
-        cfg = self.config
-        H = img_height or cfg.img_height
-        enc = self.encoder_flops(H, img_width)
-        enc_trainable = any(p.requires_grad for p in self.backbone.parameters())
-        bb = self.backbone
-        rows = 1 if cfg.collapse_height else (H + (-H) % bb.pad_multiple) // bb.stride
-        S = rows * ((img_width + (-img_width) % bb.pad_multiple_w) // bb.stride_w)  # memory length
-        T, L, D = seq_len, cfg.n_layer, cfg.d_model
-        n_mem = self.proj.weight.numel() + sum(b.cross.kv_proj.weight.numel() for b in self.blocks)
-        n_tok = sum(p.numel() for n, p in self.named_parameters()
-                    if n.startswith('blocks.') and p.dim() >= 2) - (n_mem - self.proj.weight.numel())
-        n_tok += self.lm_head.weight.numel()  # the tied head is a matmul per token (the embedding lookup is free)
-        if hasattr(self, 'ctc_head'):
-            n_mem += self.ctc_head.weight.numel()  # one CTC distribution per memory column
-        dec = 6 * n_tok * T + 6 * n_mem * S + 12 * L * D * T * T + 12 * L * D * T * S
-        return (3 if enc_trainable else 1) * enc + dec
+        """Training FLOPs (forward + backward) for one image and T tokens: flops.per_sample."""
+        return flops.per_sample(self, img_width, seq_len, img_height)
 
     def estimate_mfu(self, fwdbwd_per_iter, dt, img_width, seq_len, img_height=None, peak_flops=None):
         """Model FLOPs utilization (Chowdhery et al. 2022): achieved model FLOP/s over the GPU's peak
-        dense bf16 FLOP/s (GPU_PEAK_FLOPS), or over `peak_flops` if given (on a CPU, train.py passes
+        dense bf16 FLOP/s (flops.GPU_PEAK_FLOPS), or over `peak_flops` if given (on a CPU, train.py passes
         the fp32 matmul rate it measured on this machine: no datasheet number fits every CPU).
         fwdbwd_per_iter = images processed by this process in one iteration (batch_size *
         gradient_accumulation_steps), dt = seconds per iteration, img_width and seq_len = the (padded)
         batch width and T. Returns a fraction (0.4 = 40%), or None without a known peak."""
-        peak = peak_flops
+        peak = peak_flops if peak_flops is not None else flops.gpu_peak(next(self.parameters()).device)
         if peak is None:
-            if not torch.cuda.is_available() or next(self.parameters()).device.type != 'cuda':
-                return None
-            name = torch.cuda.get_device_name()
-            peak = next((f for key, f in GPU_PEAK_FLOPS if key in name), None)
-            if peak is None:
-                return None
-        flops_achieved = self.flops_per_sample(img_width, seq_len, img_height) * fwdbwd_per_iter / dt
-        return flops_achieved / peak
+            return None
+        return self.flops_per_sample(img_width, seq_len, img_height) * fwdbwd_per_iter / dt / peak
 
     # --- generation -----------------------------------------------------------
 
@@ -523,243 +435,52 @@ class MusicTrOCR(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            return self._generate(images, max_new_tokens, temperature, top_k, max(1, beam_size),
-                                  use_cache, widths, ignore_eos)
+            return decoding.generate(self, images, max_new_tokens, temperature, top_k, max(1, beam_size),
+                                   use_cache, widths, ignore_eos)
         finally:
             self.train(was_training)
 
-    def _generate(self, images, max_new_tokens, temperature, top_k, K, use_cache, widths, ignore_eos):
-        cfg = self.config
-        B = images.size(0)
-        n_new = min(max_new_tokens, cfg.max_seq_len)
-        memory, mem_mask = self.encode(images, widths)  # (B, S, D), (B, S)
-        if K > 1:  # beams of one image are rows b*K .. b*K+K-1 and share its memory
-            memory = memory.repeat_interleave(K, dim=0)
-            mem_mask = None if mem_mask is None else mem_mask.repeat_interleave(K, dim=0)
-        N = B * K
-        dev = memory.device
-        caches = [KVCache(n_new) for _ in self.blocks] if use_cache else None
-        mem_kv = [blk.cross.memory_kv(memory) for blk in self.blocks] if use_cache else None
-
-        seq = torch.full((N, 1), cfg.bos_id, dtype=torch.long, device=dev)  # (N, 1 + t), bos first
-        finished = torch.zeros(N, dtype=torch.bool, device=dev)
-        scores = torch.zeros(B, K, device=dev)  # beam search: total log-prob of each beam
-        scores[:, 1:] = float('-inf')            # at the start only one (the bos-only) beam is alive
-        for t in range(n_new):
-            if use_cache:
-                x = self.decode(seq[:, -1:], memory, mem_mask, mem_kv, caches)  # only the newest position
-            else:
-                x = self.decode(seq, memory, mem_mask)  # the whole prefix, every step
-            logits = self.lm_head(x[:, -1, :]).float()  # (N, V)
-            V = logits.size(-1)
-            if K == 1:
-                if temperature == 0:
-                    nxt = logits.argmax(dim=-1)  # (N,)
-                else:
-                    logits = logits / temperature
-                    if top_k is not None:
-                        v, _ = torch.topk(logits, min(top_k, V))
-                        logits[logits < v[:, [-1]]] = float('-inf')
-                    nxt = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1).view(N)
-                nxt = torch.where(finished, torch.full_like(nxt, cfg.eos_id), nxt)  # done rows: keep eos
-            else:
-                logp = F.log_softmax(logits, dim=-1)  # (N, V)
-                if not ignore_eos:
-                    # a finished beam can only "extend" by another eos, at zero cost: its score is final
-                    logp[finished] = float('-inf')
-                    logp[finished, cfg.eos_id] = 0.0
-                cand = (scores.view(N, 1) + logp).view(B, K * V)  # every (beam, token) continuation
-                scores, top = cand.topk(K, dim=1)  # (B, K)
-                src = (torch.arange(B, device=dev)[:, None] * K + top // V).view(N)  # parent row of each new beam
-                nxt = (top % V).view(N)
-                seq, finished = seq[src], finished[src]
-                if use_cache:
-                    for c in caches:
-                        c.reorder(src)
-            seq = torch.cat([seq, nxt[:, None]], dim=1)
-            if not ignore_eos:
-                finished = finished | (nxt == cfg.eos_id)
-                if finished.all():
-                    break
-
-        if K > 1:  # keep the best beam of each image
-            best = torch.arange(B, device=dev) * K + scores.argmax(dim=1)
-            seq = seq[best]
-        out = []
-        for row in seq[:, 1:].tolist():  # drop bos, cut at the first eos
-            if not ignore_eos and cfg.eos_id in row:
-                row = row[:row.index(cfg.eos_id)]
-            out.append(row)
-        return out
-
 
 # -----------------------------------------------------------------------------
-# checkpoints: <ckpt_dir>/{model.safetensors, config.json, state.pt}, written atomically
+# the one way to build a model: train.py, checkpoint.load_model and bench_vram.py all come here
 
-def _unique_state_dict(model):
-    """state_dict without aliases: the tied head and embedding are one tensor, and safetensors
-    refuses to store a tensor twice. Returns ({name: tensor}, {alias: kept name})."""
-    out, aliases, seen = {}, {}, {}
-    for k, t in model.state_dict().items():
-        key = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride())
-        if t.numel() > 0 and key in seen:
-            aliases[k] = seen[key]
-            continue
-        seen[key] = k
-        out[k] = t
-    return out, aliases
+def plugin_args(model_args, lora_args=None, quant_args=None):
+    """The rule the plug-ins impose on the model: LoRA on the backbone, or an NF4 backbone (QLoRA),
+    fine-tune the encoder through the adapters only, so the rest of the backbone is frozen
+    (freeze_backbone=True, its BatchNorm kept in eval mode). The decoder is trained from scratch and
+    stays trainable. Returns model_args with that applied."""
+    targets = (lora_args or {}).get('targets', ('backbone.',))
+    if quant_args or (lora_args and any(t.startswith('backbone') for t in targets)):
+        return dict(model_args, freeze_backbone=True)
+    return dict(model_args)
 
 
-def save_checkpoint(ckpt_dir, raw_model, meta, state=None):
-    """Write model.safetensors (raw_model's weights), config.json (meta; model_args filled in from
-    raw_model.config if absent) and state.pt (optimizer/scaler/RNG/data position, if given) into a
-    temp dir beside ckpt_dir, then swap it into place: an existing ckpt_dir is renamed aside, the new
-    one renamed in, the old one deleted. A crash leaves either the old or the new checkpoint whole
-    (plus, at worst, a *.tmp-* / *.old-* directory next to it)."""
-    from safetensors.torch import save_file
-    ckpt_dir = os.path.abspath(ckpt_dir)
-    parent, name = os.path.split(ckpt_dir)
-    os.makedirs(parent, exist_ok=True)
-    meta = dict(meta)
-    meta.setdefault('model_args', asdict(raw_model.config))
-    tmp = tempfile.mkdtemp(prefix=f'{name}.tmp-', dir=parent)
-    try:
-        tensors, _ = _unique_state_dict(raw_model)
-        tensors = {k: v.detach().to('cpu').contiguous() for k, v in tensors.items()}
-        save_file(tensors, os.path.join(tmp, 'model.safetensors'), metadata={'format': 'pt'})
-        with open(os.path.join(tmp, 'config.json'), 'w') as f:
-            json.dump(meta, f, indent=2)
-        if state is not None:
-            torch.save(state, os.path.join(tmp, 'state.pt'))
-        old = None
-        if os.path.exists(ckpt_dir):
-            old = tempfile.mkdtemp(prefix=f'{name}.old-', dir=parent)
-            os.rmdir(old)  # we only wanted a fresh unique name
-            os.rename(ckpt_dir, old)
-        os.rename(tmp, ckpt_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def read_meta(ckpt_dir):
-    """config.json of a checkpoint as a dict; FileNotFoundError / ValueError with one line."""
-    path = os.path.join(ckpt_dir, 'config.json')
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no checkpoint at {ckpt_dir} (missing {path})")
-    try:
-        with open(path) as f:
-            meta = json.load(f)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"checkpoint {ckpt_dir}: cannot read config.json ({e})") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get('model_args'), dict):
-        raise ValueError(f"checkpoint {ckpt_dir}: config.json has no model_args")
-    return meta
-
-
-def _mismatch(ckpt_dir, what):
-    return ValueError(f"checkpoint {ckpt_dir} does not match this code: {what}")
-
-
-def load_model(ckpt_dir, device='cpu'):
-    """Rebuild the model a checkpoint was trained with and load its weights -> (model, meta).
-    The backbone is built with pretrained=None (the weights come from the checkpoint, nothing is
-    downloaded). NF4 quantization of the backbone (meta['quant']) and then LoRA (meta['lora'], the
-    keyword arguments of lora.apply_lora) are applied before loading, in the order train.py applies
-    them, so the module tree matches the saved one. Any difference in keys or shapes -> ValueError."""
-    meta = read_meta(ckpt_dir)
-    args = dict(meta['model_args'])
-    known = {f.name for f in fields(MusicTrOCRConfig)}
-    unknown = sorted(set(args) - known)
-    if unknown:
-        raise _mismatch(ckpt_dir, f"unknown model_args {unknown}")
-    args['pretrained'] = None
-    try:
-        model = MusicTrOCR(MusicTrOCRConfig(**args))
-    except (KeyError, ValueError, AssertionError) as e:
-        raise _mismatch(ckpt_dir, f"cannot build the model ({e})") from None
-    if meta.get('quant'):
-        import quant
-        q = meta['quant']
-        if q.get('backbone', 'nf4') != 'nf4':
-            raise _mismatch(ckpt_dir, f"unknown backbone quantization {q.get('backbone')!r}")
-        quant.quantize_model_nf4(model.backbone, double_quant=bool(q.get('double_quant', False)))
-    if meta.get('lora'):
-        import lora
-        kw = dict(meta['lora'])
+def build_model(model_args, lora_args=None, quant_args=None, verbose=False):
+    """MusicTrOCR(MusicTrOCRConfig(**plugin_args(...))), then the plug-ins, in this order:
+      quant_args, e.g. dict(backbone='nf4', double_quant=False): the backbone's Linear/Conv2d weights
+        stored in 4-bit NormalFloat (quant.quantize_model_nf4);
+      lora_args, the keywords of lora.apply_lora (rank, alpha, dropout, targets, rslora): adapters on
+        top, beside the 4-bit weights for QLoRA (Dettmers et al. 2023).
+    Returns the model, on the CPU. Bad arguments raise ValueError / KeyError (FileNotFoundError for a
+    missing pretrained file)."""
+    model = MusicTrOCR(MusicTrOCRConfig(**plugin_args(model_args, lora_args, quant_args)))
+    if quant_args:
+        if quant_args.get('backbone', 'nf4') != 'nf4':
+            raise ValueError(f"unknown backbone quantization {quant_args.get('backbone')!r}")
+        n = quant.quantize_model_nf4(model.backbone, double_quant=bool(quant_args.get('double_quant', False)))
+        if verbose:
+            print(f"NF4: quantized {n} backbone modules")
+    if lora_args:
+        kw = dict(lora_args)
         if 'targets' in kw:
-            kw['targets'] = tuple(kw['targets'])
-        lora.apply_lora(model, **kw)
-
-    path = os.path.join(ckpt_dir, 'model.safetensors')
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {ckpt_dir} has no model.safetensors")
-    from safetensors.torch import load_file
-    try:
-        sd = load_file(path, device='cpu')
-    except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
-        raise ValueError(f"checkpoint {ckpt_dir}: cannot read model.safetensors ({e})") from None
-    expected, _ = _unique_state_dict(model)
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    for keys, what in ((missing, 'missing key'), (unexpected, 'unexpected key')):
-        if keys:
-            more = f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
-            raise _mismatch(ckpt_dir, f"{what} '{keys[0]}'{more}")
-    for k, t in expected.items():
-        if tuple(sd[k].shape) != tuple(t.shape):
-            raise _mismatch(ckpt_dir, f"shape of '{k}' is {tuple(sd[k].shape)} in the checkpoint, "
-                                      f"{tuple(t.shape)} in the model")
-    model.load_state_dict(sd, strict=False)  # strict in effect: keys checked above, aliases are tied
-    model.to(device)
-    return model, meta
+            kw['targets'] = tuple(kw['targets'])  # config.json stores a list
+        wrapped = lora.apply_lora(model, **kw)
+        if verbose:
+            print(f"LoRA: rank {kw['rank']} adapters on {len(wrapped)} modules")
+    return model
 
 
-def load_checkpoint_state(ckpt_dir, device='cpu'):
-    """state.pt (optimizer, scaler, RNG states, data position) as saved by save_checkpoint, or None."""
-    path = os.path.join(ckpt_dir, 'state.pt')
-    if not os.path.isfile(path):
-        return None
-    return torch.load(path, map_location=device, weights_only=False)  # our own file: RNG states are not tensors-only
-
-
-# -----------------------------------------------------------------------------
-# python model.py --bench_cache: decoding speed with and without the KV cache
-
-def bench_cache(lengths=(256, 1024), backbone='cnn_tiny', device='cpu'):
-    """Default decoder (6 layers, d_model 512, 8 heads, d_ff 2048), random weights, one 128 x 1024
-    image, greedy decoding of exactly n tokens (eos ignored). Prints tokens/s for both paths."""
-    torch.manual_seed(0)
-    model = MusicTrOCR(MusicTrOCRConfig(backbone=backbone, img_height=128)).to(device).eval()
-    img = torch.rand(1, 3, 128, 1024, device=device)
-    print(f"decoder: {model.config.n_layer} layers, d_model {model.config.d_model}, "
-          f"{model.get_num_params() / 1e6:.1f}M params total; device {device}, threads {torch.get_num_threads()}")
-    for n in lengths:
-        res = {}
-        for use_cache in (True, False):
-            t0 = time.perf_counter()
-            out = model.generate(img, n, use_cache=use_cache, ignore_eos=True)
-            dt = time.perf_counter() - t0
-            assert len(out[0]) == n
-            res[use_cache] = n / dt
-            print(f"{n:5d} new tokens, cache={str(use_cache):5s}: {n / dt:8.1f} tokens/s ({dt:.2f} s)")
-        print(f"{n:5d} new tokens: the cache is {res[True] / res[False]:.1f}x faster")
-
-
-if __name__ == '__main__':
-    import argparse
-    ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    ap.add_argument('--bench_cache', action='store_true', help='benchmark generate() with/without KV cache')
-    ap.add_argument('--backbone', default='cnn_tiny')
-    ap.add_argument('--device', default='cpu')
-    ap.add_argument('--lengths', default='256,1024', help='comma-separated numbers of new tokens')
-    ap.add_argument('--threads', type=int, default=0, help='torch intra-op threads (0 = torch default)')
-    a = ap.parse_args()
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    if a.bench_cache:
-        bench_cache(tuple(int(n) for n in a.lengths.split(',')), a.backbone, a.device)
-    else:
-        ap.print_help()
+if __name__ == '__main__':  # `python model.py --bench_cache`: the KV-cache benchmark lives in bench_decode.py
+    import os
+    import runpy
+    runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'bench_decode.py'), run_name='__main__')

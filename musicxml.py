@@ -189,9 +189,6 @@ def to_musicxml(abc, title=None):
 
 
 def write_musicxml(abc, path, title=None):
-    """to_musicxml into path, atomically (temp + os.replace)."""
-    import os
-    xml = to_musicxml(abc, title)
-    with open(path + '.tmp', 'w', encoding='utf-8') as f:
-        f.write(xml)
-    os.replace(path + '.tmp', path)
+    """to_musicxml into path, atomically (checkpoint.atomic_write)."""
+    from checkpoint import atomic_write
+    atomic_write(path, to_musicxml(abc, title))

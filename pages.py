@@ -11,8 +11,8 @@ each opened by inline fields [K:..] / [M:..] / [L:..] where they differ from the
 staff whose transcription is not ABC (no K: field, or no music) is left out and reported, and the
 rest of the page still comes out.
 
-The checkpoint helpers (find_checkpoint, find_tokenizer) live here so that this module never needs
-sample.py; sample.py imports them from here.
+Its imports at the top are light (no torch): sample.py imports it at start-up, and so does the child
+process in which sample.py engraves.
 """
 
 import os
@@ -25,35 +25,13 @@ MAX_DPI = 400
 
 
 # -----------------------------------------------------------------------------
-# checkpoints (used by sample.py and bench_pages.py)
-
-def find_checkpoint(out_dir):
-    for d in (os.path.join(out_dir, 'ckpt_best'), os.path.join(out_dir, 'ckpt_last'), out_dir):
-        if os.path.isfile(os.path.join(d, 'config.json')):
-            return d
-    raise FileNotFoundError(f"no checkpoint in {out_dir} (looked for ckpt_best/, ckpt_last/ and a config.json); "
-                            f"train one with: python train.py --out_dir={out_dir}")
-
-
-def find_tokenizer(out_dir, meta):
-    candidates = [os.path.join(out_dir, 'tokenizer.model')]
-    data_dir = (meta.get('train_config') or {}).get('data_dir')
-    if data_dir:
-        candidates.append(os.path.join(data_dir, 'tokenizer.model'))
-    for path in candidates:
-        if os.path.isfile(path):
-            return path
-    raise FileNotFoundError(f"no tokenizer: looked for {' and '.join(candidates)}")
-
-
-# -----------------------------------------------------------------------------
 # files -> grayscale PIL images
 
 def read_image(path, max_pixels):
     """An image file -> a loaded grayscale ('L', transparency as white paper) PIL image.
     Any problem -> ValueError with one line naming the file."""
     from PIL import Image
-    import data
+    import images
     if os.path.getsize(path) == 0:
         raise ValueError(f"{path}: empty file")
     try:
@@ -63,7 +41,7 @@ def read_image(path, max_pixels):
                 w, h = im.size
                 if w * h > max_pixels:
                     raise ValueError(f"image too large ({w}x{h} = {w * h:,} pixels > max_pixels={max_pixels:,})")
-                gray = data._to_gray(im)
+                gray = images.to_gray(im)
                 gray.load()
                 return gray
     except ValueError as e:
@@ -181,8 +159,8 @@ def join_lines(abcs):
 def to_tensor(im, img_height, max_width):
     """grayscale PIL image -> (3, img_height, W) float32 in [0, 1], exactly as data.OMRDataset does."""
     import torch
-    import data
-    arr = data.preprocess(im, img_height, max_width)
+    import images
+    arr = images.preprocess(im, img_height, max_width)
     x = torch.from_numpy(arr).unsqueeze(0).float().div_(255.0)  # (1, H, W), paper = 1.0
     return x.expand(3, -1, -1)  # (3, H, W)
 
@@ -193,7 +171,7 @@ class Reader:
     def __init__(self, out_dir, device='cpu', batch_size=8, beam_size=1, temperature=0.0, top_k=None,
                  max_new_tokens=None, decode='auto'):
         import data
-        from model import load_model
+        from checkpoint import find_checkpoint, find_tokenizer, load_model
         ckpt = find_checkpoint(out_dir)
         self.model, self.meta = load_model(ckpt, device)
         self.model.eval()

@@ -47,7 +47,7 @@ import os
 import re
 import sys
 
-from pages import find_checkpoint, find_tokenizer, is_pdf, read_image, read_pdf, to_tensor  # noqa: F401 (sample.find_checkpoint etc.)
+from pages import is_pdf, read_image, read_pdf, to_tensor
 
 # -----------------------------------------------------------------------------
 # config: override on the command line as --key=value (nanoGPT's configurator)
@@ -143,12 +143,11 @@ def write_outputs(save_dir, src_path, abc, timeout=120):
     is exactly what an untrained or confused model writes, and that must not take sample.py down.
     The child writes temp files that we rename into place only if it succeeded (atomic writes)."""
     import subprocess
+    from checkpoint import atomic_write
     stem = os.path.splitext(os.path.basename(src_path))[0]
     os.makedirs(save_dir, exist_ok=True)
     abc_path, png_path, mid_path = (os.path.join(save_dir, stem + ext) for ext in ('.abc', '.png', '.mid'))
-    with open(abc_path + '.tmp', 'w', encoding='utf-8') as f:
-        f.write(abc)
-    os.replace(abc_path + '.tmp', abc_path)
+    atomic_write(abc_path, abc)
     here = os.path.dirname(os.path.abspath(__file__))
     code = 'import sys; sys.path.insert(0, sys.argv[1]); import sample; sample.engrave_to_files(*sys.argv[2:])'
     try:
@@ -210,8 +209,9 @@ def load_input(path, img_height, max_width):
 
 
 def _save_png(im, path):
-    im.save(path + '.tmp.png')
-    os.replace(path + '.tmp.png', path)
+    from checkpoint import atomic_path
+    with atomic_path(path) as tmp:
+        im.save(tmp)
 
 
 def main():
@@ -228,7 +228,7 @@ def main():
     paths = list_images(str(image))  # before importing torch and loading the model: a typo fails fast
     import torch
     import pages
-    from model import read_meta
+    from checkpoint import find_checkpoint, read_meta
     ckpt = find_checkpoint(out_dir)
     meta = read_meta(ckpt)  # cheap: config.json only, enough to preprocess the images
     img_height = meta['model_args'].get('img_height', 224)

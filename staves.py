@@ -11,7 +11,7 @@ staves.py: find the staves on a page image and cut each one out the way the trai
 The training images (data/m21/prepare.py) are ONE line of music cropped to its ink plus a 6-19 px
 white margin at a staff space of 18-27 px, i.e. a margin of ~0.55 staff spaces. A crop here is the
 staff's ink (lines, and above/below only what is attached to it: ledger lines, stems, high/low notes)
-plus 0.55 sp of white, so that after data.preprocess's resize it looks like a training image.
+plus 0.55 sp of white, so that after images.preprocess's resize it looks like a training image.
 
 Only numpy and PIL: no OpenCV. Each Staff carries a `system` field (one staff per system for now);
 grouping staves into systems by braces/brackets/shared barlines can fill it in later.
@@ -253,8 +253,8 @@ def find_staves(image, max_skew=MAX_SKEW, crops=True):
     from PIL import Image
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image.astype(np.uint8))
-    import data  # its _to_gray: transparency becomes white paper, as in training
-    gray_im = data._to_gray(image)
+    import images  # its to_gray: transparency becomes white paper, as in training
+    gray_im = images.to_gray(image)
     gray = np.asarray(gray_im)
     if gray.size == 0 or gray.shape[0] < 8 or gray.shape[1] < 8:
         raise ValueError('no staff found')

@@ -10,9 +10,9 @@ evaluate each on the test split, and gather the results into one table, plots an
 
 `run` passes any other `--key=value` straight to train.py for every backbone (e.g. --img_height=224,
 --compile=True), after config/<backbone>.py, so all runs share the recipe and differ only in the
-encoder. Every run gets max_iters = ceil(max_samples / (batch_size * gradient_accumulation_steps));
---minutes_per_backbone is a safety cap (train.py's max_time_minutes): a run that hits it saw fewer
-samples than the others, and the report says so next to its row.
+encoder. Every run gets --max_samples (train.py makes it max_iters = ceil(max_samples / images per
+step)); --minutes_per_backbone is a safety cap (train.py's max_time_minutes): a run that hits it saw
+fewer samples than the others, and the report says so next to its row.
 
 `report` reads, per run directory (train.py's out_dir):
   log.jsonl          one JSON object per eval: val loss/SER curves, samples/s, MFU, peak memory, time
@@ -25,20 +25,18 @@ the truth, the prediction and the symbol errors marked).
 """
 
 import argparse
-import ast
 import difflib
-import glob
 import itertools
 import json
 import math
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
-STUDY_BACKBONES = ['resnet50', 'efficientnet_b0', 'convnext_tiny', 'vit_small', 'deit_small',
-                   'swin_tiny', 'mobilevit_small']
+from backbones import STUDY_BACKBONES
+from checkpoint import atomic_path, atomic_write, find_tokenizer, load_model
+from runlog import expand, read_run, run_mode  # noqa: F401 (study.run_mode)
 # what each family tests (see backbones.py for the long version)
 FAMILY = {
     'resnet50': 'CNN (residual)',
@@ -50,79 +48,6 @@ FAMILY = {
     'mobilevit_small': 'hybrid CNN + ViT',
     'cnn_tiny': 'CNN (tiny, tests only)',
 }
-
-# -----------------------------------------------------------------------------
-# reading a run back
-
-
-def read_jsonl(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def run_mode(train_config):
-    """The training mode a run used, from its own recorded config: full / frozen / lora_rN / qlora_rN."""
-    rank = int(train_config.get('lora_rank') or 0)
-    if train_config.get('quant_backbone') and rank:
-        return f'qlora_r{rank}'
-    if rank:
-        return f'lora_r{rank}'
-    return 'frozen' if train_config.get('freeze_backbone') else 'full'
-
-
-def run_meta(run_dir):
-    """config.json of the run's best checkpoint (else its last): model_args, train_config, ..."""
-    from model import read_meta
-    for ckpt in ('ckpt_best', 'ckpt_last'):
-        if os.path.isfile(os.path.join(run_dir, ckpt, 'config.json')):
-            return os.path.join(run_dir, ckpt), read_meta(os.path.join(run_dir, ckpt))
-    raise FileNotFoundError(f"run {run_dir} has no ckpt_best/ or ckpt_last/ checkpoint")
-
-
-def read_run(run_dir):
-    """Everything the study and bench_vram need from one train.py run, straight from its own files.
-
-    With final_eval.json (train.py writes it at the end: the best checkpoint scored on the test split,
-    plus the run's mean samples/s, MFU, peak memory, train time and parameter count) every number
-    comes from there. A run without it (killed before the end) falls back to log.jsonl: best val
-    SER/CER/seq-acc, mean logged samples/s, last MFU, max peak memory, last elapsed_s; split='val'
-    tells the reader which."""
-    log_path = os.path.join(run_dir, 'log.jsonl')
-    if not os.path.isfile(log_path):
-        raise FileNotFoundError(f"{run_dir} is not a train.py run: no log.jsonl")
-    log = read_jsonl(log_path)
-    if not log:
-        raise ValueError(f"{log_path} is empty: the run never reached its first eval")
-    ckpt_dir, meta = run_meta(run_dir)
-    tc, ma = meta.get('train_config') or {}, meta['model_args']
-    r = dict(name=os.path.basename(os.path.normpath(run_dir)), run_dir=run_dir, ckpt_dir=ckpt_dir,
-             backbone=ma['backbone'], mode=run_mode(tc), img_height=ma.get('img_height'),
-             init=tc.get('pretrained') or 'scratch',
-             samples_per_iter=tc.get('batch_size', 0) * tc.get('gradient_accumulation_steps', 1),
-             best_val_loss=min(e['val_loss'] for e in log), log=log)
-    final_path = os.path.join(run_dir, 'final_eval.json')
-    if os.path.isfile(final_path):
-        with open(final_path) as f:
-            final = json.load(f)
-        keys = dict(ser='ser', cer='cer', seq_acc='seq_acc', test_loss='test_loss', params='n_params',
-                    samples_per_sec='samples_per_sec', mfu='mfu', peak_mem_mb='peak_mem_mb',
-                    wall_s='train_time_s', iters='iters', device='device')
-        missing = [v for v in keys.values() if v not in final]
-        if missing:
-            raise ValueError(f"{final_path} lacks {', '.join(missing)}: written by an older train.py?")
-        r.update({k: final[v] for k, v in keys.items()}, split='test')
-    else:
-        speeds = [e['samples_per_sec'] for e in log if e.get('samples_per_sec')]
-        mfus = [e['mfu'] for e in log if e.get('mfu') is not None]
-        peaks = [e['peak_mem_mb'] for e in log if e.get('peak_mem_mb') is not None]
-        r.update(split='val', ser=min(e['val_ser'] for e in log), cer=min(e['val_cer'] for e in log),
-                 seq_acc=max(e.get('val_seq_acc') or 0.0 for e in log), test_loss=None, params=None,
-                 samples_per_sec=sum(speeds) / len(speeds) if speeds else None, mfu=mfus[-1] if mfus else None,
-                 peak_mem_mb=max(peaks) if peaks else None, wall_s=log[-1].get('elapsed_s'),
-                 iters=log[-1]['iter'], device=None)
-    r['samples_seen'] = r['iters'] * r['samples_per_iter']
-    return r
-
 
 # -----------------------------------------------------------------------------
 # `run`: the sweep
@@ -140,71 +65,24 @@ def parse_overrides(extra):
     return out
 
 
-def literal(text):
-    """A --key=value text as configurator.py reads it: a Python literal if it parses, else the string."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
-def train_defaults(path='train.py'):
-    """The config defaults at the top of train.py: every top-level assignment of a Python literal."""
-    with open(path) as f:
-        tree = ast.parse(f.read())
-    out = {}
-    for node in tree.body:
-        if not isinstance(node, ast.Assign) or len(node.targets) != 1:
-            continue
-        target = node.targets[0]
-        if getattr(target, 'id', None) == 'config_keys':
-            break  # the defaults end where train.py collects them
-        try:
-            value = ast.literal_eval(node.value)
-        except ValueError:  # e.g. device = 'cuda' if torch.cuda.is_available() else 'cpu'
-            continue
-        if isinstance(target, ast.Name):
-            out[target.id] = value
-        elif isinstance(target, ast.Tuple) and isinstance(value, tuple) and len(value) == len(target.elts):
-            out.update({n.id: v for n, v in zip(target.elts, value) if isinstance(n, ast.Name)})  # beta1, beta2 = ...
-    return out
-
-
-def resolve_config(config_files, overrides):
-    """The config train.py will run with, resolved the way configurator.py does it: the defaults, then
-    each config file exec'd in that same scope (a file may build on the values before it, e.g.
-    out_dir + '-lora_r8'), then the --key=value overrides (raw text, typed as configurator.py types it)."""
-    scope = train_defaults()
-    for path in config_files:
-        with open(path) as f:
-            exec(f.read(), scope)
-    scope.update({k: literal(v) for k, v in overrides.items()})
-    return scope
-
-
 def train_command(backbone, out_dir, max_samples, minutes, configs, overrides):
-    """The train.py command of one study run -> (argv, max_iters, samples per iteration).
-    Config files: config/<backbone>.py (the recipe) when it exists, then `configs` (e.g. a mode such
-    as config/lora_r8.py, or config/tiny_test.py in the tests), then the per-run and shared overrides."""
+    """The train.py command (argv) of one study run. Config files: config/<backbone>.py (the recipe)
+    when it exists, then `configs` (e.g. a mode such as config/lora_r8.py, or config/tiny_test.py in
+    the tests), then the per-run and shared overrides. --max_samples gives every run the same number
+    of training images whatever its batch size."""
     own = os.path.join('config', f'{backbone}.py')
     files = ([own] if os.path.isfile(own) else []) + list(configs)
-    per_run = dict(backbone=backbone, out_dir=out_dir)
-    cfg = resolve_config(files, overrides)
-    per_iter = cfg['batch_size'] * cfg['gradient_accumulation_steps']  # one process; torchrun keeps it global
-    max_iters = math.ceil(max_samples / per_iter)
-    per_run['max_iters'] = max_iters
+    per_run = dict(backbone=backbone, out_dir=out_dir, max_samples=max_samples)
     if minutes:
         per_run['max_time_minutes'] = minutes
-    argv = [sys.executable, 'train.py'] + files
-    argv += [f'--{k}={v}' for k, v in list(per_run.items()) + list(overrides.items())]
-    return argv, max_iters, per_iter
+    return [sys.executable, 'train.py'] + files + [f'--{k}={v}' for k, v in list(per_run.items()) + list(overrides.items())]
 
 
 def cmd_run(args, extra):
     if not os.path.isfile('train.py'):
         raise FileNotFoundError("train.py is not in the current directory: run study.py from the repository root")
     overrides = parse_overrides(extra)
-    for k in ('out_dir', 'max_iters', 'backbone', 'max_time_minutes'):
+    for k in ('out_dir', 'max_iters', 'max_samples', 'backbone', 'max_time_minutes'):
         if k in overrides:
             raise ValueError(f"--{k} is set by study.py per run; leave it out")
     backbones = [b for b in args.backbones.split(',') if b]
@@ -223,8 +101,7 @@ def cmd_run(args, extra):
     failed = []
     for bb in backbones:
         out_dir = os.path.join(args.out_root, bb)
-        cmd, max_iters, per_iter = train_command(bb, out_dir, args.max_samples, args.minutes_per_backbone,
-                                                 configs, overrides)
+        cmd = train_command(bb, out_dir, args.max_samples, args.minutes_per_backbone, configs, overrides)
         command = ' '.join(['python'] + cmd[1:])
         done = record['runs'].get(bb, {})
         if done.get('command') == command and done.get('returncode') == 0 and \
@@ -234,8 +111,7 @@ def cmd_run(args, extra):
         print(f"[study] {bb}: {command}", flush=True)
         t0 = time.time()
         rc = subprocess.call(cmd)
-        record['runs'][bb] = dict(command=command, max_samples=args.max_samples, max_iters=max_iters,
-                                  samples_per_iter=per_iter, minutes_cap=args.minutes_per_backbone,
+        record['runs'][bb] = dict(command=command, max_samples=args.max_samples, minutes_cap=args.minutes_per_backbone,
                                   returncode=rc, seconds=round(time.time() - t0, 1))
         if rc != 0:
             failed.append(bb)
@@ -289,11 +165,8 @@ def _plt():
 
 
 def savefig(fig, path):
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix='.png',
-                               prefix=os.path.basename(path) + '.tmp-')
-    os.close(fd)
-    fig.savefig(tmp, dpi=110, bbox_inches='tight')
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches='tight')
     _plt().close(fig)
 
 
@@ -378,14 +251,13 @@ def wrap_columns(lines, width):
 def predict_examples(ckpt_dir, n=6, device='cpu', max_new_tokens=None):
     """Greedy predictions of the first n test images of the run's own data_dir, with per-example scores."""
     import torch
-    from model import load_model
-    from data import OMRDataset, Tokenizer, collate, score, abc_symbols
+    from data import OMRDataset, Tokenizer, collate
+    from metrics import abc_symbols, score
     model, meta = load_model(ckpt_dir, device=device)
     model.eval()
     tc = meta.get('train_config') or {}
     data_dir = tc['data_dir']
-    run_tok = os.path.join(os.path.dirname(os.path.abspath(ckpt_dir)), 'tokenizer.model')  # train.py keeps a copy
-    tok = Tokenizer(run_tok if os.path.isfile(run_tok) else os.path.join(data_dir, 'tokenizer.model'))
+    tok = Tokenizer(find_tokenizer(os.path.dirname(os.path.abspath(ckpt_dir)), meta))  # train.py keeps a copy
     ds = OMRDataset(data_dir, 'test', tok, img_height=tc.get('img_height', model.config.img_height),
                     max_width=tc.get('max_width', 2048))
     items = [ds[i] for i in range(min(n, len(ds)))]
@@ -428,23 +300,6 @@ def plot_examples(examples, title, path, width=110):
 # -----------------------------------------------------------------------------
 
 
-def atomic_write(path, text):
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=os.path.basename(path) + '.tmp-')
-    with os.fdopen(fd, 'w') as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def expand(spec):
-    dirs = []
-    for part in [s for s in spec.split(',') if s]:
-        dirs += [d for d in (sorted(glob.glob(part)) or [part]) if os.path.isdir(d)]
-    dirs = [d for d in dirs if os.path.isfile(os.path.join(d, 'log.jsonl'))]
-    if not dirs:
-        raise FileNotFoundError(f"no train.py run (a directory with log.jsonl) matches {spec!r}")
-    return dirs
-
-
 def cmd_report(args):
     rows = gather(expand(args.runs))
     planned = {}
@@ -453,7 +308,7 @@ def cmd_report(args):
         if os.path.isfile(p):
             with open(p) as f:
                 for bb, rec in json.load(f)['runs'].items():
-                    planned[bb] = rec['max_iters'] * rec['samples_per_iter']
+                    planned[bb] = rec['max_samples']
     os.makedirs(args.results_dir, exist_ok=True)
     out = lambda name: os.path.join(args.results_dir, name)
     files = dict(table=out('backbone_study.md'), json=out('backbone_study.json'),

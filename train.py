@@ -3,7 +3,7 @@ train.py: train MusicTrOCR (image of one line of engraved music -> ABC), after n
 
 One file, one loop, no Trainer class and no callbacks. It runs on a single device:
 
-    $ python train.py config/quickstart.py                       # 2-core CPU, ~15 minutes
+    $ python train.py config/quickstart.py                       # a 2-core CPU
     $ python train.py config/resnet50.py --batch_size=16         # one GPU
 
 or with DDP under torchrun, on one node:
@@ -19,7 +19,7 @@ or on two nodes (run on both, with node_rank 0 and 1; master_addr = the first no
 Every config key is a global below, with its default; config files and --key=value
 overrides replace them (see configurator.py). Outputs in out_dir: one line per iteration on
 stdout, log.jsonl (one JSON object per eval), loss.png, ckpt_last/ and ckpt_best/
-(model.safetensors + config.json + state.pt, see model.save_checkpoint), tokenizer.model,
+(model.safetensors + config.json + state.pt, see checkpoint.py), tokenizer.model,
 and final_eval.json (the test split, scored with the best checkpoint, at the end).
 """
 
@@ -27,13 +27,8 @@ import json
 import math
 import os
 import random
-import shlex
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
-from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -41,7 +36,13 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import data
-from model import MusicTrOCR, MusicTrOCRConfig, load_checkpoint_state, load_model, save_checkpoint
+import evaluation
+import flops
+import runlog
+import step
+from checkpoint import (atomic_write, copy_tokenizer, get_rng_state, load_checkpoint_state, load_model,
+                        resume_mismatch, save_checkpoint, set_rng_state)
+from model import build_model, plugin_args
 
 # -----------------------------------------------------------------------------
 # default config values: the seed recipe, ResNet-50 encoder at 224 px
@@ -66,6 +67,7 @@ batch_size = 8  # micro-batch size per process
 gradient_accumulation_steps = 4  # GLOBAL: split over the DDP processes; 8 x 4 = 32 images per optimizer step
 epochs = 10  # used to derive max_iters when max_iters = 0
 max_iters = 0  # optimizer steps; 0 = epochs x (train images // 32)
+max_samples = 0  # > 0: train on this many images instead, max_iters = ceil(max_samples / images per step)
 img_height = 224
 max_width = 2048  # wider images are scaled down to this width
 num_workers = 4  # DataLoader worker processes (0 = load in the main process)
@@ -183,41 +185,29 @@ samples_per_iter = batch_size * gradient_accumulation_steps * ddp_world_size  # 
 device_type = 'cuda' if device.startswith('cuda') else 'cpu'  # for later use in torch.autocast
 if device_type == 'cuda' and not torch.cuda.is_available():
     die(f"device={device!r} but CUDA is not available; use --device=cpu")
-if device_type == 'cpu':
-    dtype = 'float32'  # CPU autocast is slow and buys nothing here
-elif dtype == 'bfloat16' and not torch.cuda.is_bf16_supported():
-    dtype = 'float16'  # pre-Ampere GPUs: fp16 + loss scaling instead
+dtype = step.resolve_dtype(device_type, dtype)
 config['dtype'] = dtype
 if master_process:
     print(f"{samples_per_iter} images per iteration: {ddp_world_size} process(es) x batch_size "
           f"{batch_size} x {gradient_accumulation_steps} accumulation step(s)")
 if device_type == 'cpu' and cpu_threads > 0:
     torch.set_num_threads(cpu_threads)
-cpu_peak_flops = None  # a CPU has no datasheet peak: MFU there is against this machine's fp32 matmul rate
-if device_type == 'cpu':
-    _a, _b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    _a @ _b  # warm-up
-    _t = time.perf_counter()
-    for _ in range(8):
-        _a @ _b
-    cpu_peak_flops = 8 * 2 * 1024 ** 3 / (time.perf_counter() - _t)
-    if master_process:
-        print(f"CPU: {torch.get_num_threads()} torch thread(s), 1024^2 fp32 matmul at {cpu_peak_flops / 1e9:.1f} GFLOP/s "
-              f"(the peak MFU is measured against)")
+cpu_peak_flops = flops.cpu_peak_flops() if device_type == 'cpu' else None  # MFU's peak on a CPU
+if cpu_peak_flops is not None and master_process:
+    print(f"CPU: {torch.get_num_threads()} torch thread(s), 1024^2 fp32 matmul at {cpu_peak_flops / 1e9:.1f} GFLOP/s "
+          f"(the peak MFU is measured against)")
 torch.backends.cuda.matmul.allow_tf32 = True  # allow tf32 on matmul
 torch.backends.cudnn.allow_tf32 = True  # allow tf32 on cudnn
-ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
-ctx = nullcontext() if dtype == 'float32' else torch.autocast(device_type=device_type, dtype=ptdtype)
+ctx, scaler = step.amp_context(device_type, dtype)  # scaler: a no-op GradScaler unless fp16
 
 # -----------------------------------------------------------------------------
 # data: a prepared dataset directory (see data/m21/prepare.py); the quick start builds its own
 if not os.path.isdir(data_dir) and prepare_args is not None:
     if master_process:
-        cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'm21', 'prepare.py'),
-               f'--out_dir={data_dir}'] + shlex.split(prepare_args)
-        print(f"{data_dir} is missing, preparing it: {' '.join(cmd)}", flush=True)
-        if subprocess.run(cmd).returncode != 0:
-            die(f"preparing {data_dir} failed (command: {' '.join(cmd)})")
+        try:
+            data.prepare_missing(data_dir, prepare_args)
+        except RuntimeError as e:
+            die(e)
     if ddp:
         dist.barrier()
 own_tokenizer = tokenizer_vocab > 0  # a tokenizer of this run's own, in out_dir (a vocabulary ablation)
@@ -245,7 +235,9 @@ train_widths = train_ds.widths().tolist() if bucket_by_width else None  # from t
 if iters_per_epoch == 0:
     die(f"the train split of {data_dir} has {len(train_ds)} images, fewer than one global batch "
         f"({samples_per_iter}); lower batch_size or gradient_accumulation_steps")
-if max_iters <= 0:
+if max_samples > 0:
+    max_iters = math.ceil(max_samples / samples_per_iter)
+elif max_iters <= 0:
     max_iters = epochs * iters_per_epoch
 lr_decay_iters = lr_decay_iters if lr_decay_iters > 0 else max_iters
 warmup_iters = int(warmup_frac * lr_decay_iters)
@@ -254,56 +246,8 @@ if master_process:
           f"vocab {tokenizer.vocab_size}; {iters_per_epoch} iterations per epoch, max_iters {max_iters} "
           f"(= {max_iters / iters_per_epoch:.2f} epochs), warmup {warmup_iters}")
     os.makedirs(out_dir, exist_ok=True)
-    # sample.py finds the tokenizer next to the checkpoints
-    for ext in ('.model', '.vocab'):
-        src = os.path.join(data_dir, 'tokenizer' + ext)
-        if os.path.isfile(src) and not own_tokenizer:
-            fd, tmp = tempfile.mkstemp(dir=out_dir, prefix='.tokenizer-')
-            os.close(fd)
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, os.path.join(out_dir, 'tokenizer' + ext))
-
-
-def epoch_batches(epoch, start_iter):
-    """This process's micro-batches (lists of train indices) for `epoch`, from optimizer step
-    `start_iter` of that epoch on. The epoch's order is drawn from seed + epoch alone, so the data
-    order is a pure function of the iteration number: resuming at any iteration sees exactly the
-    batches an uninterrupted run would. Each optimizer step takes one global batch of
-    samples_per_iter images, and process r takes its consecutive share of its micro-batches, so N
-    processes see the very same images per step as one process does (a DDP run equals a
-    single-process run with the same global batch)."""
-    g = torch.Generator().manual_seed(seed + epoch)
-    order = torch.randperm(len(train_ds), generator=g).tolist()[:iters_per_epoch * samples_per_iter]
-    steps = list(range(iters_per_epoch))
-    if bucket_by_width:
-        # sort windows of 50 global batches by image width, then shuffle the order of the global batches:
-        # a batch then holds images of similar width, so little compute goes into white padding
-        window = 50 * samples_per_iter
-        order = [i for s in range(0, len(order), window) for i in sorted(order[s:s + window], key=train_widths.__getitem__)]
-        steps = torch.randperm(iters_per_epoch, generator=g).tolist()
-    batches = []
-    for it in range(start_iter, iters_per_epoch):
-        for micro_step in range(gradient_accumulation_steps):
-            k = steps[it] * samples_per_iter + (ddp_rank * gradient_accumulation_steps + micro_step) * batch_size
-            batches.append(order[k:k + batch_size])
-    return batches
-
-
-def train_batches(start_iter):
-    """Yield this process's micro-batches forever, starting at global iteration `start_iter`."""
-    epoch, it = divmod(start_iter, iters_per_epoch)
-    while True:
-        train_ds.set_epoch(epoch)  # augmentation draws depend on (seed, epoch, image) only, not on workers
-        g = torch.Generator().manual_seed(seed + epoch)  # DataLoader would otherwise draw its seed from the global RNG
-        loader = torch.utils.data.DataLoader(train_ds, batch_sampler=epoch_batches(epoch, it), collate_fn=collate_fn,
-                                             num_workers=num_workers, pin_memory=device_type == 'cuda', generator=g)
-        yield from loader
-        epoch, it = epoch + 1, 0
-
-
-def to_device(batch):
-    """(images (B,3,H,W), idx (B,T), targets (B,T), widths (B,)) on the training device."""
-    return tuple(batch[k].to(device, non_blocking=True) for k in ('images', 'idx', 'targets', 'widths'))
+    if not own_tokenizer:
+        copy_tokenizer(data_dir, out_dir)  # sample.py finds the tokenizer next to the checkpoints
 
 
 # -----------------------------------------------------------------------------
@@ -318,32 +262,16 @@ model_args.update(vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id, bos_
 lora_meta = dict(rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout, targets=list(lora_targets),
                  rslora=lora_rslora) if lora_rank > 0 else None
 quant_meta = dict(backbone=quant_backbone, double_quant=nf4_double_quant) if quant_backbone else None
-lora_on_backbone = lora_rank > 0 and any(t.startswith('backbone') for t in lora_targets)
-if lora_on_backbone or quant_backbone:
-    # LoRA / QLoRA fine-tune the encoder through adapters only: the rest of the backbone is frozen
-    # (and its BatchNorm kept in eval mode); the decoder is trained from scratch, so it stays trainable
-    model_args['freeze_backbone'] = True
+model_args = plugin_args(model_args, lora_meta, quant_meta)  # LoRA / NF4 on the backbone freeze the rest of it
 iter_num, best_val_loss, elapsed_before = 0, float('inf'), 0.0
 torch.manual_seed(seed)  # the same initial weights in every process
 if init_from == 'scratch':
     if master_process:
         print(f"initializing a new {backbone} model from scratch" + (f" (pretrained={pretrained})" if pretrained else ""))
     try:
-        model = MusicTrOCR(MusicTrOCRConfig(**model_args))
+        model = build_model(model_args, lora_meta, quant_meta, verbose=master_process)
     except (ValueError, FileNotFoundError, RuntimeError, KeyError) as e:
         die(f"cannot build the model: {e}")
-    # the plug-ins, in the order model.load_model re-applies them: NF4 first, then LoRA on top (QLoRA)
-    if quant_backbone == 'nf4':
-        import quant
-        n = quant.quantize_model_nf4(model.backbone, double_quant=nf4_double_quant)
-        if master_process:
-            print(f"NF4: quantized {n} backbone modules")
-    if lora_rank > 0:
-        import lora
-        wrapped = lora.apply_lora(model, rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout,
-                                  targets=tuple(lora_targets), rslora=lora_rslora)
-        if master_process:
-            print(f"LoRA: rank {lora_rank} adapters on {len(wrapped)} modules")
     ckpt_state = None
 else:
     ckpt_dir = os.path.join(out_dir, 'ckpt_last')
@@ -356,13 +284,9 @@ else:
         die(e)
     if ckpt_state is None:
         die(f"{ckpt_dir} has no state.pt (optimizer and data position): it cannot be resumed")
-    # the checkpoint must be the model this config describes (pretrained only mattered at step 0)
-    theirs = dict(meta['model_args'], lora=meta.get('lora'), quant=meta.get('quant'))
-    ours = dict(model_args, lora=lora_meta, quant=quant_meta)
-    for k in ours:
-        if k != 'pretrained' and theirs.get(k) != ours[k]:
-            die(f"{ckpt_dir} was trained with {k}={theirs.get(k)!r} but the config says {ours[k]!r}; "
-                f"resume with the run's own config, or start a new out_dir")
+    why = resume_mismatch(meta, model_args, lora_meta, quant_meta)  # it must be the model this config describes
+    if why:
+        die(f"{ckpt_dir} was trained with {why}; resume with the run's own config, or start a new out_dir")
     iter_num, best_val_loss = ckpt_state['iter_num'], ckpt_state['best_val_loss']
     elapsed_before = ckpt_state.get('elapsed_s', 0.0)
 model.to(device)
@@ -382,8 +306,6 @@ if teacher_dir:
     except (ValueError, FileNotFoundError) as e:
         die(e)
 
-# initialize a GradScaler. If enabled=False scaler is a no-op (it is only needed for fp16)
-scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 if ckpt_state is not None:
     optimizer.load_state_dict(ckpt_state['optimizer'])
@@ -398,12 +320,7 @@ if ddp:
 
 # every process has its own random stream (dropout), but its state is restored exactly on resume
 if ckpt_state is not None:
-    rng = ckpt_state['rng'][ddp_rank] if ddp_rank < len(ckpt_state['rng']) else ckpt_state['rng'][0]
-    random.setstate(rng['python'])
-    np.random.set_state(rng['numpy'])
-    torch.set_rng_state(rng['torch'].cpu())
-    if device_type == 'cuda' and rng.get('cuda') is not None:
-        torch.cuda.set_rng_state(rng['cuda'].cpu())
+    set_rng_state(ckpt_state['rng'][ddp_rank if ddp_rank < len(ckpt_state['rng']) else 0], device_type == 'cuda')
 else:
     random.seed(seed + ddp_rank)
     np.random.seed(seed + ddp_rank)
@@ -412,8 +329,7 @@ else:
 
 def rng_states():
     """The RNG state of every process (a list, rank order): a collective under DDP."""
-    mine = dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state(),
-                cuda=torch.cuda.get_rng_state() if device_type == 'cuda' else None)
+    mine = get_rng_state(device_type == 'cuda')
     if not ddp:
         return [mine]
     everyone = [None] * ddp_world_size
@@ -438,123 +354,27 @@ def get_lr(it):
     return min_lr + coeff * (learning_rate - min_lr)
 
 
-@torch.no_grad()
 def evaluate(m, ds, n_loss_batches, n_decode):
-    """Loss on the first n_loss_batches fixed batches of `ds`, and SER/CER/sequence accuracy of greedy
-    decoding on its first n_decode images ('first' in a permutation fixed by seed, so that every eval
-    scores the same images). The work is spread over the DDP processes; all of them return the same
-    numbers. Returns (loss, scores dict, list of (index, prediction, reference, ctc prediction)):
-    with a CTC head every image is also decoded by CTC's best path, scored as scores['ctc'].
-    scores['by_font'] has the same metrics per engraving font."""
-    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed)).tolist()
-    loss_batches = [order[i:i + batch_size] for i in range(0, min(len(ds), n_loss_batches * batch_size), batch_size)]
-    decode_batches = [order[i:i + batch_size] for i in range(0, min(len(ds), n_decode), batch_size)]
-
-    def loader(batches):  # this process's share
-        return torch.utils.data.DataLoader(ds, batch_sampler=batches[ddp_rank::ddp_world_size], collate_fn=collate_fn,
-                                           num_workers=num_workers, generator=torch.Generator().manual_seed(seed))
-
-    m.eval()
-    # fork_rng: whatever eval draws from the global RNGs is given back, so that training continues
-    # with the same random stream whether or not (and how often) it was evaluated
-    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device_type == 'cuda' else []):
-        loss_sum = torch.zeros(2, device=device, dtype=torch.float64)  # (sum of batch losses, number of batches)
-        for batch in loader(loss_batches):
-            images, idx, targets, widths = to_device(batch)
-            with ctx:
-                _, loss = m(images, idx, targets, widths)
-            loss_sum += torch.tensor([loss.item(), 1.0], device=device, dtype=torch.float64)
-        rows = []
-        for batch in loader(decode_batches):
-            images, _, _, widths = to_device(batch)
-            with ctx:
-                out = m.generate(images, max_new_tokens=max_seq_len - 1, widths=widths)
-                out_ctc = m.ctc_decode(images, widths) if m.config.ctc_weight > 0 else [None] * len(out)
-            rows += [(i, tokenizer.decode(o), t, None if c is None else tokenizer.decode(c))
-                     for i, o, t, c in zip(batch['index'].tolist(), out, batch['text'], out_ctc)]
-    if ddp:
-        dist.all_reduce(loss_sum)
-        everyone = [None] * ddp_world_size
-        dist.all_gather_object(everyone, rows)
-        rows = sorted(r for part in everyone for r in part)
-    m.train()
-    loss = (loss_sum[0] / loss_sum[1]).item() if loss_sum[1] > 0 else float('nan')
-    scores = score_rows(rows) if rows else {}
-    if rows:
-        fonts = sorted({ds.fonts[r[0]] for r in rows if ds.fonts[r[0]]})
-        scores['by_font'] = {f: score_rows([r for r in rows if ds.fonts[r[0]] == f]) for f in fonts}
-    return loss, scores, rows
-
-
-def score_rows(rows):
-    """data.score of evaluate()'s rows; with a CTC head, the CTC decodings scored too, as ['ctc']."""
-    sc = data.score([r[1] for r in rows], [r[2] for r in rows], tokenizer)
-    if rows[0][3] is not None:
-        sc['ctc'] = data.score([r[3] for r in rows], [r[2] for r in rows], tokenizer)
-    return sc
-
-
-def write_log(record):
-    """Append one eval to out_dir/log.jsonl and redraw out_dir/loss.png from the whole log."""
-    path = os.path.join(out_dir, 'log.jsonl')
-    with open(path, 'a') as f:
-        f.write(json.dumps(record) + '\n')
-    with open(path) as f:
-        log = [json.loads(line) for line in f if line.strip()]
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    its = [r['iter'] for r in log]
-    train = [(r['iter'], r['train_loss']) for r in log if r.get('train_loss') is not None]
-    if train:
-        ax1.plot(*zip(*train), label='train loss')
-    ax1.plot(its, [r['val_loss'] for r in log], marker='o', label='val loss')
-    ax1.set_xlabel('iteration')
-    ax1.set_ylabel('cross-entropy (nats/token)')
-    ax1.legend()
-    for key, label in (('val_ser', 'val SER'), ('val_cer', 'val CER')):
-        ax2.plot(its, [100 * r[key] if r.get(key) is not None else float('nan') for r in log], marker='o', label=label)
-    ax2.set_yscale('log')  # from thousands of % (an untrained model babbles) down to a few %
-    ax2.set_xlabel('iteration')
-    ax2.set_ylabel('error rate (%), greedy decoding')
-    ax2.legend()
-    fig.suptitle(f"{backbone}: {out_dir}")
-    fig.tight_layout()
-    tmp = os.path.join(out_dir, '.loss.tmp.png')
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, os.path.join(out_dir, 'loss.png'))
-
-
-def pct(x):
-    return f"{100 * x:.2f}%" if x is not None else "n/a"
-
-
-def peak_mem_mb():
-    """Peak CUDA memory allocated by this process, or (CPU) its peak resident set size, in MiB."""
-    if device_type == 'cuda':
-        return torch.cuda.max_memory_allocated() / 2 ** 20
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    """evaluation.evaluate on the first n_loss_batches fixed batches of `ds` (the loss) and its first
+    n_decode images (greedy decoding), in a permutation fixed by seed: every eval scores the same images."""
+    loss_batches, decode_batches = data.eval_batches(len(ds), batch_size, n_loss_batches, n_decode, seed)
+    return evaluation.evaluate(m, ds, loss_batches, decode_batches, collate_fn, tokenizer, ctx, device, max_seq_len - 1,
+                               num_workers, seed, ddp, ddp_rank, ddp_world_size)
 
 
 # logging
 if wandb_log and master_process:
     import wandb
     wandb.init(project=wandb_project, name=wandb_run_name, config=config)
-log_path = os.path.join(out_dir, 'log.jsonl')
-if master_process and os.path.exists(log_path):
-    # a new run starts a new log; a resumed one keeps the evals up to its checkpoint, and drops any
-    # that an interrupted run wrote after it (they will be redone)
-    with open(log_path) as f:
-        kept = [line for line in f if line.strip() and init_from == 'resume' and json.loads(line)['iter'] <= iter_num]
-    with open(log_path, 'w') as f:
-        f.writelines(kept)
+if master_process:
+    runlog.start_log(out_dir, iter_num if init_from == 'resume' else None)
 
 # -----------------------------------------------------------------------------
 # training loop
-batches = train_batches(iter_num)
+# this process's micro-batches, (images (B,3,H,W), idx (B,T), targets (B,T), widths (B,)) on the device, forever
+batches = (data.to_device(b, device) for b in data.train_loader(
+    train_ds, collate_fn, iter_num, batch_size, gradient_accumulation_steps, ddp_world_size, ddp_rank, seed,
+    train_widths, num_workers, pin_memory=device_type == 'cuda'))
 resume_iter = iter_num if init_from == 'resume' else -1  # that eval is already in the log and the checkpoint
 t_start = time.time()
 t0 = t_start
@@ -576,7 +396,7 @@ while True:
                       val_seq_acc_ctc=scores.get('ctc', {}).get('seq_acc'), samples_seen=iter_num * samples_per_iter,
                       lr=get_lr(max(0, iter_num - 1)),
                       samples_per_sec=window['samples'] / window['time'] if window['time'] else None,
-                      mfu=running_mfu if running_mfu >= 0 else None, peak_mem_mb=peak_mem_mb(),
+                      mfu=running_mfu if running_mfu >= 0 else None, peak_mem_mb=step.peak_mem_mb(device_type),
                       elapsed_s=elapsed_before + time.time() - t_start)
         window = dict(loss=0.0, n=0, samples=0, time=0.0)
         saved = (['ckpt_last'] if always_save_checkpoint or iter_num >= max_iters or stop else []) + \
@@ -587,15 +407,8 @@ while True:
                          data_position=dict(epoch=iter_num // iters_per_epoch, iter_in_epoch=iter_num % iters_per_epoch),
                          best_val_loss=best_val_loss, elapsed_s=record['elapsed_s'])
         if master_process:
-            train_str = f"{record['train_loss']:.4f}" if record['train_loss'] is not None else "n/a"
-            ctc_str = (f", CTC SER {pct(record['val_ser_ctc'])}, seq acc {pct(record['val_seq_acc_ctc'])}"
-                       if record['val_ser_ctc'] is not None else "")
-            print(f"eval {iter_num}: train loss {train_str}, val loss {val_loss:.4f}, "
-                  f"val SER {pct(record['val_ser'])}, CER {pct(record['val_cer'])}, "
-                  f"seq acc {pct(record['val_seq_acc'])}{ctc_str} ({len(rows)} images)")
-            if rows:
-                print(f"  ref:  {rows[0][2][:120]!r}\n  pred: {rows[0][1][:120]!r}")
-            write_log(record)
+            print(evaluation.eval_report(record, rows))
+            runlog.append_log(out_dir, record, f"{backbone}: {out_dir}")
             if wandb_log:
                 wandb.log(record)
             meta = dict(model_args=raw_model.config.__dict__, train_config=config, iter_num=iter_num,
@@ -615,36 +428,9 @@ while True:
     for param_group in optimizer.param_groups:
         param_group['lr'] = lr
 
-    # forward backward update, with optional gradient accumulation to simulate larger batch size
-    # and using the GradScaler if data type is float16
-    loss_accum = torch.zeros((), device=device)
-    for micro_step in range(gradient_accumulation_steps):
-        images, idx, targets, widths = to_device(next(batches))
-        if ddp:
-            # in DDP training we only need to sync gradients at the last micro step.
-            # the official way to do this is with model.no_sync() context manager, but
-            # I really dislike that this bloats the code and forces us to repeat code
-            # looking at the source of that context manager, it just toggles this variable
-            model.require_backward_grad_sync = (micro_step == gradient_accumulation_steps - 1)
-        with ctx:
-            logits, loss = model(images, idx, targets, widths)  # logits (B,T,V)
-            if teacher is not None:
-                with torch.no_grad():
-                    teacher_logits, _ = teacher(images, idx, widths=widths)  # (B,T,V)
-                loss = distill.kd_loss(logits, teacher_logits, targets, distill_alpha, distill_T)
-            loss = loss / gradient_accumulation_steps  # scale the loss to account for gradient accumulation
-        # backward pass, with gradient scaling if training in fp16
-        scaler.scale(loss).backward()
-        loss_accum += loss.detach()
-    # clip the gradient
-    if grad_clip != 0.0:
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    # step the optimizer and scaler if training in fp16
-    scaler.step(optimizer)
-    scaler.update()
-    # flush the gradients as soon as we can, no need for this memory anymore
-    optimizer.zero_grad(set_to_none=True)
+    # forward backward update, with gradient accumulation to simulate a larger batch (step.py)
+    loss_accum, (images, idx, _, _) = step.train_step(model, optimizer, scaler, ctx, batches, gradient_accumulation_steps,
+                                                      grad_clip, teacher, distill_alpha, distill_T, ddp=ddp)
 
     # timing and logging
     t1 = time.time()
@@ -665,7 +451,7 @@ while True:
                 running_mfu = mfu if running_mfu == -1.0 else 0.9 * running_mfu + 0.1 * mfu
         mfu_str = f"{running_mfu * 100:.2f}%" if running_mfu >= 0 else "n/a"
         print(f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, time {dt * 1000:.2f}ms, "
-              f"{samples_per_iter / dt:.1f} samples/s, mfu {mfu_str}, mem {peak_mem_mb():.0f} MiB", flush=True)
+              f"{samples_per_iter / dt:.1f} samples/s, mfu {mfu_str}, mem {step.peak_mem_mb(device_type):.0f} MiB", flush=True)
     iter_num += 1
     local_iter_num += 1
 
@@ -693,35 +479,20 @@ n_test = len(test_ds) if eval_test_samples < 0 else min(eval_test_samples, len(t
 t_eval = time.time()
 test_loss, test_scores, rows_test = evaluate(eval_model, test_ds, eval_iters, n_test)
 if master_process:
-    with open(log_path) as f:
-        log = [json.loads(line) for line in f if line.strip()]
-    speeds = [r['samples_per_sec'] for r in log if r.get('samples_per_sec')]
+    speeds = [r['samples_per_sec'] for r in runlog.read_jsonl(os.path.join(out_dir, 'log.jsonl')) if r.get('samples_per_sec')]
     final = dict(split='test', weights=weights, weights_iter=weights_iter, n_samples=n_test, test_loss=test_loss,
                  ser=test_scores.get('ser'), cer=test_scores.get('cer'), bpe_ser=test_scores.get('bpe_ser'),
                  seq_acc=test_scores.get('seq_acc'), ctc=test_scores.get('ctc'), by_font=test_scores.get('by_font'),
                  holdout_font=holdout_font, best_val_loss=best_val_loss, iters=iter_num,
                  samples_per_sec=sum(speeds) / len(speeds) if speeds else None,
-                 mfu=running_mfu if running_mfu >= 0 else None, peak_mem_mb=peak_mem_mb(),
+                 mfu=running_mfu if running_mfu >= 0 else None, peak_mem_mb=step.peak_mem_mb(device_type),
                  train_time_s=elapsed_before + train_time, test_decode_s=time.time() - t_eval,
                  backbone=backbone, img_height=img_height, n_params=n_params, n_trainable=n_trainable,
                  world_size=ddp_world_size, device=torch.cuda.get_device_name() if device_type == 'cuda' else 'cpu')
     if holdout_font:  # the held-out-font experiment: the font train never saw, against the four it did
-        groups = dict(seen_fonts=[r for r in rows_test if test_ds.fonts[r[0]] != holdout_font],
-                      holdout_font=[r for r in rows_test if test_ds.fonts[r[0]] == holdout_font])
-        final['holdout'] = {k: dict(score_rows(rs), n=len(rs)) for k, rs in groups.items() if rs}
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix='.final_eval-')
-    with os.fdopen(fd, 'w') as f:
-        json.dump(final, f, indent=2)
-    os.replace(tmp, os.path.join(out_dir, 'final_eval.json'))
-    print(f"test ({n_test} images, {weights} @ iter {weights_iter}): loss {test_loss:.4f}, SER {pct(final['ser'])}, "
-          f"CER {pct(final['cer'])}, seq acc {pct(final['seq_acc'])} -> {out_dir}/final_eval.json")
-    if final['ctc']:
-        print(f"test, CTC greedy decoding: SER {pct(final['ctc']['ser'])}, CER {pct(final['ctc']['cer'])}, "
-              f"seq acc {pct(final['ctc']['seq_acc'])}")
-    for k, sc in final.get('holdout', {}).items():
-        print(f"test, {'held-out font ' + holdout_font if k == 'holdout_font' else 'the other fonts'} "
-              f"({sc['n']} images): SER {pct(sc['ser'])}, seq acc {pct(sc['seq_acc'])}"
-              + (f"; CTC SER {pct(sc['ctc']['ser'])}" if 'ctc' in sc else ""))
+        final['holdout'] = evaluation.holdout_scores(rows_test, test_ds, holdout_font, tokenizer)
+    atomic_write(os.path.join(out_dir, 'final_eval.json'), json.dumps(final, indent=2))
+    print(evaluation.test_report(final, out_dir))
     if wandb_log:
         wandb.log({f'test_{k}': v for k, v in final.items() if isinstance(v, (int, float))})
 if ddp:

@@ -35,8 +35,8 @@ def tiny_corpus(tmp_path_factory):
 @pytest.fixture(scope='module')
 def one_thread():
     """One intra-op thread for a test module (use with pytest.mark.usefixtures): its models are tiny,
-    and on a shared 2-core machine two OpenMP threads per process measured 35x slower per training
-    step (3.2 s vs 0.09 s) from spin-wait contention."""
+    and on a shared 2-core machine two OpenMP threads per process are many times slower per training
+    step, from spin-wait contention."""
     import torch
     n = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -15,6 +15,8 @@ import torch
 from PIL import Image
 
 import data
+import images
+import metrics
 
 
 def all_transcriptions(data_dir):
@@ -78,45 +80,45 @@ def test_train_tokenizer_small_corpus_and_newlines(tmp_path, capsys):
 
 def test_abc_symbols_hand_example():
     s = 'M:6/8\nL:1/8\nK:G\n|: efe d2B | [C E G]2 {ga}f (3abc !trill!d2- d>e "Am"~f [K:D] :|2 z2 x/ ^c\'2 _B,/2|]'
-    assert data.abc_symbols(s) == [
+    assert metrics.abc_symbols(s) == [
         "M:6/8", "L:1/8", "K:G", "|:", "e", "f", "e", " ", "d2", "B", "|", "[CEG]2", " ", "{ga}", "f", " ",
         "(3", "a", "b", "c", " ", "!trill!", "d2", "-", " ", "d", ">", "e", " ", '"Am"', "~", "f", "[K:D]",
         ":|", "[2", "z2", " ", "x/", " ", "^c'2", " ", "_B,/2", "|]"]
     # beam-break spaces count only between notes; layout whitespace and comments do not
-    assert data.abc_symbols("K:G\n A  B |  c % comment\n") == ["K:G", "A", " ", "B", "|", "c"]
+    assert metrics.abc_symbols("K:G\n A  B |  c % comment\n") == ["K:G", "A", " ", "B", "|", "c"]
     # a line break inside the body is a symbol, the one ending a header field is not
-    assert data.abc_symbols("K:G\nAB|\ncd|") == ["K:G", "A", "B", "|", "\n", "c", "d", "|"]
-    assert data.abc_symbols("") == []
+    assert metrics.abc_symbols("K:G\nAB|\ncd|") == ["K:G", "A", "B", "|", "\n", "c", "d", "|"]
+    assert metrics.abc_symbols("") == []
 
 
 REF = "L:1/8\nK:G\nA2 Bc d2|]"  # 9 symbols: L:1/8 K:G A2 ' ' B c ' ' d2 |]
 
 
 def test_ser_exact_values():
-    assert len(data.abc_symbols(REF)) == 9
-    assert data.score([REF], [REF])["ser"] == 0.0
-    assert data.score(["L:1/8\nK:G\nA2 Bc e2|]"], [REF])["ser"] == pytest.approx(1 / 9)   # substitution
-    assert data.score(["L:1/8\nK:G\nA2 B^c d2|]"], [REF])["ser"] == pytest.approx(1 / 9)  # accidental: still 1
-    assert data.score(["L:1/8\nK:G\nA2 Bcc d2|]"], [REF])["ser"] == pytest.approx(1 / 9)  # insertion
-    assert data.score(["L:1/8\nK:G\nA2 B d2|]"], [REF])["ser"] == pytest.approx(1 / 9)    # deletion
+    assert len(metrics.abc_symbols(REF)) == 9
+    assert metrics.score([REF], [REF])["ser"] == 0.0
+    assert metrics.score(["L:1/8\nK:G\nA2 Bc e2|]"], [REF])["ser"] == pytest.approx(1 / 9)   # substitution
+    assert metrics.score(["L:1/8\nK:G\nA2 B^c d2|]"], [REF])["ser"] == pytest.approx(1 / 9)  # accidental: still 1
+    assert metrics.score(["L:1/8\nK:G\nA2 Bcc d2|]"], [REF])["ser"] == pytest.approx(1 / 9)  # insertion
+    assert metrics.score(["L:1/8\nK:G\nA2 B d2|]"], [REF])["ser"] == pytest.approx(1 / 9)    # deletion
     # corpus level: total edits / total reference symbols, not a mean of per-sample rates
-    m = data.score(["L:1/8\nK:G\nA2 Bc e2|]", "K:G\nAB|"], [REF, "K:G\nAB|"])
+    m = metrics.score(["L:1/8\nK:G\nA2 Bc e2|]", "K:G\nAB|"], [REF, "K:G\nAB|"])
     assert m["ser"] == pytest.approx(1 / 13) and m["seq_acc"] == 0.5 and m["n"] == 2
     assert m["bpe_ser"] is None
     with pytest.raises(ValueError):
-        data.score(["a"], [])
+        metrics.score(["a"], [])
 
 
 def test_cer_and_bpe_ser_exact(tok):
-    m = data.score(["abd d", "xy"], ["abc d", "xy"])
+    m = metrics.score(["abd d", "xy"], ["abc d", "xy"])
     assert m["cer"] == pytest.approx(1 / 7)            # one substitution over 5 + 2 reference chars
-    m = data.score(["abc  d"], ["abc d"])
+    m = metrics.score(["abc  d"], ["abc d"])
     assert m["cer"] == pytest.approx(1 / 5)            # a doubled space is a real (insertion) error
     p, r = "L:1/8\nK:G\nA2 Bc e2|]", REF
-    m = data.score([p], [r], tok)
-    want = data.levenshtein(tok.encode(p), tok.encode(r)) / len(tok.encode(r))
+    m = metrics.score([p], [r], tok)
+    want = metrics.levenshtein(tok.encode(p), tok.encode(r)) / len(tok.encode(r))
     assert m["bpe_ser"] == pytest.approx(want) and m["bpe_ser"] > 0
-    assert data.score([r], [r], tok)["bpe_ser"] == 0.0
+    assert metrics.score([r], [r], tok)["bpe_ser"] == 0.0
 
 
 def test_levenshtein_matches_dp():
@@ -132,18 +134,18 @@ def test_levenshtein_matches_dp():
     for _ in range(300):
         a = [rng.randrange(4) for _ in range(rng.randrange(0, 90))]
         b = [rng.randrange(4) for _ in range(rng.randrange(0, 90))]
-        assert data.levenshtein(a, b) == dp(a, b)
-    assert data.levenshtein("kitten", "sitting") == 3
-    assert data.levenshtein("", "abc") == 3 and data.levenshtein("abc", "abc") == 0
+        assert metrics.levenshtein(a, b) == dp(a, b)
+    assert metrics.levenshtein("kitten", "sitting") == 3
+    assert metrics.levenshtein("", "abc") == 3 and metrics.levenshtein("abc", "abc") == 0
 
 
 def test_metric_speed(tiny_corpus, tok):
     texts = all_transcriptions(tiny_corpus)
     refs = [texts[i % len(texts)] for i in range(800)]
     rng = random.Random(0)
-    preds = [data._corrupt(r, 0.05, rng) for r in refs]
+    preds = [metrics.corrupt(r, 0.05, rng) for r in refs]
     t0 = time.perf_counter()
-    m = data.score(preds, refs, tok)
+    m = metrics.score(preds, refs, tok)
     dt = time.perf_counter() - t0
     assert 0 < m["ser"] < 0.5 and m["n"] == 800
     assert dt < 3.0, f"score() on 800 samples took {dt:.2f}s"  # ~0.3-0.5 s measured; loose for shared CPUs
@@ -155,11 +157,11 @@ def test_metric_speed(tiny_corpus, tok):
 
 def test_resize_keeps_aspect_and_caps_width():
     im = Image.new("L", (400, 100), 0)
-    out = data.resize_to_height(im, 50, max_width=1000)
+    out = images.resize_to_height(im, 50, max_width=1000)
     assert out.size == (200, 50)
     # over-wide: scaled down uniformly to max_width, centred vertically on white
     im = Image.new("L", (1000, 50), 0)
-    out = np.array(data.resize_to_height(im, 100, max_width=300))
+    out = np.array(images.resize_to_height(im, 100, max_width=300))
     assert out.shape == (100, 300)
     assert (out[:40] == 255).all() and (out[-40:] == 255).all()   # 15 rows of ink, 42-43 white above/below
     assert (out[43:57] == 0).all()
@@ -244,29 +246,6 @@ def test_worker_batches_match_in_process(tiny_corpus, tok):
     assert tok2.encode(ref["text"][0]) == tok.encode(ref["text"][0])
 
 
-def test_width_bucket_sampler():
-    rng = np.random.default_rng(0)
-    widths = rng.integers(50, 2000, size=103)
-    per_rank = []
-    for rank in range(3):
-        s = data.WidthBucketSampler(widths, batch_size=8, num_replicas=3, rank=rank, seed=1, bucket_factor=100)
-        batches = list(s)
-        assert len(batches) == len(s) == 5                      # ceil(ceil(103 / 3) / 8), the same on every rank
-        for bt in batches:                                      # one window: each batch is a run of sorted widths
-            assert list(widths[bt]) == sorted(widths[bt])
-        per_rank.append([i for bt in batches for i in bt])
-    assert set().union(*map(set, per_rank)) == set(range(103))  # all samples served (2 padded repeats)
-    assert sum(map(len, per_rank)) == 105
-    s = data.WidthBucketSampler(widths, batch_size=8, num_replicas=1, rank=0, seed=1, drop_last=True)
-    e0 = list(s)
-    s.set_epoch(1)
-    assert len(e0) == len(s) == 12 and all(len(bt) == 8 for bt in e0) and list(s) != e0
-    # bucketing reduces padding: mean of (max width in batch) is well below random batching
-    padded = np.mean([widths[bt].max() for bt in e0])
-    rand = np.mean([widths[rng.permutation(103)[:8]].max() for _ in range(50)])
-    assert padded < 0.8 * rand
-
-
 def test_augmentation(tiny_corpus, tok):
     plain = data.OMRDataset(tiny_corpus, "train", tok, img_height=48)
     assert plain.augment is False                               # off by default
@@ -344,9 +323,9 @@ def test_export_writes_the_split_images_and_labels(tiny_corpus, tmp_path):
 
 
 def test_preprocess_is_what_the_dataset_returns(tiny_corpus, tok):
-    # training (OMRDataset) and inference (sample.py) share data.preprocess
+    # training (OMRDataset) and inference (sample.py) share images.preprocess
     ds = data.OMRDataset(tiny_corpus, "train", tok, img_height=48, max_width=300)
     raw = data.load_split(tiny_corpus, "train")
-    arr = data.preprocess(raw[0]["image"], 48, 300)
+    arr = images.preprocess(raw[0]["image"], 48, 300)
     assert arr.shape[0] == 48 and arr.shape[1] <= 300
     assert torch.equal(ds[0]["image"][0], torch.from_numpy(arr).float() / 255.0)

@@ -10,7 +10,9 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import checkpoint  # noqa: E402
 import lora  # noqa: E402
+import model as M  # noqa: E402
 import quant  # noqa: E402
 
 
@@ -108,7 +110,7 @@ def test_only_lora_params_get_gradients():
     got = _grad_names(model, torch.rand(2, 3, 16, 20))
     expected = {n for n, p in model.named_parameters() if n.endswith((".lora_A", ".lora_B"))}
     assert got == expected and len(expected) == 10
-    trainable, total = lora.count_parameters(model, verbose=False)
+    trainable, total = M.count_params(model, trainable_only=True), M.count_params(model)
     assert trainable == sum(p.numel() for n, p in model.named_parameters() if n in expected)
     assert total == sum(p.numel() for p in model.parameters())
 
@@ -129,8 +131,7 @@ def test_qlora_nf4_base_only_lora_gets_gradients(capsys):
     _randomize_B(model)
     got = _grad_names(model, x)
     assert got == {n for n, _ in model.named_parameters() if ".lora_" in n}
-    trainable, total = lora.count_parameters(model)
-    assert "trainable" in capsys.readouterr().out
+    total = M.count_params(model)
     assert total == sum(p.numel() for p in model.parameters()) + sum(plain.values())
     with pytest.raises(RuntimeError, match="dequantize_model_nf4"):
         lora.merge_lora(model)
@@ -148,7 +149,7 @@ def test_adapter_save_load_round_trip(tmp_path):
     lora.apply_lora(a, rank=8, alpha=16, targets=("backbone.", "head"))
     _randomize_B(a)
     path = tmp_path / "adapter.safetensors"
-    lora.save_adapter(a, str(path))
+    checkpoint.save_adapter(a, str(path))
     sd = lora.lora_state_dict(a)
     assert len(sd) == 8 and all(k.endswith((".lora_A", ".lora_B")) for k in sd)
     # adapters are a small fraction of the model
@@ -159,20 +160,20 @@ def test_adapter_save_load_round_trip(tmp_path):
     lora.apply_lora(b, rank=8, alpha=16, targets=("backbone.", "head"))
     x = torch.rand(1, 3, 16, 20)
     assert not torch.allclose(a(x), b(x))
-    meta = lora.load_adapter(b, str(path))
+    meta = checkpoint.load_adapter(b, str(path))
     assert meta["rank"] == 8 and meta["alpha"] == 16
     assert torch.equal(a(x), b(x))
 
     c = Tiny()
     lora.apply_lora(c, rank=4, alpha=16, targets=("backbone.", "head"))
     with pytest.raises(ValueError):
-        lora.load_adapter(c, str(path))
+        checkpoint.load_adapter(c, str(path))
     d = Tiny()
     lora.apply_lora(d, rank=8, alpha=16, targets=("head",))
     with pytest.raises(ValueError, match="keys do not match"):
-        lora.load_adapter(d, str(path))
+        checkpoint.load_adapter(d, str(path))
     with pytest.raises(FileNotFoundError):
-        lora.load_adapter(d, str(tmp_path / "nope.safetensors"))
+        checkpoint.load_adapter(d, str(tmp_path / "nope.safetensors"))
 
 
 def test_targets_patterns_and_errors():
@@ -190,7 +191,7 @@ def test_targets_patterns_and_errors():
 
 @pytest.mark.parametrize("qlora", [False, True])
 def test_musictrocr_lora_checkpoint_round_trip(tmp_path, qlora):
-    """The train.py / model.load_model path: (NF4 backbone,) LoRA on the backbone, only the adapters and
+    """The train.py / checkpoint.load_model path: (NF4 backbone,) LoRA on the backbone, only the adapters and
     the decoder learn, and a saved checkpoint reloads into identical outputs."""
     import model as M
     cfg = M.MusicTrOCRConfig(backbone="cnn_tiny", vocab_size=40, n_layer=1, n_head=2, d_model=32, d_ff=64,
@@ -215,12 +216,44 @@ def test_musictrocr_lora_checkpoint_round_trip(tmp_path, qlora):
     opt.step()  # moves lora_B off zero
     m.eval()
     ref = m(img, idx)[0]
-    M.save_checkpoint(str(tmp_path / "ck"), m, dict(iter_num=1, best_val_loss=1.0, lora=kw,
+    checkpoint.save_checkpoint(str(tmp_path / "ck"), m, dict(iter_num=1, best_val_loss=1.0, lora=kw,
                                                     quant=dict(backbone="nf4", double_quant=True) if qlora else None))
-    m2, _ = M.load_model(str(tmp_path / "ck"))
+    m2, _ = checkpoint.load_model(str(tmp_path / "ck"))
     assert torch.equal(m2.eval()(img, idx)[0], ref)
     # export: merge (after dequantizing NF4) and unload gives a plain model with the same outputs
     quant.dequantize_model_nf4(m2)
     assert lora.merge_and_unload(m2) == 19 and not lora.lora_modules(m2)
     assert "backbone.stages.0.0.weight" in m2.state_dict()
     assert (m2(img, idx)[0] - ref).abs().max().item() < 1e-4
+
+
+def test_adapter_command_line(tmp_path):
+    """python checkpoint.py save_adapter / load_adapter: a LoRA run's adapters alone, and put back into
+    the run's model as a new checkpoint; a run without LoRA and bad arguments are one line."""
+    import subprocess
+    import model as M
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    kw = dict(rank=4, alpha=8.0, dropout=0.0, targets=["backbone."], rslora=False)
+    args = dict(backbone="cnn_tiny", vocab_size=40, n_layer=1, n_head=2, d_model=32, d_ff=64, max_seq_len=32,
+                dropout=0.0, img_height=32)
+    torch.manual_seed(0)
+    m = M.build_model(args, kw)
+    _randomize_B(m)
+    run = tmp_path / "run"
+    checkpoint.save_checkpoint(str(run / "ckpt_best"), m, dict(iter_num=1, best_val_loss=1.0, lora=kw, quant=None))
+    cli = lambda *a: subprocess.run([sys.executable, "checkpoint.py", *map(str, a)], cwd=root, capture_output=True,
+                                    text=True, timeout=120)
+    r = cli("save_adapter", run, tmp_path / "a.safetensors")
+    assert r.returncode == 0, r.stderr
+    fresh = M.build_model(args, kw)  # new adapters (lora_B = 0): the saved ones must come back
+    checkpoint.load_adapter(fresh, str(tmp_path / "a.safetensors"))
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in lora.lora_state_dict(fresh).items())
+    r = cli("load_adapter", run, tmp_path / "a.safetensors", tmp_path / "new")
+    assert r.returncode == 0, r.stderr
+    m2, meta = checkpoint.load_model(str(tmp_path / "new"))
+    img, idx = torch.rand(1, 3, 32, 64), torch.randint(3, 40, (1, 5))
+    assert torch.equal(m2.eval()(img, idx)[0], m.eval()(img, idx)[0]) and meta["lora"] == kw
+    plain = tmp_path / "plain"
+    checkpoint.save_checkpoint(str(plain), M.build_model(args), dict(iter_num=1, best_val_loss=1.0, lora=None, quant=None))
+    for bad in (cli("save_adapter", plain, tmp_path / "b.safetensors"), cli("save_adapter"), cli("nope", run, run)):
+        assert bad.returncode != 0 and bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1, bad.stderr

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import checkpoint
 import model as M
 
 V, EOS, BOS, PAD = 40, 2, 1, 0
@@ -258,7 +259,7 @@ def test_flop_count_matches_flop_counter_and_mfu_is_none_on_cpu():
 
 
 def save(m, d, **meta):
-    M.save_checkpoint(str(d), m, dict(iter_num=3, best_val_loss=1.5, lora=None, quant=None, **meta),
+    checkpoint.save_checkpoint(str(d), m, dict(iter_num=3, best_val_loss=1.5, lora=None, quant=None, **meta),
                       {'iter_num': 3, 'rng': RNG})
 
 
@@ -272,14 +273,14 @@ def test_checkpoint_round_trip(tmp_path, trained):
     save(m, d)  # overwriting an existing checkpoint swaps it atomically and leaves nothing behind
     assert sorted(os.listdir(tmp_path)) == ['ckpt_best']
     assert sorted(os.listdir(d)) == ['config.json', 'model.safetensors', 'state.pt']
-    m2, meta = M.load_model(str(d))
+    m2, meta = checkpoint.load_model(str(d))
     assert meta['iter_num'] == 3 and meta['model_args']['d_model'] == 64
     assert m2.lm_head.weight.data_ptr() == m2.tok_emb.weight.data_ptr()
     m2.eval()
     idx = torch.randint(3, V, (2, 9))
     assert torch.equal(m(imgs, idx, widths=widths)[0], m2(imgs, idx, widths=widths)[0])
     assert m2.generate(imgs, 30, widths=widths) == TUNES
-    state = M.load_checkpoint_state(str(d))
+    state = checkpoint.load_checkpoint_state(str(d))
     assert state['iter_num'] == 3 and torch.equal(state['rng'], RNG)
 
 
@@ -290,15 +291,15 @@ def test_checkpoint_mismatch_is_one_line_value_error(tmp_path):
     cfg['model_args']['d_ff'] = 96
     (d / 'config.json').write_text(json.dumps(cfg))
     with pytest.raises(ValueError) as e:
-        M.load_model(str(d))
+        checkpoint.load_model(str(d))
     msg = str(e.value)
     assert msg.startswith(f"checkpoint {d} does not match this code: shape of ") and '\n' not in msg
     cfg['model_args'].update(d_ff=128, n_layer=1)
     (d / 'config.json').write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match=r"unexpected key 'blocks\.1\..*' \(and \d+ more\)$"):
-        M.load_model(str(d))
+        checkpoint.load_model(str(d))
     with pytest.raises(FileNotFoundError):
-        M.load_model(str(tmp_path / 'nope'))
+        checkpoint.load_model(str(tmp_path / 'nope'))
 
 
 def test_checkpoint_round_trip_with_nf4_backbone_and_lora(tmp_path):
@@ -315,9 +316,9 @@ def test_checkpoint_round_trip_with_nf4_backbone_and_lora(tmp_path):
             p.data.add_(0.01 * torch.randn_like(p))
     m.eval()
     d = tmp_path / 'ckpt_last'
-    M.save_checkpoint(str(d), m, dict(iter_num=1, best_val_loss=None, quant=dict(backbone='nf4', double_quant=True),
+    checkpoint.save_checkpoint(str(d), m, dict(iter_num=1, best_val_loss=None, quant=dict(backbone='nf4', double_quant=True),
                                       lora=dict(rank=4, alpha=8, dropout=0.0, targets=['backbone.'], rslora=False)))
-    m2, _ = M.load_model(str(d))
+    m2, _ = checkpoint.load_model(str(d))
     m2.eval()
     imgs, widths = batch(page(128, 0), page(96, 1))
     idx = torch.randint(3, V, (2, 8))
@@ -327,4 +328,4 @@ def test_checkpoint_round_trip_with_nf4_backbone_and_lora(tmp_path):
     meta['lora'] = None
     (d / 'config.json').write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"does not match this code: missing key 'backbone\."):
-        M.load_model(str(d))
+        checkpoint.load_model(str(d))

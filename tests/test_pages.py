@@ -13,6 +13,7 @@ import torch
 from PIL import Image, ImageDraw
 
 import attention as A
+import metrics
 import model as M
 import musicxml
 import pages
@@ -36,7 +37,7 @@ def test_join_lines_header_once_inline_changes_and_skips():
     assert pages.join_lines(['nothing', '']) == ('', [0, 1])
     # the page reference of bench_pages is built the same way, so a perfect page scores 0 SER
     import data
-    assert data.score([tune], [tune])['ser'] == 0
+    assert metrics.score([tune], [tune])['ser'] == 0
 
 
 # -----------------------------------------------------------------------------

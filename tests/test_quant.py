@@ -9,6 +9,8 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import checkpoint  # noqa: E402
+import ptq  # noqa: E402
 import quant  # noqa: E402
 
 # bitsandbytes get_4bit_type('nf4'), typed in independently of quant.py
@@ -150,11 +152,11 @@ def test_int8_and_fp16_storage_and_accuracy():
                         nn.Linear(16, 1024), nn.Linear(1024, 512)).eval()
     x = torch.rand(2, 3, 8, 8)
     y = net(x)
-    s32 = quant.serialized_size(net)
-    s16 = quant.serialized_size(_copy(net).half())
+    s32 = ptq.serialized_size(net)
+    s16 = ptq.serialized_size(_copy(net).half())
     q8 = _copy(net)
     assert quant.quantize_model_int8(q8) == 4
-    s8 = quant.serialized_size(q8)
+    s8 = ptq.serialized_size(q8)
     # measured file sizes: int8 ~4x smaller, fp16 2x (headers and per-channel scales cost a little)
     assert 3.6 < s32 / s8 < 4.0
     assert 1.95 < s32 / s16 <= 2.0
@@ -167,7 +169,7 @@ def test_int8_and_fp16_storage_and_accuracy():
     # dynamic int8 (Linear only) runs and is close
     dyn = quant.quantize_model_int8_dynamic(_copy(net))
     assert ((dyn(x) - y).norm() / y.norm()).item() < 0.05
-    sd = quant.serialized_size(dyn)
+    sd = ptq.serialized_size(dyn)
     assert sd < 0.45 * s32  # the two Linears (most of the weights) are int8
 
 
@@ -181,7 +183,7 @@ def test_plain_state_dict_dedups_tied_weights():
     head = nn.Linear(32, 100, bias=False)
     head.weight = emb.weight
     m = nn.ModuleDict(dict(emb=emb, head=head))
-    sd = quant.plain_state_dict(m)
+    sd = ptq.plain_state_dict(m)
     assert list(sd) == ["emb.weight"]
 
 
@@ -204,10 +206,10 @@ def test_cli_on_tiny_checkpoint(tmp_path, tiny_corpus):
     lora_kw = dict(rank=4, alpha=8.0, dropout=0.0, targets=["backbone."], rslora=False)
     lora.apply_lora(m, **lora_kw)
     run = tmp_path / "run"
-    M.save_checkpoint(str(run / "ckpt_best"), m, dict(
+    checkpoint.save_checkpoint(str(run / "ckpt_best"), m, dict(
         iter_num=0, best_val_loss=9.0, lora=lora_kw, quant=dict(backbone="nf4", double_quant=True),
         train_config=dict(data_dir=tiny_corpus, max_width=512)))
-    r = subprocess.run([sys.executable, "quant.py", f"--out_dir={run}", "--mode=fp16,int8", "--n_samples=2",
+    r = subprocess.run([sys.executable, "ptq.py", f"--out_dir={run}", "--mode=fp16,int8", "--n_samples=2",
                         "--max_new_tokens=4", "--threads=1"], cwd=root, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     rows = {x["mode"]: x for x in json.loads((run / "quant.json").read_text())["rows"]}
@@ -217,9 +219,9 @@ def test_cli_on_tiny_checkpoint(tmp_path, tiny_corpus):
     assert 3.0 < rows["fp32"]["size_bytes"] / rows["int8"]["size_bytes"] < 4.0
     md = (run / "quant.md").read_text()
     assert "| fp32 | " in md and "| fp16 | " in md and "| int8 | " in md
-    r = subprocess.run([sys.executable, "quant.py", f"--out_dir={run}", "--mode=int4"], cwd=root,
+    r = subprocess.run([sys.executable, "ptq.py", f"--out_dir={run}", "--mode=int4"], cwd=root,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and r.stderr.startswith("error: unknown --mode") and r.stderr.count("\n") == 1
-    r = subprocess.run([sys.executable, "quant.py", f"--out_dir={tmp_path / 'nope'}"], cwd=root,
+    r = subprocess.run([sys.executable, "ptq.py", f"--out_dir={tmp_path / 'nope'}"], cwd=root,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-import data
+import metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 READER = os.path.join(ROOT, 'reader')
@@ -53,5 +53,5 @@ def test_reader_files_and_size():
 @pytest.mark.parametrize('decode, bound', [('auto', 0.03), ('attention', 0.03), ('ctc', 0.15)])
 def test_shipped_reader_reads_unseen_test_images(decode, bound):
     preds = transcribe(f'--decode={decode}')
-    sc = data.score(preds, refs())
+    sc = metrics.score(preds, refs())
     assert sc['ser'] <= bound, sc

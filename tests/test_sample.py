@@ -1,6 +1,6 @@
 """
 tests/test_sample.py: sample.py end to end on CPU. A tiny model is overfitted for a few seconds on
-two engraved tunes and saved with model.save_checkpoint, so the command line must print exactly
+two engraved tunes and saved with checkpoint.save_checkpoint, so the command line must print exactly
 those two tunes back; then the bad-input paths (missing, empty, corrupt, non-image, huge image,
 mismatched checkpoint) must each give one line on stderr, a non-zero exit and no traceback.
 """
@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import checkpoint
 import data
 import model as M
 import sample
@@ -74,7 +75,7 @@ def run_dir(tmp_path_factory):
                 break
     m.eval()
     assert [tok.decode(s) for s in m.generate(images, 60, widths=widths)] == TUNES, loss.item()
-    M.save_checkpoint(str(out / 'ckpt_last'), m, dict(train_config=dict(data_dir=str(root / 'nowhere'),
+    checkpoint.save_checkpoint(str(out / 'ckpt_last'), m, dict(train_config=dict(data_dir=str(root / 'nowhere'),
                                                                         max_width=1024),
                                                       iter_num=200, best_val_loss=None, lora=None, quant=None))
     return out, imgs

@@ -207,7 +207,7 @@ def test_outputs(run_full):
     # checkpoints: complete, loadable, nothing half-written (*.tmp-*, *.old-*) left behind
     assert sorted(os.listdir(out)) == ['ckpt_best', 'ckpt_last', 'final_eval.json', 'log.jsonl', 'loss.png',
                                        'tokenizer.model', 'tokenizer.vocab']
-    from model import load_checkpoint_state, load_model
+    from checkpoint import load_checkpoint_state, load_model
     model, meta = load_model(os.path.join(out, 'ckpt_last'))
     assert meta['iter_num'] == 4 and meta['train_config']['batch_size'] == 2 and meta['lora'] is None
     assert load_checkpoint_state(os.path.join(out, 'ckpt_last'))['iter_num'] == 4
@@ -336,3 +336,12 @@ def test_holdout_font_run_scores_it_apart(recipe_corpus, tmp_path):
         final = json.load(f)
     assert final['holdout_font'] == font and final['holdout']['holdout_font']['n'] == fonts.count(font)
     assert final['holdout'].get('seen_fonts', {'n': 0})['n'] == len(fonts) - fonts.count(font)
+
+
+def test_max_samples_sets_max_iters(tiny_corpus, tmp_path):
+    """--max_samples gives a run that many training images whatever its batch size (study.py uses it)."""
+    out = str(tmp_path / 'run')
+    p = train(f'--data_dir={tiny_corpus}', f'--out_dir={out}', '--max_samples=6', '--eval_interval=100',
+              '--eval_test_samples=1')
+    assert ', max_iters 2 (' in p.stdout  # ceil(6 / (2 x 2 images per step))
+    assert [r['iter'] for r in read_log(out)] == [0, 2]

@@ -16,8 +16,11 @@ Usage:
     python data/m21/prepare.py --out_dir=data/m21/quick --max_tunes=600 # quick-start corpus
 music21 is needed here only; training reads the saved DatasetDict.
 
-Full tunes or pages later: only choose_excerpts is excerpt-specific. write_excerpt and check_agreement
-take any run of measures, and engrave would switch verovio from breaks=none to its automatic breaks.
+The label side (music21 -> measures -> canonical ABC, and what the label says in MEI terms) is in
+canonical.py beside this file; the engraving side (verovio, its MEI read back, rasterizing) is in
+data/engrave.py, for any corpus builder. Full tunes or pages later: only choose_excerpts is
+excerpt-specific. write_excerpt and check_agreement take any run of measures, and engrave would
+switch verovio from breaks=none to its automatic breaks.
 """
 import argparse
 import glob
@@ -29,14 +32,19 @@ import pickle
 import re
 import shutil
 import sys
-import tempfile
 import time
-import xml.etree.ElementTree as ET
-from fractions import Fraction
 from multiprocessing import Pipe, Process
 from multiprocessing.connection import wait
 
 import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+for _p in (ROOT, os.path.dirname(HERE), HERE):  # the repo (data.py, checkpoint.py), data/ (engrave.py), canonical.py
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+from canonical import check_agreement, mark_ties, parse_abc, score_to_measures, write_excerpt  # noqa: E402
+from engrave import engrave, rasterize  # noqa: E402
 
 # the ABC collections shipped with music21 (single-voice tunes). josquin (multi-voice) is left out.
 ABC_SOURCES = ['oneills1850', 'ryansMammoth', 'airdsAirs', 'essenFolksong', 'miscFolk', 'nottingham-dataset']
@@ -75,351 +83,6 @@ def split_of(relpath, index):
     """train/val/test from a hash of (source file, tune index): stable, independent of seed and max_tunes."""
     h = tune_hash(relpath, index) % 100
     return 'train' if h < SPLIT_PCT[0] else 'val' if h < SPLIT_PCT[0] + SPLIT_PCT[1] else 'test'
-
-# -----------------------------------------------------------------------------
-# music21 score -> measures of plain events (everything the label and the check need)
-
-TYPE_UNITS = {'breve': Fraction(16), 'whole': Fraction(8), 'half': Fraction(4), 'quarter': Fraction(2),
-              'eighth': Fraction(1), '16th': Fraction(1, 2), '32nd': Fraction(1, 4), '64th': Fraction(1, 8)}
-MEI_DUR = {'breve': 'breve', 'whole': '1', 'half': '2', 'quarter': '4', 'eighth': '8', '16th': '16', '32nd': '32', '64th': '64'}
-MAJOR = {-7: 'Cb', -6: 'Gb', -5: 'Db', -4: 'Ab', -3: 'Eb', -2: 'Bb', -1: 'F', 0: 'C', 1: 'G', 2: 'D', 3: 'A', 4: 'E',
-         5: 'B', 6: 'F#', 7: 'C#'}
-SHARP_ORDER, FLAT_ORDER = 'FCGDAEB', 'BEADGCF'
-CLEFS = {'TrebleClef': 'treble', 'BassClef': 'bass', 'AltoClef': 'alto', 'TenorClef': 'tenor'}
-
-def key_alters(sharps):
-    """key signature -> {step: alter} for the steps it alters."""
-    if sharps >= 0:
-        return {s: 1 for s in SHARP_ORDER[:sharps]}
-    return {s: -1 for s in FLAT_ORDER[:-sharps]}
-
-def _barline(bl, default='|'):
-    if bl is None:
-        return default
-    if getattr(bl, 'direction', None) == 'end':
-        return ':|'
-    if getattr(bl, 'direction', None) == 'start':
-        return '|:'
-    return {'double': '||', 'final': '|]', 'light-heavy': '|]', 'heavy-light': '||'}.get(bl.type, '|')
-
-def parse_abc(text):
-    """one ABC tune -> music21 Score. music21 beams every part after parsing (about 60% of its parse
-    time); we never read its beams (the canonical writer derives beaming from the meter), so that step
-    is switched off while we parse."""
-    import music21
-    make_beams = music21.stream.Stream.makeBeams
-    music21.stream.Stream.makeBeams = lambda self, *a, **k: self
-    try:
-        return music21.converter.parse(text, format='abc')
-    finally:
-        music21.stream.Stream.makeBeams = make_beams
-
-def score_to_measures(score):
-    """music21 Score of one tune -> list of measure dicts; raises ValueError for what we do not support.
-
-    measure = dict(ctx=(clef, sharps, meter), events=[...], left='|:'|'', right=bar, offset0=Fraction, ok=bool)
-    event = dict(rest=bool, pitches=[(step, octave, alter)], type=str, dots=int, grace=bool, tuplet=int|0,
-                 tie=bool (set later), start=Fraction offset in quarters from the bar start)
-    """
-    from music21 import harmony, stream
-    parts = score.parts if hasattr(score, 'parts') and len(score.parts) else [score]
-    if len(parts) != 1:
-        raise ValueError('multi-voice')
-    measures = list(parts[0].getElementsByClass(stream.Measure))
-    if not measures:
-        raise ValueError('no measures (music21 needs 2 plain bar lines)')
-    clef, sharps, meter, out = 'treble', None, None, []
-    for m in measures:
-        if m.clef is not None:
-            clef = CLEFS.get(type(m.clef).__name__, '?')
-        if m.keySignature is not None:
-            sharps = m.keySignature.sharps
-            if getattr(m.keySignature, 'isNonTraditional', False):
-                sharps = None
-        if m.timeSignature is not None:
-            ts = m.timeSignature
-            meter = {'common': 'C', 'cut': 'C|'}.get(ts.symbol, ts.ratioString)
-        ok = clef != '?' and sharps is not None and meter is not None and not m.voices
-        events = []
-        for n in m.notesAndRests:
-            if isinstance(n, harmony.Harmony):
-                continue  # chord symbols ("Em") are text: left out of label and image alike
-            d = n.duration
-            if d.type not in TYPE_UNITS or d.dots > 2:
-                ok = False  # 'complex' durations (e.g. 5 eighths) would need ties we did not write
-                break
-            tup = 0
-            if d.tuplets:
-                t = d.tuplets[0]
-                if len(d.tuplets) > 1 or (t.numberNotesActual, t.numberNotesNormal) != (3, 2):
-                    ok = False
-                    break
-                tup = 3
-            if n.isRest:
-                pitches = []
-            elif n.isChord:
-                pitches = sorted(((p.step, p.octave, int(p.alter)) for p in n.pitches), key=lambda x: _midi(x))
-            else:
-                pitches = [(n.pitch.step, n.pitch.octave, int(n.pitch.alter))]
-            if any(o is None or not (1 <= o <= 7) or a not in ACC for (_, o, a) in pitches):
-                ok = False  # far ledger lines, microtones, triple sharps
-            if any(pp.alter != int(pp.alter) for pp in ([] if n.isRest else n.pitches)):
-                ok = False
-            events.append(dict(rest=n.isRest, pitches=pitches, type=d.type, dots=d.dots, grace=d.isGrace,
-                               tuplet=tup, tie_start=n.tie is not None and n.tie.type in ('start', 'continue'),
-                               start=Fraction(n.offset).limit_denominator(192),
-                               qlen=Fraction(d.quarterLength).limit_denominator(192)))
-        while events and events[-1]['grace']:
-            events.pop()  # a grace note at the end of a bar has no main note to attach to: not written
-        if ok and not _tuplets_ok(events):
-            ok = False
-        if not any(not e['grace'] for e in events):
-            ok = False  # empty or grace-only measure
-        out.append(dict(ctx=(clef, sharps, meter), events=events, ok=ok,
-                        left='|:' if getattr(m.leftBarline, 'direction', None) == 'start' else '',
-                        right=_barline(m.rightBarline),
-                        offset0=Fraction(m.paddingLeft).limit_denominator(192)))
-    return out
-
-def _midi(p):
-    step, octave, alter = p
-    return 12 * (octave + 1) + 'C D EF G A B'.index(step) + alter
-
-def _tuplets_ok(events):
-    """we write triplets as ABC '(3' which covers the next 3 notes: each triplet must be exactly 3 events."""
-    run = 0
-    for e in events:
-        if e['grace']:
-            continue
-        if e['tuplet']:
-            run += 1
-        elif run:
-            if run % 3:
-                return False
-            run = 0
-    return run % 3 == 0
-
-# -----------------------------------------------------------------------------
-# the canonical ABC writer: one way to write everything (the label format, see README.md)
-
-def _dur(units):
-    """length in eighths (L:1/8) -> ABC suffix: 1->'', 2->'2', 1/2->'/', 1/4->'/4', 3/2->'3/2'."""
-    if units == 1:
-        return ''
-    if units.denominator == 1:
-        return str(units.numerator)
-    if units == Fraction(1, 2):
-        return '/'
-    return (str(units.numerator) if units.numerator != 1 else '') + '/' + str(units.denominator)
-
-def _units(e):
-    u = TYPE_UNITS[e['type']]
-    return u * (2 - Fraction(1, 2 ** e['dots']))
-
-def _pitch(step, octave, acc):
-    name = step if octave <= 4 else step.lower()
-    marks = ',' * max(0, 4 - octave) + "'" * max(0, octave - 5)
-    return acc + name + marks
-
-ACC = {-2: '__', -1: '_', 0: '=', 1: '^', 2: '^^'}
-MEI_ACCID = {'': None, '__': 'ff', '_': 'f', '=': 'n', '^': 's', '^^': 'ss'}
-
-def write_excerpt(measures):
-    """list of consecutive measures (same ctx) -> canonical ABC: header lines + one line of music.
-
-    Rules (deterministic, what the image shows):
-    - header 'M:<meter>\\nL:1/8\\nK:<major key with that signature>[ clef=..]'; no X:, T:, C:.
-    - accidentals printed only where the pitch differs from the key signature / earlier accidental in the
-      same bar and octave (ABC semantics); courtesy accidentals are dropped.
-    - beaming = spacing: eighths and shorter are joined when they lie in the same beat
-      (dotted quarter in compound meters, quarter otherwise) and a triplet is its own group;
-      everything else is separated by one space.
-    - ties only between equal pitches; triplets as '(3'; grace notes '{..}' glued to their note inside
-      a beam, followed by a space at the start of a group ('{g} dcB'); chords '[..]' low to high;
-      bar lines '|', '||', '|]', '|:', ':|', ':||:' with spaces around.
-    """
-    clef, sharps, meter = measures[0]['ctx']
-    head = f'M:{meter}\nL:1/8\nK:{MAJOR[sharps]}' + ('' if clef == 'treble' else f' clef={clef}')
-    compound = '/' in meter and meter.split('/')[1] == '8' and int(meter.split('/')[0]) % 3 == 0
-    beat = Fraction(3, 2) if compound else Fraction(1)
-    body = []
-    if measures[0]['left'] == '|:':
-        body.append('|:')
-    for mi, m in enumerate(measures):
-        state = {}
-        for st, alt in key_alters(sharps).items():
-            for o in range(0, 9):
-                state[(st, o)] = alt
-        toks, prev_beam_group, pending_tuplet, tuplet_id, grace_buf = [], None, 0, 0, []
-        events = m['events']
-        for ei, e in enumerate(events):
-            pitches_txt = []
-            e['printed'] = []  # the accidentals the image must show, for check_agreement
-            for (st, o, a) in e['pitches']:
-                acc = '' if state.get((st, o), 0) == a else ACC[a]
-                state[(st, o)] = a
-                pitches_txt.append(_pitch(st, o, acc))
-                e['printed'].append(MEI_ACCID[acc])
-            # the length goes on each chord note, '[G3B3]': verovio ignores a length after the bracket
-            d = _dur(_units(e))
-            s = 'z' + d if e['rest'] else pitches_txt[0] + d if len(pitches_txt) == 1 else \
-                '[' + ''.join(p + d for p in pitches_txt) + ']'
-            if e['grace']:
-                grace_buf.append(s)
-                continue
-            if e.get('tie'):
-                s += '-'
-            if e['tuplet']:
-                if pending_tuplet == 0:
-                    s = '(3' + s
-                    pending_tuplet = 3
-                    tuplet_id += 1
-                pending_tuplet -= 1
-            # beam group: join to previous token when both beamable and in the same beat
-            start = e['start'] + m['offset0']
-            end = start + e['qlen']
-            g = (int(start // beat), tuplet_id if e['tuplet'] else 0)  # a triplet is its own beam group
-            beamable = not e['rest'] and TYPE_UNITS[e['type']] <= 1 and end <= (g[0] + 1) * beat
-            joined = bool(toks) and beamable and prev_beam_group == g
-            if grace_buf:
-                # inside a beam the grace group is glued to its note ('d{g}cB'); at the start of a group
-                # it is followed by a space ('{g} dcB'): glued there, verovio would draw the grace as
-                # a full-size first note of the beam
-                s = '{' + ''.join(grace_buf) + '}' + ('' if joined else ' ') + s
-                grace_buf = []
-            if joined:
-                toks[-1] += s
-            else:
-                toks.append(s)
-            prev_beam_group = g if beamable else None
-        bar = m['right']
-        nxt = measures[mi + 1] if mi + 1 < len(measures) else None
-        if nxt is not None and nxt['left'] == '|:':
-            bar = ':||:' if bar == ':|' else '|:'  # verovio misreads '::' and drops the start of ':|:'
-        m['bar_out'] = bar
-        body.append(' '.join(toks))
-        body.append(bar)
-    return head + '\n' + ' '.join(body)
-
-def mark_ties(measures):
-    """keep a tie only if the next (non-grace) event has the same pitches; o'Neill uses '-' as a slur too."""
-    flat = [e for m in measures for e in m['events'] if not e['grace']]
-    for a, b in zip(flat, flat[1:] + [None]):
-        a['tie'] = bool(a['tie_start'] and b is not None and not a['rest'] and b['pitches'] == a['pitches'])
-
-# -----------------------------------------------------------------------------
-# engraving (verovio) and the label/image agreement check
-
-
-def engrave(abc, font, layout):
-    """canonical ABC -> (svg, mei) with verovio, forced onto a single system, no header/footer text."""
-    import verovio
-    verovio.enableLog(verovio.LOG_OFF)  # verovio warns on stderr for every odd input; we check ourselves
-    # a fresh toolkit per excerpt (3 ms): verovio 6.4's ABC reader keeps the previous tune's key signature
-    tk = verovio.toolkit()
-    tk.setOptions({'font': font, 'scale': layout['scale'], 'spacingLinear': layout['spacingLinear'],
-                   'spacingNonLinear': layout['spacingNonLinear'], 'breaks': 'none', 'pageWidth': 60000,
-                   'adjustPageWidth': True, 'adjustPageHeight': True, 'header': 'none', 'footer': 'none',
-                   'pageMarginLeft': 20, 'pageMarginRight': 20, 'pageMarginTop': 20, 'pageMarginBottom': 20})
-    if not tk.loadData('X:1\n' + abc + '\n'):
-        raise ValueError('verovio load failed')
-    svg = tk.renderToSVG(1)
-    if tk.getPageCount() != 1 or svg.count('class="system"') != 1:
-        raise ValueError('not one system')
-    return svg, tk.getMEI()
-
-MEI_NS = '{http://www.music-encoding.org/ns/mei}'
-MEI_BAR = {'|': 'single', '||': 'dbl', '|]': 'end', ':|': 'rptend', '|:': 'rptstart', ':||:': 'rptend'}
-MEI_CLEF = {'treble': ('G', '2'), 'bass': ('F', '4'), 'alto': ('C', '3'), 'tenor': ('C', '4')}
-
-def expected_events(measures):
-    """what the label says, in the form we read back from verovio's MEI (call after write_excerpt)."""
-    clef, sharps, meter = measures[0]['ctx']
-    keysig = '0' if sharps == 0 else f'{abs(sharps)}{"s" if sharps > 0 else "f"}'
-    msig = {'C': ('common', None, None), 'C|': ('cut', None, None)}.get(meter) or (None,) + tuple(meter.split('/'))
-    out = [(MEI_CLEF[clef], keysig, msig)]
-    for i, m in enumerate(measures):
-        left = 'rptstart' if (m['left'] == '|:' if i == 0 else measures[i - 1]['bar_out'] == ':||:') else None
-        evs = []
-        for e in m['events']:
-            dur = (MEI_DUR[e['type']], e['dots'], e['grace'], e['tuplet'])
-            evs.append(('r',) + dur if e['rest'] else
-                       ('n',) + dur + (tuple((s.lower(), o, w) for (s, o, _), w in zip(e['pitches'], e['printed'])),))
-        evs.append(('bar', left, MEI_BAR[m['bar_out']]))
-        out.append(evs)
-    return out, sum(1 for m in measures for e in m['events'] if e.get('tie'))
-
-def mei_events(mei):
-    """verovio's own parse of what it drew -> per measure list of events, and the number of ties."""
-    root = ET.fromstring(mei)
-    sd, clef, msig = root.find(f'.//{MEI_NS}scoreDef'), root.find(f'.//{MEI_NS}clef'), root.find(f'.//{MEI_NS}meterSig')
-    head = ((clef.get('shape'), clef.get('line')) if clef is not None else None, sd.get('keysig', '0'),
-            (msig.get('sym'), msig.get('count'), msig.get('unit')) if msig is not None else None)
-    out, ties = [head], 0
-    for meas in root.iter(MEI_NS + 'measure'):
-        evs = []
-        def walk(el, tup, in_chord):
-            for c in el:
-                tag = c.tag[len(MEI_NS):]
-                t = tup or (3 if tag == 'tuplet' and c.get('num') == '3' else 0)
-                if tag == 'rest':
-                    evs.append(('r', c.get('dur'), int(c.get('dots', 0)), False, t))
-                elif tag in ('mRest', 'multiRest', 'space', 'mSpace'):
-                    evs.append(('?', tag))
-                elif tag == 'chord' or (tag == 'note' and not in_chord):
-                    notes = [c] if tag == 'note' else list(c.iter(MEI_NS + 'note'))
-                    ps = []
-                    for n in notes:  # the WRITTEN accidental only: what is drawn (accid.ges is playback)
-                        acc = n.get('accid')
-                        for a in n.iter(MEI_NS + 'accid'):
-                            acc = a.get('accid') or acc
-                        ps.append((n.get('pname'), int(n.get('oct')), acc))
-                    ps.sort(key=lambda p: _midi((p[0].upper(), p[1], 0)))
-                    grace = c.get('grace') is not None  # a grace note inside a triplet bracket is no triplet note
-                    evs.append(('n', c.get('dur'), int(c.get('dots', 0)), grace, 0 if grace else t, tuple(ps)))
-                else:
-                    if tag == 'beam':  # a beam that starts with a grace note draws it full size: wrong
-                        ns = list(c.iter(MEI_NS + 'note'))
-                        if ns and ns[0].get('grace') and any(not n.get('grace') for n in ns):
-                            evs.append(('grace starts a beam',))
-                    walk(c, t, in_chord)
-        walk(meas, 0, False)
-        evs.append(('bar', meas.get('left'), meas.get('right')))
-        ties += sum(1 for _ in meas.iter(MEI_NS + 'tie'))
-        out.append(evs)
-    return out, ties
-
-def check_agreement(mei, measures):
-    """raise ValueError if verovio's parse of the engraved label differs from the label: clef, key
-    signature, meter, then per measure every note (letter, octave, written accidental, duration, dots,
-    grace, triplet), rest, chord, the bar lines and the number of ties. Call after write_excerpt."""
-    got, got_ties = mei_events(mei)
-    want, want_ties = expected_events(measures)
-    if got[0] != want[0]:
-        raise ValueError(f'mismatch in clef/key/meter: {got[0]} != {want[0]}')
-    if len(got) != len(want):
-        raise ValueError(f'mismatch in measure count: {len(got) - 1} != {len(want) - 1}')
-    for i, (g, w) in enumerate(zip(got[1:], want[1:])):
-        if g != w:
-            raise ValueError(f'mismatch in measure {i}: {g} != {w}')
-    if got_ties != want_ties:
-        raise ValueError(f'mismatch in ties: {got_ties} != {want_ties}')
-
-def rasterize(svg, margin=10):
-    """SVG -> grayscale PIL image, black on white, cropped to the ink plus `margin` white pixels."""
-    import resvg_py
-    from PIL import Image
-    png = resvg_py.svg_to_bytes(svg_string=svg, background='#ffffff', skip_system_fonts=True)
-    img = Image.open(io.BytesIO(bytes(png))).convert('L')
-    a = np.asarray(img)
-    ys, xs = np.nonzero(a < 200)
-    if len(ys) == 0:
-        raise ValueError('blank image')
-    mg = margin
-    box = (max(0, xs.min() - mg), max(0, ys.min() - mg), min(a.shape[1], xs.max() + mg + 1), min(a.shape[0], ys.max() + mg + 1))
-    out = Image.new('L', (box[2] - box[0], box[3] - box[1]), 255)
-    out.paste(img.crop(box), (0, 0))
-    return out
 
 # -----------------------------------------------------------------------------
 # one tune -> excerpts (runs inside a worker process)
@@ -579,20 +242,12 @@ def _cpu_seconds():
     return sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
                for f in ('ru_utime', 'ru_stime'))
 
-def _atomic_pickle(obj, path):
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.tmp-')
-    with os.fdopen(fd, 'wb') as f:
-        pickle.dump(obj, f)
-    os.replace(tmp, path)
-
 def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1337, no_essen=False,
             num_workers=None, vocab_size=4096, sources=None, quiet=False):
     """build the corpus into out_dir (see module docstring); returns the meta dict. Resumable: finished
     shards are cached in <out_dir>.partial/ and reused when the same options are given again."""
     import datasets
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    if root not in sys.path:
-        sys.path.insert(0, root)
+    from checkpoint import atomic_dir, atomic_write
     from data import train_tokenizer  # the repo's data.py (runtime), not this data/ directory
     sources = list(sources or ABC_SOURCES)
     bad = [s for s in sources if s not in ABC_SOURCES]
@@ -644,7 +299,7 @@ def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1
         k = shard_of[i]
         pending[k] -= 1
         if pending[k] == 0:
-            _atomic_pickle({t: results[t] for t in shards[k]}, shard_path(k))
+            atomic_write(shard_path(k), pickle.dumps({t: results[t] for t in shards[k]}))
         # a progress line redrawn in place; at most one every 0.5 s on a terminal, and only every
         # 5% when stdout is a log file, so that logs stay readable
         step = 1 if sys.stdout.isatty() else max(1, len(tunes) // 20)
@@ -685,33 +340,24 @@ def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1
     if len(dd['train']) == 0:
         raise RuntimeError('no training excerpts were produced; see the skip reasons above')
 
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=os.path.basename(out_dir.rstrip('/')) + '.tmp-')
-    bars = not datasets.utils.are_progress_bars_disabled()
-    datasets.disable_progress_bars()  # our own progress line is enough
-    # an empty split (possible in tiny corpora) must be saved as one empty shard, else it will not load
-    dd.save_to_disk(tmp, num_shards={sp: 1 for sp in dd if len(dd[sp]) == 0} or None)
-    if bars:
-        datasets.enable_progress_bars()
-    train_tokenizer([r['transcription'] for r in rows['train']], os.path.join(tmp, 'tokenizer'), vocab_size)
-    meta = dict(options, num_workers=num_workers, vocab_size=vocab_size,
-                tunes_selected=len(tunes), tunes_with_excerpts=tunes_used,
-                excerpts={sp: len(rs) for sp, rs in rows.items()},
-                skipped=dict(sorted(skipped.items(), key=lambda kv: -kv[1])),
-                render_seconds=round(render_s, 1), render_cpu_seconds=round(cpu_s, 1),
-                excerpts_per_cpu_second=round(sum(len(r[0]) for r in map(results.get, jobs_idx)) / max(cpu_s, 1e-9), 2),
-                total_seconds=round(time.time() - t0, 1))
-    with open(os.path.join(tmp, 'meta.json'), 'w') as f:
-        json.dump(meta, f, indent=2)
-    # atomic swap: the old corpus (if any) is moved aside first, so out_dir is always complete or absent
-    if os.path.exists(out_dir):
-        old = tmp + '.old'
-        os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, out_dir)
+    # atomic swap: out_dir is always complete or absent (checkpoint.atomic_dir)
+    with atomic_dir(out_dir.rstrip('/')) as tmp:
+        bars = not datasets.utils.are_progress_bars_disabled()
+        datasets.disable_progress_bars()  # our own progress line is enough
+        # an empty split (possible in tiny corpora) must be saved as one empty shard, else it will not load
+        dd.save_to_disk(tmp, num_shards={sp: 1 for sp in dd if len(dd[sp]) == 0} or None)
+        if bars:
+            datasets.enable_progress_bars()
+        train_tokenizer([r['transcription'] for r in rows['train']], os.path.join(tmp, 'tokenizer'), vocab_size)
+        meta = dict(options, num_workers=num_workers, vocab_size=vocab_size,
+                    tunes_selected=len(tunes), tunes_with_excerpts=tunes_used,
+                    excerpts={sp: len(rs) for sp, rs in rows.items()},
+                    skipped=dict(sorted(skipped.items(), key=lambda kv: -kv[1])),
+                    render_seconds=round(render_s, 1), render_cpu_seconds=round(cpu_s, 1),
+                    excerpts_per_cpu_second=round(sum(len(r[0]) for r in map(results.get, jobs_idx)) / max(cpu_s, 1e-9), 2),
+                    total_seconds=round(time.time() - t0, 1))
+        with open(os.path.join(tmp, 'meta.json'), 'w') as f:
+            json.dump(meta, f, indent=2)
     shutil.rmtree(partial, ignore_errors=True)
     if not quiet:
         print(f'wrote {out_dir}: ' + ', '.join(f'{sp} {n} excerpts from {tunes_used[sp]} tunes'
@@ -791,7 +437,6 @@ def main(argv=None):
         if a.stats or a.plot:
             if not os.path.isdir(a.out_dir):
                 raise FileNotFoundError(f'no prepared corpus in {a.out_dir}; run python data/m21/prepare.py --out_dir={a.out_dir}')
-            sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
             if a.stats:
                 print(json.dumps(corpus_stats(a.out_dir), indent=1))
             if a.plot:

@@ -16,9 +16,7 @@ import argparse
 import io
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 REPO_ID = 'guangyangmusic/PDMX-Synth'
@@ -29,10 +27,10 @@ SPLIT_NAMES = {'train': ('train',), 'val': ('validation', 'val', 'valid', 'dev')
 
 def _to_png_gray(img):
     """PIL image (any mode, maybe transparent) -> grayscale PNG bytes, ink dark on white paper,
-    through data.py's own conversion (transparent pixels would otherwise turn black)."""
-    from data import _to_gray
+    through images.py's own conversion (transparent pixels would otherwise turn black)."""
+    from images import to_gray
     buf = io.BytesIO()
-    _to_gray(img).save(buf, format='PNG')
+    to_gray(img).save(buf, format='PNG')
     return buf.getvalue()
 
 
@@ -66,6 +64,7 @@ def prepare(out_dir='data/pdmx_synth/full', streaming=False, max_samples=None, v
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     if root not in sys.path:
         sys.path.insert(0, root)
+    from checkpoint import atomic_dir
     from data import train_tokenizer  # the repo's data.py
     t0 = time.time()
     splits = load_splits(streaming, max_samples)
@@ -84,21 +83,13 @@ def prepare(out_dir='data/pdmx_synth/full', streaming=False, max_samples=None, v
                                                                       gen_kwargs=dict(split=sp, name=name))
                                for name, sp in splits.items()})
     print()
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=os.path.basename(out_dir.rstrip('/')) + '.tmp-')
-    dd.save_to_disk(tmp)
-    train_tokenizer(dd['train']['transcription'], os.path.join(tmp, 'tokenizer'), vocab_size)
-    meta = dict(source=REPO_ID, streaming=streaming, max_samples=max_samples, vocab_size=vocab_size,
-                excerpts={k: len(v) for k, v in dd.items()}, total_seconds=round(time.time() - t0, 1))
-    with open(os.path.join(tmp, 'meta.json'), 'w') as f:
-        json.dump(meta, f, indent=2)
-    if os.path.exists(out_dir):  # atomic swap, as in data/m21/prepare.py
-        os.replace(out_dir, tmp + '.old')
-        os.replace(tmp, out_dir)
-        shutil.rmtree(tmp + '.old')
-    else:
-        os.replace(tmp, out_dir)
+    with atomic_dir(out_dir.rstrip('/')) as tmp:  # out_dir is always complete or absent
+        dd.save_to_disk(tmp)
+        train_tokenizer(dd['train']['transcription'], os.path.join(tmp, 'tokenizer'), vocab_size)
+        meta = dict(source=REPO_ID, streaming=streaming, max_samples=max_samples, vocab_size=vocab_size,
+                    excerpts={k: len(v) for k, v in dd.items()}, total_seconds=round(time.time() - t0, 1))
+        with open(os.path.join(tmp, 'meta.json'), 'w') as f:
+            json.dump(meta, f, indent=2)
     print(f'wrote {out_dir}: ' + ', '.join(f'{k} {n}' for k, n in meta['excerpts'].items()))
     return meta
 

@@ -1,0 +1,313 @@
+"""
+checkpoint.py: everything a run writes to disk and reads back. Atomic writes (a file or a whole
+directory), checkpoint save / load / lookup, and LoRA adapter files. Every script and library that
+writes a file the user keeps goes through atomic_path / atomic_write / atomic_dir.
+
+A checkpoint is a directory: model.safetensors (the weights), config.json (model_args, train_config,
+iter_num, best_val_loss, lora, quant) and, for training runs, state.pt (optimizer, scaler, RNG states,
+data position: what --init_from=resume needs). A run's out_dir holds ckpt_best/ and ckpt_last/ and a
+copy of the tokenizer; reader/ is a checkpoint directory itself.
+
+    python checkpoint.py save_adapter <run or checkpoint dir> adapter.safetensors
+    python checkpoint.py load_adapter <run or checkpoint dir> adapter.safetensors <new checkpoint dir>
+
+write a LoRA run's adapters alone (a few MB), or put saved adapters into a run's model and save that
+as a new checkpoint (for sample.py --out_dir=...).
+"""
+
+import contextlib
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+from dataclasses import asdict, fields
+
+import numpy as np
+import torch
+
+import lora
+from model import MusicTrOCRConfig, build_model
+
+# -----------------------------------------------------------------------------
+# atomic writes: readers see the old file (or directory) or the new one, never half of one
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temp file name beside `path` (same extension, so savefig / np.save see the format);
+    when the block has written it, it is renamed onto `path`. On an error it is deleted."""
+    d, base = os.path.split(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=f'.{base}.tmp-', suffix=os.path.splitext(base)[1])
+    os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; these are meant to be shared
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write(path, data):
+    """Write `data` (str: UTF-8 text, bytes: binary) to `path` atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, 'wb') as f:
+            f.write(data.encode('utf-8') if isinstance(data, str) else data)
+
+
+@contextlib.contextmanager
+def atomic_dir(path):
+    """Yield a fresh temp directory beside `path`; when the block has filled it, it takes the place
+    of `path`: an existing `path` is renamed aside, the new one renamed in, the old one deleted. A
+    crash leaves either the old or the new directory whole (plus, at worst, a *.tmp-* / *.old-*
+    directory next to it)."""
+    path = os.path.abspath(path)
+    parent, name = os.path.split(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f'{name}.tmp-', dir=parent)
+    try:
+        yield tmp
+        old = None
+        if os.path.exists(path):
+            old = tempfile.mkdtemp(prefix=f'{name}.old-', dir=parent)
+            os.rmdir(old)  # we only wanted a fresh unique name
+            os.rename(path, old)
+        os.rename(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+# -----------------------------------------------------------------------------
+# lookup
+
+
+def find_checkpoint(path, names=('ckpt_best', 'ckpt_last')):
+    """The checkpoint of a run: path/ckpt_best, else path/ckpt_last (the first of `names` that holds
+    a config.json), else `path` itself if it is a checkpoint directory (reader/). FileNotFoundError
+    with one line otherwise."""
+    for d in [os.path.join(path, n) for n in names] + [path]:
+        if os.path.isfile(os.path.join(d, 'config.json')):
+            return d
+    looked = ', '.join(n + '/' for n in names)
+    raise FileNotFoundError(f"no checkpoint in {path} (looked for {looked} and a config.json); "
+                            f"train one with: python train.py --out_dir={path}")
+
+
+def find_tokenizer(out_dir, meta, data_dir=None):
+    """The tokenizer of a run: out_dir/tokenizer.model (train.py copies it there), else the one in
+    data_dir (default: the run's own, from its config.json)."""
+    candidates = [os.path.join(out_dir, 'tokenizer.model')]
+    data_dir = data_dir or (meta.get('train_config') or {}).get('data_dir')
+    if data_dir:
+        candidates.append(os.path.join(data_dir, 'tokenizer.model'))
+    for path in candidates:
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(f"no tokenizer: looked for {' and '.join(candidates)}")
+
+# -----------------------------------------------------------------------------
+# checkpoints: <ckpt_dir>/{model.safetensors, config.json, state.pt}
+
+
+def _unique_state_dict(model):
+    """state_dict without aliases: the tied head and embedding are one tensor, and safetensors
+    refuses to store a tensor twice. Returns ({name: tensor}, {alias: kept name})."""
+    out, aliases, seen = {}, {}, {}
+    for k, t in model.state_dict().items():
+        key = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride())
+        if t.numel() > 0 and key in seen:
+            aliases[k] = seen[key]
+            continue
+        seen[key] = k
+        out[k] = t
+    return out, aliases
+
+
+def save_checkpoint(ckpt_dir, raw_model, meta, state=None):
+    """Write model.safetensors (raw_model's weights), config.json (meta; model_args filled in from
+    raw_model.config if absent) and state.pt (optimizer/scaler/RNG/data position, if given) into
+    ckpt_dir, atomically (atomic_dir)."""
+    from safetensors.torch import save_file
+    meta = dict(meta)
+    meta.setdefault('model_args', asdict(raw_model.config))
+    with atomic_dir(ckpt_dir) as tmp:
+        tensors, _ = _unique_state_dict(raw_model)
+        tensors = {k: v.detach().to('cpu').contiguous() for k, v in tensors.items()}
+        save_file(tensors, os.path.join(tmp, 'model.safetensors'), metadata={'format': 'pt'})
+        with open(os.path.join(tmp, 'config.json'), 'w') as f:
+            json.dump(meta, f, indent=2)
+        if state is not None:
+            torch.save(state, os.path.join(tmp, 'state.pt'))
+
+
+def read_meta(ckpt_dir):
+    """config.json of a checkpoint as a dict; FileNotFoundError / ValueError with one line."""
+    path = os.path.join(ckpt_dir, 'config.json')
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no checkpoint at {ckpt_dir} (missing {path})")
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"checkpoint {ckpt_dir}: cannot read config.json ({e})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get('model_args'), dict):
+        raise ValueError(f"checkpoint {ckpt_dir}: config.json has no model_args")
+    return meta
+
+
+def _mismatch(ckpt_dir, what):
+    return ValueError(f"checkpoint {ckpt_dir} does not match this code: {what}")
+
+
+def load_model(ckpt_dir, device='cpu'):
+    """Rebuild the model a checkpoint was trained with and load its weights -> (model, meta).
+    model.build_model rebuilds it from config.json, with pretrained=None (the weights come from the
+    checkpoint, nothing is downloaded) and the plug-ins (meta['quant'], meta['lora']) applied as in
+    training, so the module tree matches the saved one. Any difference in keys or shapes -> ValueError."""
+    meta = read_meta(ckpt_dir)
+    args = dict(meta['model_args'])
+    unknown = sorted(set(args) - {f.name for f in fields(MusicTrOCRConfig)})
+    if unknown:
+        raise _mismatch(ckpt_dir, f"unknown model_args {unknown}")
+    args['pretrained'] = None
+    try:
+        model = build_model(args, lora_args=meta.get('lora'), quant_args=meta.get('quant'))
+    except (KeyError, ValueError, AssertionError, TypeError) as e:
+        raise _mismatch(ckpt_dir, f"cannot build the model ({e})") from None
+
+    path = os.path.join(ckpt_dir, 'model.safetensors')
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {ckpt_dir} has no model.safetensors")
+    from safetensors.torch import load_file
+    try:
+        sd = load_file(path, device='cpu')
+    except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
+        raise ValueError(f"checkpoint {ckpt_dir}: cannot read model.safetensors ({e})") from None
+    expected, _ = _unique_state_dict(model)
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    for keys, what in ((missing, 'missing key'), (unexpected, 'unexpected key')):
+        if keys:
+            more = f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
+            raise _mismatch(ckpt_dir, f"{what} '{keys[0]}'{more}")
+    for k, t in expected.items():
+        if tuple(sd[k].shape) != tuple(t.shape):
+            raise _mismatch(ckpt_dir, f"shape of '{k}' is {tuple(sd[k].shape)} in the checkpoint, "
+                                      f"{tuple(t.shape)} in the model")
+    model.load_state_dict(sd, strict=False)  # strict in effect: keys checked above, aliases are tied
+    model.to(device)
+    return model, meta
+
+
+def copy_tokenizer(src_dir, out_dir):
+    """tokenizer.model (+ .vocab) of src_dir into out_dir, where sample.py looks for it."""
+    for name in ('tokenizer.model', 'tokenizer.vocab'):
+        if os.path.isfile(os.path.join(src_dir, name)):
+            with open(os.path.join(src_dir, name), 'rb') as f:
+                atomic_write(os.path.join(out_dir, name), f.read())
+
+
+def resume_mismatch(meta, model_args, lora_args, quant_args):
+    """None if a checkpoint's config.json describes the model of these arguments, else the first
+    difference as 'key=theirs but the config says ours' (pretrained only mattered at step 0)."""
+    theirs = dict(meta['model_args'], lora=meta.get('lora'), quant=meta.get('quant'))
+    ours = dict(model_args, lora=lora_args, quant=quant_args)
+    for k in ours:
+        if k != 'pretrained' and theirs.get(k) != ours[k]:
+            return f"{k}={theirs.get(k)!r} but the config says {ours[k]!r}"
+    return None
+
+
+def get_rng_state(cuda=False):
+    """This process's random streams (python, numpy, torch, cuda), as state.pt keeps them per process."""
+    return dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state(),
+                cuda=torch.cuda.get_rng_state() if cuda else None)
+
+
+def set_rng_state(rng, cuda=False):
+    random.setstate(rng['python'])
+    np.random.set_state(rng['numpy'])
+    torch.set_rng_state(rng['torch'].cpu())
+    if cuda and rng.get('cuda') is not None:
+        torch.cuda.set_rng_state(rng['cuda'].cpu())
+
+
+def load_checkpoint_state(ckpt_dir, device='cpu'):
+    """state.pt (optimizer, scaler, RNG states, data position) as saved by save_checkpoint, or None."""
+    path = os.path.join(ckpt_dir, 'state.pt')
+    if not os.path.isfile(path):
+        return None
+    return torch.load(path, map_location=device, weights_only=False)  # our own file: RNG states are not tensors-only
+
+# -----------------------------------------------------------------------------
+# LoRA adapters on their own: {name: lora_A / lora_B} in a safetensors file, the settings in its metadata
+
+
+def save_adapter(model, path):
+    """Write the adapters (a few MB instead of the whole model) to a safetensors file, atomically."""
+    from safetensors.torch import save_file
+    sd = {k: v.detach().contiguous().cpu() for k, v in lora.lora_state_dict(model).items()}
+    if not sd:
+        raise ValueError("save_adapter: the model has no LoRA adapters")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_path(path) as tmp:
+        save_file(sd, tmp, metadata={"lora": json.dumps(lora.lora_config(model))})
+
+
+def load_adapter(model, path):
+    """Load adapters saved by save_adapter into a model that already went through apply_lora with the
+    same settings. Mismatching names, shapes or rank/alpha => ValueError. Returns the metadata dict."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"adapter file not found: {path}")
+    with safe_open(path, framework="pt") as f:
+        meta = json.loads((f.metadata() or {}).get("lora", "null"))
+    sd = load_file(path)
+    own = lora.lora_state_dict(model)
+    if not own:
+        raise ValueError("load_adapter: the model has no LoRA adapters; call apply_lora first")
+    missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+    if missing or unexpected:
+        raise ValueError(f"adapter keys do not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    cfg = lora.lora_config(model)
+    if meta and (meta["rank"], meta["alpha"], meta["rslora"]) != (cfg["rank"], cfg["alpha"], cfg["rslora"]):
+        raise ValueError(f"adapter was saved with {meta}, model has {cfg}")
+    for k, v in sd.items():
+        if v.shape != own[k].shape:
+            raise ValueError(f"adapter tensor {k} has shape {tuple(v.shape)}, model expects {tuple(own[k].shape)}")
+    if any(m.merged for _, m in lora.lora_modules(model)):
+        raise RuntimeError("load_adapter: unmerge_lora(model) first")
+    model.load_state_dict(sd, strict=False)
+    return meta
+
+
+def main(argv):
+    if len(argv) < 3 or (argv[0], len(argv)) not in (('save_adapter', 3), ('load_adapter', 4)):
+        raise ValueError("usage: python checkpoint.py save_adapter <run or checkpoint dir> <adapter.safetensors>, "
+                         "or load_adapter <run or checkpoint dir> <adapter.safetensors> <new checkpoint dir>")
+    ckpt = find_checkpoint(argv[1])
+    model, meta = load_model(ckpt)
+    if not meta.get('lora'):
+        raise ValueError(f"{ckpt} was not trained with LoRA (lora_rank = 0): it has no adapters")
+    if argv[0] == 'save_adapter':
+        save_adapter(model, argv[2])
+        print(f"wrote the {len(lora.lora_state_dict(model))} adapter tensors of {ckpt} to {argv[2]}")
+    else:
+        load_adapter(model, argv[2])
+        save_checkpoint(argv[3], model, {k: v for k, v in meta.items() if k != 'model_args'})
+        # the tokenizer: beside the checkpoint (a run's out_dir) or inside it (reader/)
+        copy_tokenizer(os.path.dirname(os.path.abspath(ckpt)), argv[3])
+        copy_tokenizer(ckpt, argv[3])
+        print(f"wrote {argv[3]}: {ckpt} with the adapters of {argv[2]}")
+
+
+if __name__ == '__main__':
+    try:
+        main(sys.argv[1:])
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        sys.exit(f"error: {e}")

@@ -1,0 +1,107 @@
+"""
+data/engrave.py: engraving for the corpus builders in data/*/prepare.py. Canonical ABC -> an SVG and
+verovio's MEI (what it understood) with verovio; the MEI read back as measures of events, so that a
+builder can prove the image shows what its label says (compare_events); the SVG rasterized to a
+grayscale image cropped to the ink.
+"""
+import io
+import xml.etree.ElementTree as ET
+
+import numpy as np
+
+MEI_NS = '{http://www.music-encoding.org/ns/mei}'
+
+
+def midi_number(p):
+    """(step, octave, alter) -> MIDI note number: the order chord notes are written and compared in."""
+    step, octave, alter = p
+    return 12 * (octave + 1) + 'C D EF G A B'.index(step) + alter
+
+
+def engrave(abc, font, layout):
+    """canonical ABC -> (svg, mei) with verovio, forced onto a single system, no header/footer text."""
+    import verovio
+    verovio.enableLog(verovio.LOG_OFF)  # verovio warns on stderr for every odd input; we check ourselves
+    # a fresh toolkit per excerpt (cheap): verovio 6.4's ABC reader keeps the previous tune's key signature
+    tk = verovio.toolkit()
+    tk.setOptions({'font': font, 'scale': layout['scale'], 'spacingLinear': layout['spacingLinear'],
+                   'spacingNonLinear': layout['spacingNonLinear'], 'breaks': 'none', 'pageWidth': 60000,
+                   'adjustPageWidth': True, 'adjustPageHeight': True, 'header': 'none', 'footer': 'none',
+                   'pageMarginLeft': 20, 'pageMarginRight': 20, 'pageMarginTop': 20, 'pageMarginBottom': 20})
+    if not tk.loadData('X:1\n' + abc + '\n'):
+        raise ValueError('verovio load failed')
+    svg = tk.renderToSVG(1)
+    if tk.getPageCount() != 1 or svg.count('class="system"') != 1:
+        raise ValueError('not one system')
+    return svg, tk.getMEI()
+
+def mei_events(mei):
+    """verovio's own parse of what it drew -> per measure list of events, and the number of ties."""
+    root = ET.fromstring(mei)
+    sd, clef, msig = root.find(f'.//{MEI_NS}scoreDef'), root.find(f'.//{MEI_NS}clef'), root.find(f'.//{MEI_NS}meterSig')
+    head = ((clef.get('shape'), clef.get('line')) if clef is not None else None, sd.get('keysig', '0'),
+            (msig.get('sym'), msig.get('count'), msig.get('unit')) if msig is not None else None)
+    out, ties = [head], 0
+    for meas in root.iter(MEI_NS + 'measure'):
+        evs = []
+        def walk(el, tup, in_chord):
+            for c in el:
+                tag = c.tag[len(MEI_NS):]
+                t = tup or (3 if tag == 'tuplet' and c.get('num') == '3' else 0)
+                if tag == 'rest':
+                    evs.append(('r', c.get('dur'), int(c.get('dots', 0)), False, t))
+                elif tag in ('mRest', 'multiRest', 'space', 'mSpace'):
+                    evs.append(('?', tag))
+                elif tag == 'chord' or (tag == 'note' and not in_chord):
+                    notes = [c] if tag == 'note' else list(c.iter(MEI_NS + 'note'))
+                    ps = []
+                    for n in notes:  # the WRITTEN accidental only: what is drawn (accid.ges is playback)
+                        acc = n.get('accid')
+                        for a in n.iter(MEI_NS + 'accid'):
+                            acc = a.get('accid') or acc
+                        ps.append((n.get('pname'), int(n.get('oct')), acc))
+                    ps.sort(key=lambda p: midi_number((p[0].upper(), p[1], 0)))
+                    grace = c.get('grace') is not None  # a grace note inside a triplet bracket is no triplet note
+                    evs.append(('n', c.get('dur'), int(c.get('dots', 0)), grace, 0 if grace else t, tuple(ps)))
+                else:
+                    if tag == 'beam':  # a beam that starts with a grace note draws it full size: wrong
+                        ns = list(c.iter(MEI_NS + 'note'))
+                        if ns and ns[0].get('grace') and any(not n.get('grace') for n in ns):
+                            evs.append(('grace starts a beam',))
+                    walk(c, t, in_chord)
+        walk(meas, 0, False)
+        evs.append(('bar', meas.get('left'), meas.get('right')))
+        ties += sum(1 for _ in meas.iter(MEI_NS + 'tie'))
+        out.append(evs)
+    return out, ties
+
+def compare_events(got, want):
+    """mei_events(...) of the engraving against what the label says, in the same form: (head, measure,
+    measure, ...) and the number of ties. ValueError ('mismatch in ...') at the first difference."""
+    got, got_ties = got
+    want, want_ties = want
+    if got[0] != want[0]:
+        raise ValueError(f'mismatch in clef/key/meter: {got[0]} != {want[0]}')
+    if len(got) != len(want):
+        raise ValueError(f'mismatch in measure count: {len(got) - 1} != {len(want) - 1}')
+    for i, (g, w) in enumerate(zip(got[1:], want[1:])):
+        if g != w:
+            raise ValueError(f'mismatch in measure {i}: {g} != {w}')
+    if got_ties != want_ties:
+        raise ValueError(f'mismatch in ties: {got_ties} != {want_ties}')
+
+def rasterize(svg, margin=10):
+    """SVG -> grayscale PIL image, black on white, cropped to the ink plus `margin` white pixels."""
+    import resvg_py
+    from PIL import Image
+    png = resvg_py.svg_to_bytes(svg_string=svg, background='#ffffff', skip_system_fonts=True)
+    img = Image.open(io.BytesIO(bytes(png))).convert('L')
+    a = np.asarray(img)
+    ys, xs = np.nonzero(a < 200)
+    if len(ys) == 0:
+        raise ValueError('blank image')
+    mg = margin
+    box = (max(0, xs.min() - mg), max(0, ys.min() - mg), min(a.shape[1], xs.max() + mg + 1), min(a.shape[0], ys.max() + mg + 1))
+    out = Image.new('L', (box[2] - box[0], box[3] - box[1]), 255)
+    out.paste(img.crop(box), (0, 0))
+    return out

@@ -1,0 +1,108 @@
+"""
+evaluation.py: score a model on one split, the way train.py does at every eval and at the end.
+The loss on fixed batches (teacher forcing) and the greedy transcriptions of fixed images, scored by
+metrics.py (SER, CER, BPE-SER, sequence accuracy), in total and per engraving font; with a CTC head
+the CTC best-path transcriptions are scored too. Under DDP every process does its share and all of
+them return the same numbers.
+"""
+
+import torch
+import torch.distributed as dist
+
+import data
+import metrics
+
+
+@torch.no_grad()
+def evaluate(m, ds, loss_batches, decode_batches, collate_fn, tokenizer, ctx, device, max_new_tokens,
+             num_workers=0, seed=0, ddp=False, rank=0, world_size=1):
+    """m: the plain model; loss_batches / decode_batches: lists of index lists (data.eval_batches).
+    Returns (loss, scores dict, list of (index, prediction, reference, ctc prediction or None)).
+    scores['by_font'] has the same metrics per font, scores['ctc'] those of the CTC decodings."""
+
+    def loader(batches):  # this process's share
+        return torch.utils.data.DataLoader(ds, batch_sampler=batches[rank::world_size], collate_fn=collate_fn,
+                                           num_workers=num_workers, generator=torch.Generator().manual_seed(seed))
+
+    m.eval()
+    # fork_rng: whatever eval draws from the global RNGs is given back, so that training continues
+    # with the same random stream whether or not (and how often) it was evaluated
+    cuda = str(device).startswith('cuda')
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if cuda else []):
+        loss_sum = torch.zeros(2, device=device, dtype=torch.float64)  # (sum of batch losses, number of batches)
+        for batch in loader(loss_batches):
+            images, idx, targets, widths = data.to_device(batch, device)
+            with ctx:
+                _, loss = m(images, idx, targets, widths)
+            loss_sum += torch.tensor([loss.item(), 1.0], device=device, dtype=torch.float64)
+        rows = []
+        for batch in loader(decode_batches):
+            images, _, _, widths = data.to_device(batch, device)
+            with ctx:
+                out = m.generate(images, max_new_tokens=max_new_tokens, widths=widths)
+                out_ctc = m.ctc_decode(images, widths) if m.config.ctc_weight > 0 else [None] * len(out)
+            rows += [(i, tokenizer.decode(o), t, None if c is None else tokenizer.decode(c))
+                     for i, o, t, c in zip(batch['index'].tolist(), out, batch['text'], out_ctc)]
+    if ddp:
+        dist.all_reduce(loss_sum)
+        everyone = [None] * world_size
+        dist.all_gather_object(everyone, rows)
+        rows = sorted(r for part in everyone for r in part)
+    m.train()
+    loss = (loss_sum[0] / loss_sum[1]).item() if loss_sum[1] > 0 else float('nan')
+    scores = score_rows(rows, tokenizer) if rows else {}
+    if rows:
+        fonts = sorted({ds.fonts[r[0]] for r in rows if ds.fonts[r[0]]})
+        scores['by_font'] = {f: score_rows([r for r in rows if ds.fonts[r[0]] == f], tokenizer) for f in fonts}
+    return loss, scores, rows
+
+
+def score_rows(rows, tokenizer=None):
+    """metrics.score of evaluate()'s rows; with a CTC head, the CTC decodings scored too, as ['ctc']."""
+    sc = metrics.score([r[1] for r in rows], [r[2] for r in rows], tokenizer)
+    if rows[0][3] is not None:
+        sc['ctc'] = metrics.score([r[3] for r in rows], [r[2] for r in rows], tokenizer)
+    return sc
+
+
+def holdout_scores(rows, ds, font, tokenizer=None):
+    """The held-out-font experiment: scores of the rows in `font` against those of all the others."""
+    groups = dict(seen_fonts=[r for r in rows if ds.fonts[r[0]] != font],
+                  holdout_font=[r for r in rows if ds.fonts[r[0]] == font])
+    return {k: dict(score_rows(rs, tokenizer), n=len(rs)) for k, rs in groups.items() if rs}
+
+
+# -----------------------------------------------------------------------------
+# the lines train.py prints
+
+
+def pct(x):
+    return f"{100 * x:.2f}%" if x is not None else "n/a"
+
+
+def eval_report(record, rows):
+    """One eval of log.jsonl (+ the first decoded image, reference and prediction) as train.py prints it."""
+    train_str = f"{record['train_loss']:.4f}" if record['train_loss'] is not None else "n/a"
+    ctc_str = (f", CTC SER {pct(record['val_ser_ctc'])}, seq acc {pct(record['val_seq_acc_ctc'])}"
+               if record['val_ser_ctc'] is not None else "")
+    out = (f"eval {record['iter']}: train loss {train_str}, val loss {record['val_loss']:.4f}, "
+           f"val SER {pct(record['val_ser'])}, CER {pct(record['val_cer'])}, "
+           f"seq acc {pct(record['val_seq_acc'])}{ctc_str} ({len(rows)} images)")
+    if rows:
+        out += f"\n  ref:  {rows[0][2][:120]!r}\n  pred: {rows[0][1][:120]!r}"
+    return out
+
+
+def test_report(final, out_dir):
+    """final_eval.json as train.py prints it at the end: the test scores, CTC's and the held-out font's."""
+    out = [f"test ({final['n_samples']} images, {final['weights']} @ iter {final['weights_iter']}): loss "
+           f"{final['test_loss']:.4f}, SER {pct(final['ser'])}, CER {pct(final['cer'])}, seq acc "
+           f"{pct(final['seq_acc'])} -> {out_dir}/final_eval.json"]
+    if final['ctc']:
+        out.append(f"test, CTC greedy decoding: SER {pct(final['ctc']['ser'])}, CER {pct(final['ctc']['cer'])}, "
+                   f"seq acc {pct(final['ctc']['seq_acc'])}")
+    for k, sc in final.get('holdout', {}).items():
+        out.append(f"test, {'held-out font ' + final['holdout_font'] if k == 'holdout_font' else 'the other fonts'} "
+                   f"({sc['n']} images): SER {pct(sc['ser'])}, seq acc {pct(sc['seq_acc'])}"
+                   + (f"; CTC SER {pct(sc['ctc']['ser'])}" if 'ctc' in sc else ""))
+    return '\n'.join(out)

@@ -1,0 +1,81 @@
+"""
+step.py: one optimizer step of MusicTrOCR training, and the precision it runs under. train.py's loop
+calls train_step once per iteration; bench_vram.py measures the memory and speed of the very same call.
+
+    ctx, scaler = amp_context(device_type, dtype)     # autocast + GradScaler, or fp32 on a CPU
+    loss, last = train_step(model, optimizer, scaler, ctx, batches, accum, grad_clip, teacher, ...)
+
+Mixed precision follows nanoGPT: bf16 autocast where the GPU has it, else fp16 with loss scaling
+(GradScaler, Micikevicius et al. 2018); a CPU trains in fp32 (its autocast is slow and buys nothing).
+"""
+
+from contextlib import nullcontext
+
+import torch
+
+import distill
+
+
+def resolve_dtype(device_type, dtype):
+    """The dtype a run really uses: fp32 on a CPU; bf16 falls back to fp16 on pre-Ampere GPUs."""
+    if device_type == 'cpu':
+        return 'float32'
+    if dtype == 'bfloat16' and not torch.cuda.is_bf16_supported():
+        return 'float16'
+    return dtype
+
+
+def amp_context(device_type, dtype):
+    """(autocast context, GradScaler) for a resolved dtype. The scaler is a no-op unless fp16."""
+    if device_type == 'cpu' or dtype == 'float32':
+        return nullcontext(), torch.amp.GradScaler(device_type, enabled=False)
+    ptdtype = {'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
+    return (torch.autocast(device_type=device_type, dtype=ptdtype),
+            torch.amp.GradScaler(device_type, enabled=(dtype == 'float16')))
+
+
+def peak_mem_mb(device_type):
+    """Peak CUDA memory allocated by this process, or (CPU) its peak resident set size, in MiB."""
+    if device_type == 'cuda':
+        return torch.cuda.max_memory_allocated() / 2 ** 20
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def train_step(model, optimizer, scaler, ctx, batches, accum=1, grad_clip=1.0, teacher=None,
+               distill_alpha=0.5, distill_T=2.0, ddp=False, zero_grad=True):
+    """One optimizer step over `accum` micro-batches drawn from the iterator `batches`, each a tuple
+    (images (B,3,H,W), idx (B,T), targets (B,T), widths (B,)) on the training device. Each micro-batch's
+    loss is divided by accum, so the gradients add up to those of the mean over the whole step. With a
+    `teacher` the loss is distill.kd_loss against its logits on the same batch. The global gradient
+    norm is clipped at grad_clip (0 = off). Returns (the step's loss, a 0-dim tensor; the last micro-batch)."""
+    loss_accum = None
+    for micro_step in range(accum):
+        batch = next(batches)
+        images, idx, targets, widths = batch
+        if ddp:
+            # in DDP training we only need to sync gradients at the last micro step.
+            # the official way to do this is with model.no_sync() context manager, but
+            # that context manager only toggles this variable
+            model.require_backward_grad_sync = (micro_step == accum - 1)
+        with ctx:
+            logits, loss = model(images, idx, targets, widths)  # logits (B,T,V)
+            if teacher is not None:
+                with torch.no_grad():
+                    teacher_logits, _ = teacher(images, idx, widths=widths)  # (B,T,V)
+                loss = distill.kd_loss(logits, teacher_logits, targets, distill_alpha, distill_T)
+            loss = loss / accum  # scale the loss to account for gradient accumulation
+        # backward pass, with gradient scaling if training in fp16
+        scaler.scale(loss).backward()
+        if loss_accum is None:
+            loss_accum = torch.zeros((), device=loss.device)
+        loss_accum += loss.detach()
+    if grad_clip != 0.0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    # step the optimizer and scaler if training in fp16
+    scaler.step(optimizer)
+    scaler.update()
+    if zero_grad:  # flush the gradients as soon as we can, no need for this memory anymore
+        optimizer.zero_grad(set_to_none=True)
+    return loss_accum, batch
