@@ -20,7 +20,7 @@ def read_run(d):
         log = [json.loads(line) for line in f if line.strip()]
     with open(os.path.join(d, 'final_eval.json')) as f:
         final = json.load(f)
-    from model import read_meta
+    from checkpoint import read_meta
     ckpt = next(os.path.join(d, c) for c in ('ckpt_last', 'ckpt_best') if os.path.isdir(os.path.join(d, c)))
     meta = read_meta(ckpt)
     return dict(name=os.path.basename(d.rstrip('/')), log=log, final=final, cfg=meta['train_config'])
@@ -36,17 +36,19 @@ def main():
     ap.add_argument('--out', default='results/cpu_recipe.md')
     ap.add_argument('--title', default='CPU recipe ablation')
     ap.add_argument('--notes', default=None, help='a markdown file appended below the table')
+    ap.add_argument('--base', default='b_reader_recipe', help='the run the others are compared with (listed first)')
     a = ap.parse_args()
     runs = [read_run(d) for d in sorted(glob.glob(a.runs)) if os.path.isfile(os.path.join(d, 'final_eval.json'))]
     if not runs:
         sys.exit(f'error: no finished runs (with final_eval.json) match {a.runs}')
-    keys = ('backbone', 'img_height', 'collapse_height', 'ctc_weight', 'tokenizer_vocab', 'tokenizer_type',
-            'label_smoothing', 'batch_size', 'learning_rate', 'n_layer', 'd_model', 'augment', 'cpu_threads',
-            'max_time_minutes')
+    runs.sort(key=lambda r: r['name'] != a.base)  # the base run first, the others in name order
+    keys = ('backbone', 'img_height', 'max_width', 'collapse_height', 'ctc_weight', 'tokenizer_vocab',
+            'tokenizer_type', 'label_smoothing', 'batch_size', 'learning_rate', 'decay_lr', 'n_layer', 'd_model',
+            'augment', 'channels_last', 'cpu_threads')
     base = runs[0]['cfg']
     lines = [f'# {a.title}', '',
              f'Runs: `{a.runs}`, gathered by `python results/cpu_recipe/report.py --runs=\'{a.runs}\'`. '
-             f'Data: `{base["data_dir"]}`. Test SER/CER/exact: the whole test split, ckpt_best, greedy; '
+             f'Data: `{base["data_dir"]}`. Test SER/CER/exact: the first `eval_test_samples` test images, ckpt_best, greedy; '
              'CTC columns: best-path decoding of the same checkpoint. samples/s: training only, mean over evals.',
              '',
              '| run | what differs from the first row | params | samples/s | samples seen | train min | '
