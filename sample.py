@@ -29,7 +29,7 @@ The checkpoint is <out_dir>/ckpt_best, else <out_dir>/ckpt_last, else out_dir it
 of reader/, the CPU-trained reader that ships with the repo and is the default); the tokenizer is
 <out_dir>/tokenizer.model (train.py copies it there), else the one in the run's data_dir.
 --decode=ctc reads a joint CTC/attention model's CTC head instead (one pass, no decoding loop);
-'auto' uses what the checkpoint's config.json recommends ('decode'), else the attention decoder.
+'auto' uses the checkpoint's config.json 'decode': the decoding that scored better on val when train.py saved it.
 Images go through data.py's own preprocessing (gray, resize to the model's height), so the model
 sees exactly what it saw in training.
 

@@ -411,8 +411,9 @@ while True:
             runlog.append_log(out_dir, record, f"{backbone}: {out_dir}")
             if wandb_log:
                 wandb.log(record)
-            meta = dict(model_args=raw_model.config.__dict__, train_config=config, iter_num=iter_num,
-                        best_val_loss=best_val_loss, lora=lora_meta, quant=quant_meta)
+            ctc_ser = scores.get('ctc', {}).get('ser', 1e9)
+            meta = dict(model_args=raw_model.config.__dict__, train_config=config, iter_num=iter_num, best_val_loss=best_val_loss,
+                        lora=lora_meta, quant=quant_meta, decode='ctc' if ctc_ser < scores.get('ser', 1e9) else 'attention')
             for name in saved:
                 save_checkpoint(os.path.join(out_dir, name), raw_model, meta, state)
             if saved:

@@ -303,6 +303,17 @@ def test_recipe_outputs(run_recipe):
     assert final['ctc']['ser'] >= 0 and sum(f['n'] for f in final['by_font'].values()) == final['n_samples']
 
 
+def test_recipe_checkpoint_names_the_better_decoding(run_recipe):
+    # ckpt_last's config.json 'decode' (what sample.py --decode=auto follows) is the decoding that
+    # scored the lower val SER at the eval that wrote it: the last line of log.jsonl
+    out, _ = run_recipe
+    last = read_log(out)[-1]
+    with open(os.path.join(out, 'ckpt_last', 'config.json')) as f:
+        meta = json.load(f)
+    assert meta['iter_num'] == last['iter']
+    assert meta['decode'] == ('ctc' if last['val_ser_ctc'] < last['val_ser'] else 'attention')
+
+
 def test_recipe_resume_reproduces_the_uninterrupted_run(run_recipe, recipe_corpus, tmp_path):
     full, full_stdout = run_recipe
     out = str(tmp_path / 'run')

@@ -9,6 +9,7 @@ import argparse
 import glob
 import json
 import os
+import re
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -23,7 +24,14 @@ def read_run(d):
     from checkpoint import read_meta
     ckpt = next(os.path.join(d, c) for c in ('ckpt_last', 'ckpt_best') if os.path.isdir(os.path.join(d, c)))
     meta = read_meta(ckpt)
-    return dict(name=os.path.basename(d.rstrip('/')), log=log, final=final, cfg=meta['train_config'])
+    # the median samples/s of single steps, from the run's printed lines (run.sh writes them to <run>.log):
+    # unlike the mean over eval windows it does not move when the run is paused or shares the cores for a while
+    steps = []
+    if os.path.isfile(d.rstrip('/') + '.log'):
+        with open(d.rstrip('/') + '.log') as f:
+            steps = sorted(float(m.group(1)) for m in re.finditer(r'^iter \d+: .*?([\d.]+) samples/s', f.read(), re.M))
+    median = steps[len(steps) // 2] if steps else None
+    return dict(name=os.path.basename(d.rstrip('/')), log=log, final=final, cfg=meta['train_config'], median_sps=median)
 
 
 def pct(x):
@@ -49,17 +57,18 @@ def main():
     lines = [f'# {a.title}', '',
              f'Runs: `{a.runs}`, gathered by `python results/cpu_recipe/report.py --runs=\'{a.runs}\'`. '
              f'Data: `{base["data_dir"]}`. Test SER/CER/exact: the first `eval_test_samples` test images, ckpt_best, greedy; '
-             'CTC columns: best-path decoding of the same checkpoint. samples/s: training only, mean over evals.',
+             'CTC columns: best-path decoding of the same checkpoint. samples/s: training only, the median of single '
+             'steps (printed lines), and the mean over eval windows (pauses and shared cores included).',
              '',
-             '| run | what differs from the first row | params | samples/s | samples seen | train min | '
+             '| run | what differs from the first row | params | samples/s (median step) | samples/s (mean) | samples seen | train min | '
              'val SER (attn) | test SER (attn) | test CER | exact | test SER (CTC) | exact (CTC) |',
-             '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+             '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
     for r in runs:
         f, log, cfg = r['final'], r['log'], r['cfg']
         diff = ', '.join(f'{k}={cfg.get(k)}' for k in keys if cfg.get(k) != base.get(k)) or '(base)'
         ctc = f.get('ctc') or {}
         seen = log[-1].get('samples_seen') or log[-1]['iter'] * cfg['batch_size'] * cfg['gradient_accumulation_steps']
-        lines.append(f"| {r['name']} | {diff} | {f['n_params'] / 1e6:.2f}M | {f['samples_per_sec'] or 0:.1f} | "
+        lines.append(f"| {r['name']} | {diff} | {f['n_params'] / 1e6:.2f}M | {r['median_sps'] or 0:.1f} | {f['samples_per_sec'] or 0:.1f} | "
                      f"{seen:,} | {f['train_time_s'] / 60:.1f} | {pct(log[-1].get('val_ser'))} | {pct(f['ser'])} | "
                      f"{pct(f['cer'])} | {pct(f['seq_acc'])} | {pct(ctc.get('ser'))} | {pct(ctc.get('seq_acc'))} |")
     base_cfg = ', '.join(f'{k}={base.get(k)}' for k in keys)
@@ -72,7 +81,8 @@ def main():
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(9, 5))
     for r in runs:
-        pts = [(e.get('samples_seen') or e['iter'] * r['cfg']['batch_size'], e) for e in r['log']]
+        # from the first eval after step 0 on: an untrained model's SER (hundreds of %) says nothing
+        pts = [(e.get('samples_seen') or e['iter'] * r['cfg']['batch_size'], e) for e in r['log'] if e['iter'] > 0]
         line, = ax.plot([s for s, e in pts if e.get('val_ser') is not None],
                         [100 * e['val_ser'] for s, e in pts if e.get('val_ser') is not None], marker='o', ms=3,
                         label=f"{r['name']} (attention)")
