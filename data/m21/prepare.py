@@ -270,8 +270,7 @@ def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1
         if not same:
             shutil.rmtree(partial)
     os.makedirs(partial, exist_ok=True)
-    with open(os.path.join(partial, 'options.json'), 'w') as f:
-        json.dump(options, f)
+    atomic_write(os.path.join(partial, 'options.json'), json.dumps(options))
 
     # shards of SHARD_SIZE tunes; a finished shard is one pickle, so an interrupted run resumes there
     shards = [list(range(i, min(i + SHARD_SIZE, len(tunes)))) for i in range(0, len(tunes), SHARD_SIZE)]
@@ -279,8 +278,12 @@ def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1
     results = {}  # tune index -> (samples, skips)
     for k, sh in enumerate(shards):
         if os.path.exists(shard_path(k)):
-            with open(shard_path(k), 'rb') as f:
-                results.update(pickle.load(f))
+            try:  # written atomically, so only a disk fault breaks one: redo that shard
+                with open(shard_path(k), 'rb') as f:
+                    results.update(pickle.load(f))
+            except Exception as e:
+                print(f'warning: {shard_path(k)} is unreadable ({type(e).__name__}); rendering it again')
+                os.remove(shard_path(k))
     jobs_idx = [i for k, sh in enumerate(shards) if not os.path.exists(shard_path(k)) for i in sh]
     shard_of = {i: k for k, sh in enumerate(shards) for i in sh}
     pending = {k: len(sh) for k, sh in enumerate(shards) if not os.path.exists(shard_path(k))}
@@ -375,7 +378,8 @@ def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1
 def corpus_stats(data_dir):
     """tunes, excerpts, tokens per excerpt, vocabulary coverage and image sizes of a prepared corpus."""
     import datasets
-    from data import Tokenizer
+    from data import Tokenizer, load_split
+    load_split(data_dir, 'train')  # a broken file: one line naming it, not datasets' traceback
     dd = datasets.load_from_disk(data_dir)
     tok = Tokenizer(os.path.join(data_dir, 'tokenizer.model'))
     out, used = {}, {}
