@@ -88,16 +88,18 @@ def atomic_dir(path):
 
 
 def recover_dir(path):
-    """Finish or undo an atomic_dir swap that was killed: a missing `path` gets the whole *.new-*
-    (else the *.old-*) back; partial *.tmp-* dirs and leftovers are deleted. Only the one writer of
+    """Finish or undo an atomic_dir swap that was killed: a whole *.new-* replaces `path`, else a
+    missing `path` gets its *.old-* back; partial *.tmp-* dirs and leftovers are deleted. Only the one writer of
     `path` may call this (it deletes temp dirs). Returns what it did, as a line, or None."""
     import glob
     path = os.path.abspath(path)
     pre = glob.escape(path)
     news, olds = sorted(glob.glob(pre + '.new-*')), sorted(glob.glob(pre + '.old-*'))
     done = None
-    if not os.path.exists(path) and (news or olds):
+    if news or (olds and not os.path.exists(path)):  # a whole *.new-* is the newest version: finish the swap
         src = (news or olds)[0]
+        if os.path.exists(path):
+            shutil.rmtree(path)
         os.rename(src, path)
         done = f"recovered {path} from {os.path.basename(src)} (a write there was interrupted)"
     for d in glob.glob(pre + '.tmp-*') + glob.glob(pre + '.new-*') + glob.glob(pre + '.old-*'):

@@ -177,16 +177,16 @@ def _broken_json(data_dir):
     datasets needs, else None."""
     import glob
     import json
-    need = {'dataset_dict.json': 'splits', 'state.json': '_data_files', 'dataset_info.json': 'features'}
+    need = {'dataset_dict.json': ('splits', list), 'state.json': ('_data_files', list), 'dataset_info.json': ('features', dict)}
     for path in [os.path.join(data_dir, "dataset_dict.json")] + sorted(glob.glob(os.path.join(data_dir, "*", "*.json"))):
         try:
             with open(path, 'rb') as f:
                 obj = json.loads(f.read().decode('utf-8'))
         except (OSError, ValueError) as e:
             return path, 'empty' if os.path.getsize(path) == 0 else str(e)
-        key = need.get(os.path.basename(path))
-        if key and not (isinstance(obj, dict) and key in obj):
-            return path, f"no '{key}' in it"
+        key, kind = need.get(os.path.basename(path), (None, None))
+        if key and not (isinstance(obj, dict) and isinstance(obj.get(key), kind)):
+            return path, f"no '{key}' {kind.__name__} in it"
     return None
 
 
