@@ -45,7 +45,7 @@ def run(cmd, **kw):
 
 def one_line(p):
     """The single stderr line of a failed command (asserts there is exactly one, and no traceback)."""
-    lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
+    lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip() and not ln.startswith('Overriding')]
     assert p.returncode != 0 and len(lines) == 1 and 'Traceback' not in p.stderr, p.stderr[-3000:]
     return lines[0]
 
@@ -282,9 +282,13 @@ def test_ddp_rank0_signal_stops_every_rank(tiny_corpus, reference, tmp_path):
             os.kill(int(pid.split('/')[-1]), signal.SIGUSR1)
     stdout, err = proc.communicate(timeout=120)  # no rank left hanging in a collective
     assert 'SIGUSR1: saved' in stdout and re.search(r'exit ?code\s*:\s*75', err), stdout[-2000:] + err[-3000:]
-    p = run(train_cmd(tiny_corpus, out, '--init_from=auto'))
+    p = run(train_cmd(tiny_corpus, out, '--init_from=auto'))  # resumed by one process
     assert p.returncode == 0, p.stderr[-3000:]
-    assert same_weights(out, reference)
+    # as in test_train's DDP test: the same parameters up to float summation order (BatchNorm
+    # buffers are per process)
+    wa, wb = weights(reference), weights(out)
+    for k in [k for k in wa if not k.endswith(('running_mean', 'running_var', 'num_batches_tracked'))]:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5, msg=k)
 
 
 def test_disk_full_during_training_is_one_line(tiny_corpus, tmp_path):
