@@ -15,7 +15,7 @@ def read_jsonl(path):
     """The records of a .jsonl file; a line that does not parse (a log cut short by a crash in an older
     version, which appended in place) is left out rather than taken for a record."""
     out = []
-    with open(path) as f:
+    with open(path, errors='replace') as f:
         for line in f:
             try:
                 out.append(json.loads(line))
