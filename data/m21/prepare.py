@@ -449,11 +449,11 @@ def main(argv=None):
             return
         prepare(a.out_dir, a.max_tunes, a.excerpts_per_tune, a.seed, a.no_essen, a.num_workers, a.vocab_size,
                 [s for s in a.sources.split(',') if s])
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        sys.exit(f'error: {e}')
     except OSError as e:  # a full disk: atomic_dir has left any previous corpus in out_dir as it was
         sys.exit(f'error: cannot write {a.out_dir} ({e.strerror or e}); a corpus already there is intact: free some '
                  f'disk space and run the same command again (finished shards are kept in {a.out_dir}.partial)')
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
-        sys.exit(f'error: {e}')
     except KeyboardInterrupt:
         sys.exit('interrupted: run the same command again to resume')
 
