@@ -126,6 +126,8 @@ def find_tokenizer(out_dir, meta, data_dir=None):
     """The tokenizer of a run: out_dir/tokenizer.model (train.py copies it there), else the one in
     data_dir (default: the run's own, from its config.json)."""
     candidates = [os.path.join(out_dir, 'tokenizer.model')]
+    if os.path.basename(os.path.normpath(out_dir)).startswith('ckpt_'):  # --out_dir=<run>/ckpt_last
+        candidates.append(os.path.join(os.path.dirname(os.path.normpath(out_dir)), 'tokenizer.model'))
     data_dir = data_dir or (meta.get('train_config') or {}).get('data_dir')
     if data_dir:
         candidates.append(os.path.join(data_dir, 'tokenizer.model'))
@@ -178,13 +180,19 @@ def read_meta(ckpt_dir):
         with open(path) as f:
             meta = json.load(f)
     except (OSError, ValueError) as e:
-        raise ValueError(f"{path} is unreadable ({'empty' if _empty(path) else e}){_FIX}") from None
+        raise ValueError(f"{path} is unreadable ({'empty' if _empty(path) else e}){_fix(ckpt_dir)}") from None
     if not isinstance(meta, dict) or not isinstance(meta.get('model_args'), dict):
-        raise ValueError(f"{path} is not a checkpoint's config.json (no model_args){_FIX}")
+        raise ValueError(f"{path} is not a checkpoint's config.json (no model_args){_fix(ckpt_dir)}")
     return meta
 
 
-_FIX = "; use the run's other checkpoint (ckpt_best / ckpt_last) or retrain"
+def _fix(ckpt_dir):
+    """What to do about an unreadable checkpoint: its sibling in the run may be intact."""
+    parent, name = os.path.split(os.path.normpath(ckpt_dir))
+    other = {'ckpt_best': 'ckpt_last', 'ckpt_last': 'ckpt_best'}.get(name)
+    if other and os.path.isdir(os.path.join(parent, other)):
+        return f"; {os.path.join(parent, other)} may be intact: use it (e.g. sample.py --out_dir={os.path.join(parent, other)})"
+    return "; replace it with a good copy, or retrain"
 
 
 def _empty(path):
@@ -218,7 +226,7 @@ def load_model(ckpt_dir, device='cpu'):
     try:
         sd = load_file(path, device='cpu')
     except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
-        raise ValueError(f"{path} is unreadable ({'empty' if _empty(path) else e}){_FIX}") from None
+        raise ValueError(f"{path} is unreadable ({'empty' if _empty(path) else e}){_fix(ckpt_dir)}") from None
     expected, _ = _unique_state_dict(model)
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]
@@ -306,7 +314,7 @@ def load_resume(out_dir, device='cpu'):
             raise ValueError(f"{ckpt_dir} has no state.pt (optimizer and data position): it cannot be resumed")
         return model, meta, state
     except (ValueError, FileNotFoundError) as e:
-        why = str(e).replace(_FIX, '')
+        why = str(e).replace(_fix(ckpt_dir), '')
     best = os.path.join(out_dir, 'ckpt_best')
     try:
         best_iter = read_meta(best)['iter_num']

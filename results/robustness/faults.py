@@ -143,7 +143,8 @@ def main():
         good = (p.returncode == 0 and 'step skipped' in p.stdout) if policy == 'skip' else \
             verdict(p, "nan_loss='stop'")['survived']
         rows.append(dict(file='(loss)', how=f'NaN, nan_loss={policy}', read_by='train.py', rc=p.returncode,
-                         line=(p.stdout if policy == 'skip' else p.stderr).strip().splitlines()[-1][:300],
+                         line=([ln for ln in p.stdout.splitlines() if 'step skipped' in ln] or [''])[0][:300]
+                         if policy == 'skip' else p.stderr.strip().splitlines()[-1][:300],
                          traceback='Traceback' in p.stderr, survived=bool(good and best == best and best < 1e9),
                          data_lost=[]))
     shutil.rmtree(work, ignore_errors=True)
