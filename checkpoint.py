@@ -89,8 +89,8 @@ def atomic_dir(path):
 
 def recover_dir(path):
     """Finish or undo an atomic_dir swap that was killed: a whole *.new-* replaces `path`, else a
-    missing `path` gets its *.old-* back; partial *.tmp-* dirs and leftovers are deleted. Only the one writer of
-    `path` may call this (it deletes temp dirs). Returns what it did, as a line, or None."""
+    missing `path` gets its *.old-* back; partial *.tmp-* dirs and leftovers are deleted. Only the
+    one writer of `path` may call this (it deletes temp dirs). Returns what it did, as a line, or None."""
     import glob
     path = os.path.abspath(path)
     pre = glob.escape(path)
@@ -191,7 +191,8 @@ def _fix(ckpt_dir):
     parent, name = os.path.split(os.path.normpath(ckpt_dir))
     other = {'ckpt_best': 'ckpt_last', 'ckpt_last': 'ckpt_best'}.get(name)
     if other and os.path.isdir(os.path.join(parent, other)):
-        return f"; {os.path.join(parent, other)} may be intact: use it (e.g. sample.py --out_dir={os.path.join(parent, other)})"
+        sib = os.path.join(parent, other)
+        return f"; {sib} may be intact: use it (e.g. sample.py --out_dir={sib})"
     return "; replace it with a good copy, or retrain"
 
 
