@@ -285,7 +285,7 @@ def load_checkpoint_state(ckpt_dir, device='cpu'):
     try:
         state = torch.load(path, map_location=device, weights_only=False)  # our own file: RNG states are not tensors-only
     except Exception as e:  # truncated zip, garbage, pickle errors: torch raises many types
-        why = 'empty' if _empty(path) else str(e).splitlines()[0] if str(e) else type(e).__name__
+        why = 'empty' if _empty(path) else str(e).splitlines()[0].split('. ')[0] if str(e) else type(e).__name__
         raise ValueError(f"{path} is unreadable ({why})") from None
     if not isinstance(state, dict) or not {'optimizer', 'iter_num', 'rng'} <= set(state):
         raise ValueError(f"{path} is not a training state (no optimizer / iter_num / rng)")
