@@ -1,7 +1,8 @@
 """
 checkpoint.py: everything a run writes to disk and reads back. Atomic writes (a file or a whole
-directory), checkpoint save / load / lookup, and LoRA adapter files. Every script and library that
-writes a file the user keeps goes through atomic_path / atomic_write / atomic_dir.
+directory; recover_dir finishes one a kill interrupted), checkpoint save / load / lookup / resume
+(load_resume: an unreadable ckpt_last names the way out), and LoRA adapter files. Every script and
+library that writes a file the user keeps goes through atomic_path / atomic_write / atomic_dir.
 
 A checkpoint is a directory: model.safetensors (the weights), config.json (model_args, train_config,
 iter_num, best_val_loss, lora, quant) and, for training runs, state.pt (optimizer, scaler, RNG states,
@@ -287,8 +288,8 @@ def load_checkpoint_state(ckpt_dir, device='cpu'):
     except Exception as e:  # truncated zip, garbage, pickle errors: torch raises many types
         why = 'empty' if _empty(path) else str(e).splitlines()[0].split('. ')[0] if str(e) else type(e).__name__
         raise ValueError(f"{path} is unreadable ({why})") from None
-    if not isinstance(state, dict) or not {'optimizer', 'iter_num', 'rng'} <= set(state):
-        raise ValueError(f"{path} is not a training state (no optimizer / iter_num / rng)")
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not a training state (a {type(state).__name__}, not a dict)")
     return state
 
 def has_checkpoint(out_dir):
@@ -313,6 +314,8 @@ def load_resume(out_dir, device='cpu'):
         state = load_checkpoint_state(ckpt_dir)
         if state is None:
             raise ValueError(f"{ckpt_dir} has no state.pt (optimizer and data position): it cannot be resumed")
+        if not {'optimizer', 'scaler', 'rng', 'iter_num', 'best_val_loss'} <= set(state):
+            raise ValueError(f"{ckpt_dir}/state.pt is not a training state (no optimizer / scaler / rng / iter_num)")
         return model, meta, state
     except (ValueError, FileNotFoundError) as e:
         why = str(e).replace(_fix(ckpt_dir), '')
