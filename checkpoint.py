@@ -1,7 +1,8 @@
 """
 checkpoint.py: everything a run writes to disk and reads back. Atomic writes (a file or a whole
-directory), checkpoint save / load / lookup, and LoRA adapter files. Every script and library that
-writes a file the user keeps goes through atomic_path / atomic_write / atomic_dir.
+directory; recover_dir finishes one a kill interrupted), checkpoint save / load / lookup / resume
+(load_resume: an unreadable ckpt_last names the way out), and LoRA adapter files. Every script and
+library that writes a file the user keeps goes through atomic_path / atomic_write / atomic_dir.
 
 A checkpoint is a directory: model.safetensors (the weights), config.json (model_args, train_config,
 iter_num, best_val_loss, lora, quant) and, for training runs, state.pt (optimizer, scaler, RNG states,
@@ -60,19 +61,24 @@ def atomic_write(path, data):
 @contextlib.contextmanager
 def atomic_dir(path):
     """Yield a fresh temp directory beside `path`; when the block has filled it, it takes the place
-    of `path`: an existing `path` is renamed aside, the new one renamed in, the old one deleted. A
-    crash leaves either the old or the new directory whole (plus, at worst, a *.tmp-* / *.old-*
-    directory next to it)."""
+    of `path`. The swap: the full temp dir is renamed to *.new-* (so a *.new-* is always whole), an
+    existing `path` renamed aside to *.old-*, the new one renamed in, the old one deleted. A kill -9
+    at any point leaves `path` whole, or no `path` and a whole *.new-* / *.old-* that recover_dir
+    (called here first, and by train.py before a resume) puts back."""
     path = os.path.abspath(path)
     parent, name = os.path.split(path)
     os.makedirs(parent, exist_ok=True)
+    recover_dir(path)
     tmp = tempfile.mkdtemp(prefix=f'{name}.tmp-', dir=parent)
     try:
         yield tmp
+        suffix = os.path.basename(tmp)[len(name) + len('.tmp-'):]
+        new = os.path.join(parent, f'{name}.new-{suffix}')
+        os.rename(tmp, new)
+        tmp = new
         old = None
         if os.path.exists(path):
-            old = tempfile.mkdtemp(prefix=f'{name}.old-', dir=parent)
-            os.rmdir(old)  # we only wanted a fresh unique name
+            old = os.path.join(parent, f'{name}.old-{suffix}')
             os.rename(path, old)
         os.rename(tmp, path)
         if old is not None:
@@ -80,6 +86,26 @@ def atomic_dir(path):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def recover_dir(path):
+    """Finish or undo an atomic_dir swap that was killed: a whole *.new-* replaces `path`, else a
+    missing `path` gets its *.old-* back; partial *.tmp-* dirs and leftovers are deleted. Only the
+    one writer of `path` may call this (it deletes temp dirs). Returns what it did, as a line, or None."""
+    import glob
+    path = os.path.abspath(path)
+    pre = glob.escape(path)
+    news, olds = sorted(glob.glob(pre + '.new-*')), sorted(glob.glob(pre + '.old-*'))
+    done = None
+    if news or (olds and not os.path.exists(path)):  # a whole *.new-* is the newest version: finish the swap
+        src = (news or olds)[0]
+        if os.path.exists(path):
+            shutil.rmtree(path)
+        os.rename(src, path)
+        done = f"recovered {path} from {os.path.basename(src)} (a write there was interrupted)"
+    for d in glob.glob(pre + '.tmp-*') + glob.glob(pre + '.new-*') + glob.glob(pre + '.old-*'):
+        shutil.rmtree(d, ignore_errors=True)
+    return done
 
 # -----------------------------------------------------------------------------
 # lookup
@@ -101,6 +127,8 @@ def find_tokenizer(out_dir, meta, data_dir=None):
     """The tokenizer of a run: out_dir/tokenizer.model (train.py copies it there), else the one in
     data_dir (default: the run's own, from its config.json)."""
     candidates = [os.path.join(out_dir, 'tokenizer.model')]
+    if os.path.basename(os.path.normpath(out_dir)).startswith('ckpt_'):  # --out_dir=<run>/ckpt_last
+        candidates.append(os.path.join(os.path.dirname(os.path.normpath(out_dir)), 'tokenizer.model'))
     data_dir = data_dir or (meta.get('train_config') or {}).get('data_dir')
     if data_dir:
         candidates.append(os.path.join(data_dir, 'tokenizer.model'))
@@ -153,10 +181,24 @@ def read_meta(ckpt_dir):
         with open(path) as f:
             meta = json.load(f)
     except (OSError, ValueError) as e:
-        raise ValueError(f"checkpoint {ckpt_dir}: cannot read config.json ({e})") from None
+        raise ValueError(f"{path} is unreadable ({'empty' if _empty(path) else e}){_fix(ckpt_dir)}") from None
     if not isinstance(meta, dict) or not isinstance(meta.get('model_args'), dict):
-        raise ValueError(f"checkpoint {ckpt_dir}: config.json has no model_args")
+        raise ValueError(f"{path} is not a checkpoint's config.json (no model_args){_fix(ckpt_dir)}")
     return meta
+
+
+def _fix(ckpt_dir):
+    """What to do about an unreadable checkpoint: its sibling in the run may be intact."""
+    parent, name = os.path.split(os.path.normpath(ckpt_dir))
+    other = {'ckpt_best': 'ckpt_last', 'ckpt_last': 'ckpt_best'}.get(name)
+    if other and os.path.isdir(os.path.join(parent, other)):
+        sib = os.path.join(parent, other)
+        return f"; {sib} may be intact: use it (e.g. sample.py --out_dir={sib})"
+    return "; replace it with a good copy, or retrain"
+
+
+def _empty(path):
+    return os.path.isfile(path) and os.path.getsize(path) == 0
 
 
 def _mismatch(ckpt_dir, what):
@@ -176,7 +218,7 @@ def load_model(ckpt_dir, device='cpu'):
     args['pretrained'] = None
     try:
         model = build_model(args, lora_args=meta.get('lora'), quant_args=meta.get('quant'))
-    except (KeyError, ValueError, AssertionError, TypeError) as e:
+    except (KeyError, ValueError, AssertionError, TypeError, AttributeError) as e:
         raise _mismatch(ckpt_dir, f"cannot build the model ({e})") from None
 
     path = os.path.join(ckpt_dir, 'model.safetensors')
@@ -186,7 +228,7 @@ def load_model(ckpt_dir, device='cpu'):
     try:
         sd = load_file(path, device='cpu')
     except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
-        raise ValueError(f"checkpoint {ckpt_dir}: cannot read model.safetensors ({e})") from None
+        raise ValueError(f"{path} is unreadable ({'empty' if _empty(path) else e}){_fix(ckpt_dir)}") from None
     expected, _ = _unique_state_dict(model)
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]
@@ -241,7 +283,53 @@ def load_checkpoint_state(ckpt_dir, device='cpu'):
     path = os.path.join(ckpt_dir, 'state.pt')
     if not os.path.isfile(path):
         return None
-    return torch.load(path, map_location=device, weights_only=False)  # our own file: RNG states are not tensors-only
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)  # our own file: RNG states are not tensors-only
+    except Exception as e:  # truncated zip, garbage, pickle errors: torch raises many types
+        why = 'empty' if _empty(path) else str(e).splitlines()[0].split('. ')[0] if str(e) else type(e).__name__
+        raise ValueError(f"{path} is unreadable ({why})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not a training state (a {type(state).__name__}, not a dict)")
+    return state
+
+def has_checkpoint(out_dir):
+    """True if out_dir holds a checkpoint to resume (ckpt_last, an interrupted swap of it, or ckpt_best):
+    init_from='auto' resumes then (or says why it cannot), and never starts over on top of one."""
+    import glob
+    pre = glob.escape(os.path.join(out_dir, 'ckpt_last'))
+    return any(os.path.exists(os.path.join(out_dir, n)) for n in ('ckpt_last', 'ckpt_best')) or \
+        bool(glob.glob(pre + '.new-*') + glob.glob(pre + '.old-*'))
+
+
+def load_resume(out_dir, device='cpu'):
+    """(model, meta, state) of out_dir/ckpt_last, for init_from='resume'. An interrupted write of it is
+    finished first (recover_dir). If it is missing or unreadable: ValueError, one line saying what is
+    wrong and, when ckpt_best is intact, how to continue from that one instead."""
+    ckpt_dir = os.path.join(out_dir, 'ckpt_last')
+    fixed = recover_dir(ckpt_dir)
+    if fixed:
+        print(fixed)
+    try:
+        model, meta = load_model(ckpt_dir, device)
+        state = load_checkpoint_state(ckpt_dir)
+        if state is None:
+            raise ValueError(f"{ckpt_dir} has no state.pt (optimizer and data position): it cannot be resumed")
+        if not {'optimizer', 'scaler', 'rng', 'iter_num', 'best_val_loss'} <= set(state):
+            raise ValueError(f"{ckpt_dir}/state.pt is not a training state (no optimizer / scaler / rng / iter_num)")
+        return model, meta, state
+    except (ValueError, FileNotFoundError) as e:
+        why = str(e).replace(_fix(ckpt_dir), '')
+    best = os.path.join(out_dir, 'ckpt_best')
+    try:
+        best_iter = read_meta(best)['iter_num']
+        load_model(best)
+        if load_checkpoint_state(best) is None:
+            raise ValueError(best)
+    except (ValueError, FileNotFoundError, KeyError):
+        raise ValueError(f"{why}; there is no intact ckpt_best either: start over with --init_from=scratch "
+                         f"(into a new out_dir to keep this one)") from None
+    raise ValueError(f"{why}; {best} (iter {best_iter}) is intact: to continue from it, run "
+                     f"`mv {ckpt_dir} {ckpt_dir}.bad && cp -r {best} {ckpt_dir}` and resume again")
 
 # -----------------------------------------------------------------------------
 # LoRA adapters on their own: {name: lora_A / lora_B} in a safetensors file, the settings in its metadata
@@ -265,9 +353,15 @@ def load_adapter(model, path):
     from safetensors.torch import load_file
     if not os.path.exists(path):
         raise FileNotFoundError(f"adapter file not found: {path}")
-    with safe_open(path, framework="pt") as f:
-        meta = json.loads((f.metadata() or {}).get("lora", "null"))
-    sd = load_file(path)
+    try:
+        with safe_open(path, framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get("lora", "null"))
+        sd = load_file(path)
+    except Exception as e:  # safetensors' own errors (truncated, garbage), bad JSON in the metadata
+        raise ValueError(f"{path} is not a readable adapter file ({'empty' if _empty(path) else e}); "
+                         f"write it again with: python checkpoint.py save_adapter <run> {path}") from None
+    if meta is not None and not isinstance(meta, dict):
+        raise ValueError(f"{path}: its 'lora' metadata is not a settings object; write it again with save_adapter")
     own = lora.lora_state_dict(model)
     if not own:
         raise ValueError("load_adapter: the model has no LoRA adapters; call apply_lora first")
@@ -275,7 +369,7 @@ def load_adapter(model, path):
     if missing or unexpected:
         raise ValueError(f"adapter keys do not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
     cfg = lora.lora_config(model)
-    if meta and (meta["rank"], meta["alpha"], meta["rslora"]) != (cfg["rank"], cfg["alpha"], cfg["rslora"]):
+    if meta and (meta.get("rank"), meta.get("alpha"), meta.get("rslora")) != (cfg["rank"], cfg["alpha"], cfg["rslora"]):
         raise ValueError(f"adapter was saved with {meta}, model has {cfg}")
     for k, v in sd.items():
         if v.shape != own[k].shape:

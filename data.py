@@ -100,7 +100,14 @@ class Tokenizer:
             raise FileNotFoundError(f"tokenizer model not found: {path}; create it with: "
                                     f"{prepare_command(os.path.dirname(str(path)) or '.')}")
         self.path = str(path)
-        self.sp = spm.SentencePieceProcessor(model_file=self.path)
+        try:
+            self.sp = spm.SentencePieceProcessor(model_file=self.path)
+        except Exception as e:  # sentencepiece raises RuntimeError / OSError on a truncated or foreign file
+            why = 'empty' if os.path.getsize(path) == 0 else str(e).splitlines()[0] if str(e) else type(e).__name__
+            d = os.path.dirname(self.path) or '.'
+            fix = (f"copy tokenizer.model from the run's data_dir into {d}" if os.path.isdir(os.path.join(d, 'ckpt_last'))
+                   or os.path.isdir(os.path.join(d, 'ckpt_best')) else f"rebuild it with: {prepare_command(d)}")
+            raise ValueError(f"{path} is not a readable tokenizer ({why}); {fix}") from None
         self.vocab_size = self.sp.get_piece_size()
         self.pad_id, self.bos_id, self.eos_id = self.sp.pad_id(), self.sp.bos_id(), self.sp.eos_id()
         # ids that never carry text. The model may also emit ids >= vocab_size if its output layer is
@@ -146,15 +153,49 @@ def prepare_missing(data_dir, prepare_args):
 
 
 def load_split(data_dir, split):
-    """One split of a prepared dataset as a datasets.Dataset (memory-mapped Arrow, cheap to open)."""
+    """One split of a prepared dataset as a datasets.Dataset (memory-mapped Arrow, cheap to open).
+    A broken file (bad JSON, a truncated Arrow shard) -> ValueError, one line naming it."""
     import datasets
     data_dir = str(data_dir)
-    if not os.path.isfile(os.path.join(data_dir, "dataset_dict.json")):
+    dd_json = os.path.join(data_dir, "dataset_dict.json")
+    if not os.path.isfile(dd_json):
         raise FileNotFoundError(f"no prepared dataset at {data_dir}; create it with: {prepare_command(data_dir)}")
-    dd = datasets.load_from_disk(data_dir)
+    fix = f"; rebuild it with: {prepare_command(data_dir)}"
+    bad = _broken_file(data_dir)  # the small JSON files first: datasets' own errors name no file
+    try:
+        dd = None if bad else datasets.load_from_disk(data_dir)
+    except Exception:  # a truncated or foreign Arrow shard, a missing split folder
+        bad = _broken_file(data_dir, arrow=True) or (data_dir, 'not a saved DatasetDict')
+    if bad:
+        raise ValueError(f"{bad[0]} is unreadable ({bad[1]}){fix}")
     if split not in dd:
         raise ValueError(f"split '{split}' not in {data_dir} (has: {', '.join(dd.keys())})")
     return dd[split]
+
+
+def _broken_file(data_dir, arrow=False):
+    """(path, why) of the first file of a saved DatasetDict that does not read: a JSON file that does not
+    parse or lacks what datasets needs, or (arrow=True) an Arrow shard that is not whole. Else None."""
+    import glob
+    import json
+    import pyarrow as pa
+    need = {'dataset_dict.json': ('splits', list), 'state.json': ('_data_files', list), 'dataset_info.json': ('features', dict)}
+    for path in [os.path.join(data_dir, "dataset_dict.json")] + sorted(glob.glob(os.path.join(data_dir, "*", "*.json"))):
+        try:
+            with open(path, 'rb') as f:
+                obj = json.loads(f.read().decode('utf-8'))
+        except (OSError, ValueError) as e:
+            return path, 'empty' if os.path.getsize(path) == 0 else str(e)
+        key, kind = need.get(os.path.basename(path), (None, None))
+        if key and not (isinstance(obj, dict) and isinstance(obj.get(key), kind)):
+            return path, f"no '{key}' {kind.__name__} in it"
+    for path in sorted(glob.glob(os.path.join(data_dir, "*", "*.arrow"))) if arrow else []:
+        try:
+            with pa.memory_map(path) as src:
+                pa.ipc.open_stream(src).read_all()
+        except Exception as e:
+            return path, 'empty' if os.path.getsize(path) == 0 else str(e).splitlines()[0]
+    return None
 
 
 # -----------------------------------------------------------------------------

@@ -8,12 +8,20 @@ import glob
 import json
 import os
 
-from checkpoint import atomic_path, find_checkpoint, read_meta
+from checkpoint import atomic_path, atomic_write, find_checkpoint, read_meta
 
 
 def read_jsonl(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The records of a .jsonl file; a line that does not parse (a log cut short by a crash in an older
+    version, which appended in place) is left out rather than taken for a record."""
+    out = []
+    with open(path, errors='replace') as f:
+        for line in f:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out
 
 
 def start_log(out_dir, resume_iter=None):
@@ -21,18 +29,16 @@ def start_log(out_dir, resume_iter=None):
     the evals up to its checkpoint and drops any that an interrupted run wrote after it (they will be redone)."""
     path = os.path.join(out_dir, 'log.jsonl')
     if os.path.exists(path):
-        with open(path) as f:
-            kept = [line for line in f if line.strip() and resume_iter is not None and json.loads(line)['iter'] <= resume_iter]
-        with open(path, 'w') as f:
-            f.writelines(kept)
+        kept = [r for r in read_jsonl(path) if resume_iter is not None and isinstance(r, dict) and r.get('iter', 1e18) <= resume_iter]
+        atomic_write(path, ''.join(json.dumps(r) + '\n' for r in kept))
 
 
 def append_log(out_dir, record, title):
-    """Append one eval to out_dir/log.jsonl and redraw out_dir/loss.png from the whole log."""
+    """Append one eval to out_dir/log.jsonl and redraw out_dir/loss.png from the whole log. The log is
+    rewritten whole (atomic_write): a kill -9 or a full disk never leaves half a line in it."""
     path = os.path.join(out_dir, 'log.jsonl')
-    with open(path, 'a') as f:
-        f.write(json.dumps(record) + '\n')
-    log = read_jsonl(path)
+    log = (read_jsonl(path) if os.path.exists(path) else []) + [record]
+    atomic_write(path, ''.join(json.dumps(r) + '\n' for r in log))
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt

@@ -33,8 +33,9 @@ of reader/, the CPU-trained reader that ships with the repo and is the default);
 Images go through data.py's own preprocessing (gray, resize to the model's height), so the model
 sees exactly what it saw in training.
 
-Errors: a missing/empty/corrupt/non-image file, a broken or encrypted PDF, a page with no staff, or an
-absurdly large image prints one line on stderr.
+Errors: a missing/empty/corrupt/non-image file, a broken or encrypted PDF, an image or page with no
+staff (blank, uniform, a photo: 'no staff found', never invented ABC), or an absurdly large image
+prints one line on stderr.
 A single bad image is fatal (exit 1). In a folder the good images are still transcribed, each bad
 one is reported and skipped, and the exit status is 1 if any image failed (so scripts notice).
 A prediction that verovio cannot engrave still gets its .abc; a warning goes to stderr (exit 0).
@@ -178,8 +179,9 @@ def load_input(path, img_height, max_width):
     'line': the image goes to the model as it is (today's behaviour for a cropped line of music).
     'page': the staves are found and each crop is one line. --page=auto decides per image: one staff
     in an image at most ~one staff tall (staves.is_single_line) is a line; an image where no staff
-    is found but that is shaped like a line (at least twice as wide as high) is one too, as before;
-    everything else is a page. PDFs are always pages. Problems -> ValueError, one line."""
+    is found but that is shaped like a line (at least twice as wide as high) and has staff-like dark
+    rows on paper (staves.looks_like_line: a low-resolution line) is one too; a blank, uniform or
+    photo-like image is 'no staff found', in every mode; everything else is a page. PDFs are always pages. Problems -> ValueError, one line."""
     import staves
     if is_pdf(path):
         if page == 'no':
@@ -194,13 +196,16 @@ def load_input(path, img_height, max_width):
             raise ValueError(f"{path}: no staff found")
         return dict(kind='page', pages=found,
                     xs=[to_tensor(st.crop, img_height, max_width) for pg in found for st in pg.staves])
-    if page == 'no':
-        return dict(kind='line', pages=None, xs=[load_image(path, img_height, max_width, max_pixels)])
     im = read_image(path, max_pixels)
+    if page == 'no' and not staves.looks_like_line(im):
+        raise ValueError(f"{path}: no staff found (no music in it: blank, uniform or a photo)")
+    if page == 'no':
+        return dict(kind='line', pages=None, xs=[to_tensor(im, img_height, max_width)])
     try:
         pg = staves.find_staves(im)
     except ValueError as e:
-        if page == 'auto' and im.size[0] >= 2 * im.size[1]:
+        # a low-resolution line: find_staves cannot measure its staff, looks_like_line still sees one
+        if page == 'auto' and im.size[0] >= 2 * im.size[1] and staves.looks_like_line(im):
             return dict(kind='line', pages=None, xs=[to_tensor(im, img_height, max_width)])
         raise ValueError(f"{path}: {e}") from None
     if page == 'auto' and staves.is_single_line(pg):

@@ -314,6 +314,25 @@ def is_single_line(page):
             and page.image.size[1] <= 3 * (st.crop_box[3] - st.crop_box[1]))
 
 
+def looks_like_line(image):
+    """The check for an image find_staves found no staff in, before sample.py reads it as one cropped
+    line anyway. Below ~40 px high a line's staff lines blur into each other and find_staves cannot
+    measure them, but the line still has paper around a few rows that are dark across most of its
+    width. A blank or uniform image has no contrast, a photo or noise no paper: False."""
+    import images
+    g = np.asarray(images.to_gray(image), dtype=np.float32)
+    if g.size == 0:
+        return False
+    paper, lo = np.percentile(g, 90), np.percentile(g, 1)
+    contrast = paper - lo
+    if contrast < 64 or (g >= paper - 0.1 * contrast).mean() < 0.35:
+        return False
+    dark = g < paper - 0.08 * contrast  # faint: a blurred staff line is a light gray
+    cols = np.nonzero(dark.any(0))[0]
+    rows = (dark[:, cols[0]:cols[-1] + 1].mean(1) >= 0.5).sum()  # rows crossed by (staff) lines
+    return bool(1 <= rows <= 0.85 * g.shape[0])
+
+
 def draw_staves(page):
     """RGB picture of the page with each staff boxed (red: the crop, blue: the five lines) and
     numbered from 1, as sample.py writes it to <stem>.staves.png."""

@@ -42,13 +42,31 @@ def peak_mem_mb(device_type):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def share_batch(batch_size, accum, world_size):
+    """(batch_size, accumulation steps per process, None or a note) for world_size DDP processes sharing
+    one optimizer step of batch_size x accum (global) micro-batches. If world_size does not divide accum
+    (the seed's 8 x 4 = 32 on 8 GPUs) the step keeps its images, as world_size micro-batches of
+    batch_size * accum / world_size; ValueError if even that does not divide."""
+    if accum % world_size == 0:
+        return batch_size, accum // world_size, None
+    global_batch = batch_size * accum
+    if global_batch % world_size != 0:
+        raise ValueError(f"{world_size} processes cannot share batch_size {batch_size} x gradient_accumulation_steps "
+                         f"{accum} = {global_batch} images per step; make one of them a multiple")
+    return global_batch // world_size, 1, (
+        f"{world_size} processes do not divide gradient_accumulation_steps={accum}: running batch_size="
+        f"{global_batch // world_size} x {world_size} accumulation steps instead (the same {global_batch} images per step)")
+
+
 def train_step(model, optimizer, scaler, ctx, batches, accum=1, grad_clip=1.0, teacher=None,
-               distill_alpha=0.5, distill_T=2.0, ddp=False, zero_grad=True):
+               distill_alpha=0.5, distill_T=2.0, ddp=False, zero_grad=True, skip_nonfinite=False):
     """One optimizer step over `accum` micro-batches drawn from the iterator `batches`, each a tuple
     (images (B,3,H,W), idx (B,T), targets (B,T), widths (B,)) on the training device. Each micro-batch's
     loss is divided by accum, so the gradients add up to those of the mean over the whole step. With a
     `teacher` the loss is distill.kd_loss against its logits on the same batch. The global gradient
-    norm is clipped at grad_clip (0 = off). Returns (the step's loss, a 0-dim tensor; the last micro-batch)."""
+    norm is clipped at grad_clip (0 = off). skip_nonfinite: if the gradients hold an inf/NaN, no update
+    is made and the loss returned is NaN (fp16 is left to its GradScaler, which skips overflows itself).
+    Returns (the step's loss, a 0-dim tensor; the last micro-batch)."""
     loss_accum = None
     for micro_step in range(accum):
         batch = next(batches)
@@ -70,9 +88,16 @@ def train_step(model, optimizer, scaler, ctx, batches, accum=1, grad_clip=1.0, t
         if loss_accum is None:
             loss_accum = torch.zeros((), device=loss.device)
         loss_accum += loss.detach()
+    check = skip_nonfinite and not scaler.is_enabled()
     if grad_clip != 0.0:
         scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    elif check:
+        norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+    # the norm, after DDP's all-reduce, is the same on every rank: all ranks skip the same steps
+    if check and not torch.isfinite(norm):
+        optimizer.zero_grad(set_to_none=True)  # one bad batch must not poison the weights (or Adam's moments)
+        return loss_accum.fill_(float('nan')), batch
     # step the optimizer and scaler if training in fp16
     scaler.step(optimizer)
     scaler.update()

@@ -1,26 +1,18 @@
 """
 train.py: train MusicTrOCR (image of one line of engraved music -> ABC), after nanoGPT's train.py.
 
-One file, one loop, no Trainer class and no callbacks. It runs on a single device:
+One file, one loop, no Trainer class and no callbacks. It runs on a single device, or with DDP under
+torchrun (several nodes, SLURM and requeueing: the README's Multi-GPU section):
 
     $ python train.py config/quickstart.py                       # a 2-core CPU
     $ python train.py config/resnet50.py --batch_size=16         # one GPU
-
-or with DDP under torchrun, on one node:
-
     $ torchrun --standalone --nproc_per_node=8 train.py config/deit_small.py   # 8 GPUs x 4 = 32/step
 
-or on two nodes (run on both, with node_rank 0 and 1; master_addr = the first node's IP):
-
-    $ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=0 --master_addr=10.0.0.1 \
-          --master_port=29500 train.py config/deit_small.py                # 16 GPUs x 2 = 32/step
-    (if your cluster has no Infiniband, prepend NCCL_IB_DISABLE=1)
-
-Every config key is a global below, with its default; config files and --key=value
-overrides replace them (see configurator.py). Outputs in out_dir: one line per iteration on
-stdout, log.jsonl (one JSON object per eval), loss.png, ckpt_last/ and ckpt_best/
-(model.safetensors + config.json + state.pt, see checkpoint.py), tokenizer.model,
-and final_eval.json (the test split, scored with the best checkpoint, at the end).
+Every config key is a global below, with its default; config files and --key=value overrides replace
+them (see configurator.py). Outputs in out_dir: one line per iteration on stdout, log.jsonl (one JSON
+object per eval), loss.png, ckpt_last/ and ckpt_best/ (model.safetensors + config.json + state.pt, see
+checkpoint.py), tokenizer.model, and final_eval.json (the test split, scored with the best checkpoint).
+SIGTERM/SIGUSR1: ckpt_last is written, exit code 75 (preempt.py). Bad input or files: one line, exit 1.
 """
 
 import json
@@ -38,9 +30,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import data
 import evaluation
 import flops
+import preempt
 import runlog
 import step
-from checkpoint import (atomic_write, copy_tokenizer, get_rng_state, load_checkpoint_state, load_model,
+from checkpoint import (atomic_write, copy_tokenizer, get_rng_state, has_checkpoint, load_model, load_resume,
                         resume_mismatch, save_checkpoint, set_rng_state)
 from model import build_model, plugin_args
 
@@ -56,8 +49,9 @@ eval_iters = 50  # val batches for the val loss (the same fixed batches at every
 eval_decode_samples = 200  # val images greedy-decoded at each eval for SER / CER / sequence accuracy
 eval_test_samples = -1  # test images decoded at the end for final_eval.json (-1 = all of them)
 always_save_checkpoint = True  # write ckpt_last at every eval (ckpt_best is written whenever val loss improves)
-init_from = 'scratch'  # 'scratch' or 'resume' (continue out_dir/ckpt_last exactly where it stopped)
+init_from = 'scratch'  # 'scratch', 'resume' (continue out_dir/ckpt_last exactly), 'auto' (resume if out_dir has one)
 max_time_minutes = 0.0  # > 0: stop cleanly (eval + ckpt_last) once this many minutes have passed since launch
+nan_loss = 'skip'  # a step with inf/NaN gradients: 'skip' it (no update, a warning) or 'stop' the run
 # wandb logging (optional, imported only when on)
 wandb_log = False
 wandb_project = 'nanoomr'
@@ -126,8 +120,6 @@ config_keys = [k for k, v in globals().items() if not k.startswith('_')
 exec(open(os.path.join(os.path.dirname(__file__), 'configurator.py')).read())  # overrides from command line or config file
 config = {k: globals()[k] for k in config_keys}  # will be useful for logging and checkpoints
 # -----------------------------------------------------------------------------
-
-
 t_launch = time.time()  # max_time_minutes counts from here: data preparation and loading included
 
 
@@ -137,22 +129,20 @@ def die(msg):
 
 
 # cheap checks first, so that a typo fails in a second, not after loading the data
-if init_from not in ('scratch', 'resume'):
-    die(f"init_from must be 'scratch' or 'resume', got {init_from!r}")
-if decay_lr not in ('cosine', 'linear', 'none'):
-    die(f"decay_lr must be 'cosine', 'linear' or 'none', got {decay_lr!r}")
-if quant_backbone not in (None, 'nf4'):
-    die(f"quant_backbone must be None or 'nf4', got {quant_backbone!r}")
-if dtype not in ('float32', 'bfloat16', 'float16'):
-    die(f"dtype must be 'float32', 'bfloat16' or 'float16', got {dtype!r}")
+for _k, _ok in (('init_from', ('scratch', 'resume', 'auto')), ('nan_loss', ('skip', 'stop')),
+                ('decay_lr', ('cosine', 'linear', 'none')), ('quant_backbone', (None, 'nf4')),
+                ('dtype', ('float32', 'bfloat16', 'float16')), ('tokenizer_type', ('bpe', 'char'))):
+    if globals()[_k] not in _ok:
+        die(f"{_k} must be {', '.join(map(repr, _ok[:-1]))} or {_ok[-1]!r}, got {globals()[_k]!r}")
 if batch_size < 1 or gradient_accumulation_steps < 1:
     die("batch_size and gradient_accumulation_steps must be >= 1")
-if tokenizer_type not in ('bpe', 'char'):
-    die(f"tokenizer_type must be 'bpe' or 'char', got {tokenizer_type!r}")
 if not 0.0 <= ctc_weight <= 1.0:
     die(f"ctc_weight must be in [0, 1], got {ctc_weight}")
 if ctc_weight > 0 and not collapse_height:
     die("ctc_weight > 0 needs collapse_height=True (CTC reads one frame per image column)")
+if init_from == 'auto':  # one sbatch line for the first launch and every requeue
+    init_from = 'resume' if has_checkpoint(out_dir) else 'scratch'
+preempt.install()  # SIGTERM / SIGUSR1: finish the step, write ckpt_last, exit with preempt.EXIT_CODE
 
 # various inits, derived attributes, I/O setup
 ddp = int(os.environ.get('RANK', -1)) != -1  # is this a ddp run (launched by torchrun)?
@@ -166,19 +156,15 @@ if ddp:
     dist.init_process_group(backend='nccl' if device.startswith('cuda') else 'gloo')
     master_process = ddp_rank == 0  # this process will do logging, checkpointing etc.
     # world_size processes train simultaneously, so each does a share of the (global) accumulation
-    if gradient_accumulation_steps % ddp_world_size != 0:
-        # e.g. the seed's 8 x 4 = 32 on 8 GPUs: keep the 32 images per step, as 8 micro-batches of 4
-        global_batch = batch_size * gradient_accumulation_steps
-        if global_batch % ddp_world_size != 0:
-            die(f"{ddp_world_size} processes cannot share batch_size {batch_size} x gradient_accumulation_steps "
-                f"{gradient_accumulation_steps} = {global_batch} images per step; make one of them a multiple")
-        if ddp_rank == 0:
-            print(f"{ddp_world_size} processes do not divide gradient_accumulation_steps="
-                  f"{gradient_accumulation_steps}: running batch_size={global_batch // ddp_world_size} x "
-                  f"{ddp_world_size} accumulation steps instead (the same {global_batch} images per step)")
-        batch_size, gradient_accumulation_steps = global_batch // ddp_world_size, ddp_world_size
-        config.update(batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation_steps)
-    gradient_accumulation_steps //= ddp_world_size
+    try:
+        batch_size, gradient_accumulation_steps, note = step.share_batch(batch_size, gradient_accumulation_steps,
+                                                                         ddp_world_size)
+    except ValueError as e:
+        die(e)
+    if note and master_process:
+        print(note)
+    if note:  # re-split: the config records what really ran
+        config.update(batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation_steps * ddp_world_size)
 else:
     ddp_rank, ddp_local_rank, ddp_world_size, master_process = 0, 0, 1, True
 samples_per_iter = batch_size * gradient_accumulation_steps * ddp_world_size  # global images per optimizer step
@@ -277,18 +263,18 @@ else:
     ckpt_dir = os.path.join(out_dir, 'ckpt_last')
     if master_process:
         print(f"resuming training from {ckpt_dir}")
+    if ddp and not master_process:
+        dist.barrier()  # rank 0 first: it finishes an interrupted write of ckpt_last (checkpoint.recover_dir)
     try:
-        model, meta = load_model(ckpt_dir, device='cpu')
-        ckpt_state = load_checkpoint_state(ckpt_dir)
+        model, meta, ckpt_state = load_resume(out_dir)
     except (ValueError, FileNotFoundError) as e:
         die(e)
-    if ckpt_state is None:
-        die(f"{ckpt_dir} has no state.pt (optimizer and data position): it cannot be resumed")
+    if ddp and master_process:
+        dist.barrier()
     why = resume_mismatch(meta, model_args, lora_meta, quant_meta)  # it must be the model this config describes
     if why:
         die(f"{ckpt_dir} was trained with {why}; resume with the run's own config, or start a new out_dir")
-    iter_num, best_val_loss = ckpt_state['iter_num'], ckpt_state['best_val_loss']
-    elapsed_before = ckpt_state.get('elapsed_s', 0.0)
+    iter_num, best_val_loss, elapsed_before = ckpt_state['iter_num'], ckpt_state['best_val_loss'], ckpt_state.get('elapsed_s', 0)
 model.to(device)
 if channels_last:
     model.to_channels_last()
@@ -327,14 +313,31 @@ else:
     torch.manual_seed(seed + ddp_rank)
 
 
-def rng_states():
-    """The RNG state of every process (a list, rank order): a collective under DDP."""
-    mine = get_rng_state(device_type == 'cuda')
-    if not ddp:
-        return [mine]
-    everyone = [None] * ddp_world_size
-    dist.all_gather_object(everyone, mine)
-    return everyone
+def save(names, elapsed_s, record=None):
+    """Append an eval's record to log.jsonl, write ckpt_last / ckpt_best (a collective under DDP: the RNG
+    states). A full disk: one line and exit; atomic_dir has left the previous checkpoint whole."""
+    if names:
+        mine = get_rng_state(device_type == 'cuda')
+        rng = [None] * ddp_world_size if ddp else [mine]
+        if ddp:
+            dist.all_gather_object(rng, mine)  # every process's own random stream, in rank order
+        state = dict(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), rng=rng, iter_num=iter_num,
+                     epoch=iter_num // iters_per_epoch, window=window, best_val_loss=best_val_loss, elapsed_s=elapsed_s,
+                     data_position=dict(epoch=iter_num // iters_per_epoch, iter_in_epoch=iter_num % iters_per_epoch))
+    if master_process:
+        ser, ctc_ser = ((record or {}).get(k) or 1e9 for k in ('val_ser', 'val_ser_ctc'))  # the better decoding on val:
+        meta = dict(model_args=raw_model.config.__dict__, train_config=config, iter_num=iter_num,  # sample.py --decode=auto
+                    best_val_loss=best_val_loss, lora=lora_meta, quant=quant_meta, decode='ctc' if ctc_ser < ser else 'attention')
+        try:
+            if record is not None:
+                runlog.append_log(out_dir, record, f"{backbone}: {out_dir}")
+            for name in names:
+                save_checkpoint(os.path.join(out_dir, name), raw_model, meta, state)
+        except OSError as e:
+            die(f"cannot write to {out_dir} ({e.strerror or e}); its checkpoints are intact: free some disk "
+                f"space, then resume with --init_from=resume")
+        if names:
+            print(f"saved {' and '.join(names)} to {out_dir}")
 
 
 def get_lr(it):
@@ -376,18 +379,16 @@ batches = (data.to_device(b, device) for b in data.train_loader(
     train_ds, collate_fn, iter_num, batch_size, gradient_accumulation_steps, ddp_world_size, ddp_rank, seed,
     train_widths, num_workers, pin_memory=device_type == 'cuda'))
 resume_iter = iter_num if init_from == 'resume' else -1  # that eval is already in the log and the checkpoint
-t_start = time.time()
-t0 = t_start
-local_iter_num = 0  # number of iterations in the lifetime of this process
-running_mfu = -1.0
-window = dict(loss=0.0, n=0, samples=0, time=0.0)  # training stats since the last eval
-stop = False
+t0 = t_start = time.time()
+local_iter_num, running_mfu = 0, -1.0  # local_iter_num: iterations in the lifetime of this process
+window = (ckpt_state or {}).get('window') or dict(loss=0.0, n=0, samples=0, time=0.0)  # since the last eval
+stop = preempted = False
 while True:
 
     # evaluate the loss on val, write checkpoints (also on the last iteration and on a time stop)
     if (iter_num % eval_interval == 0 or iter_num >= max_iters or stop) and iter_num != resume_iter:
         val_loss, scores, rows = evaluate(raw_model, val_ds, eval_iters, eval_decode_samples)
-        improved = val_loss < best_val_loss
+        improved = math.isfinite(val_loss) and val_loss < best_val_loss  # a NaN model is never the best
         best_val_loss = min(best_val_loss, val_loss)
         record = dict(iter=iter_num, epoch=iter_num / iters_per_epoch,
                       train_loss=window['loss'] / window['n'] if window['n'] else None, val_loss=val_loss,
@@ -399,29 +400,19 @@ while True:
                       mfu=running_mfu if running_mfu >= 0 else None, peak_mem_mb=step.peak_mem_mb(device_type),
                       elapsed_s=elapsed_before + time.time() - t_start)
         window = dict(loss=0.0, n=0, samples=0, time=0.0)
-        saved = (['ckpt_last'] if always_save_checkpoint or iter_num >= max_iters or stop else []) + \
+        saved = (['ckpt_last'] if always_save_checkpoint or iter_num >= max_iters or stop or preempted else []) + \
                 (['ckpt_best'] if improved else [])
-        if saved:
-            state = dict(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), rng=rng_states(),
-                         iter_num=iter_num, epoch=iter_num // iters_per_epoch,
-                         data_position=dict(epoch=iter_num // iters_per_epoch, iter_in_epoch=iter_num % iters_per_epoch),
-                         best_val_loss=best_val_loss, elapsed_s=record['elapsed_s'])
         if master_process:
             print(evaluation.eval_report(record, rows))
-            runlog.append_log(out_dir, record, f"{backbone}: {out_dir}")
             if wandb_log:
                 wandb.log(record)
-            ctc_ser = scores.get('ctc', {}).get('ser', 1e9)
-            meta = dict(model_args=raw_model.config.__dict__, train_config=config, iter_num=iter_num, best_val_loss=best_val_loss,
-                        lora=lora_meta, quant=quant_meta, decode='ctc' if ctc_ser < scores.get('ser', 1e9) else 'attention')
-            for name in saved:
-                save_checkpoint(os.path.join(out_dir, name), raw_model, meta, state)
-            if saved:
-                print(f"saved {' and '.join(saved)} to {out_dir}")
+        save(saved, record['elapsed_s'], record)
         if ddp:
             dist.barrier()  # nobody reads a checkpoint that is still being written
         t0 = time.time()  # don't count eval time in the next iteration
-    if iter_num >= max_iters or stop:
+    elif preempted:  # off the eval grid: no eval (it would change the RNG stream), so a resume continues exactly
+        save(['ckpt_last'], elapsed_before + time.time() - t_start)
+    if iter_num >= max_iters or stop or preempted:
         break
 
     # determine and set the learning rate for this iteration
@@ -431,7 +422,7 @@ while True:
 
     # forward backward update, with gradient accumulation to simulate a larger batch (step.py)
     loss_accum, (images, idx, _, _) = step.train_step(model, optimizer, scaler, ctx, batches, gradient_accumulation_steps,
-                                                      grad_clip, teacher, distill_alpha, distill_T, ddp=ddp)
+                                                      grad_clip, teacher, distill_alpha, distill_T, ddp, skip_nonfinite=True)
 
     # timing and logging
     t1 = time.time()
@@ -440,8 +431,12 @@ while True:
     if ddp:
         dist.all_reduce(loss_accum, op=dist.ReduceOp.AVG)  # the loss of the whole global batch
     lossf = loss_accum.item()
-    window['loss'] += lossf
-    window['n'] += 1
+    if not math.isfinite(lossf) and nan_loss == 'stop':  # step.py made no update; all ranks see it (all_reduce)
+        die(f"iter {iter_num}: inf/NaN gradients (nan_loss='stop'); lower learning_rate, then --init_from=resume")
+    if not math.isfinite(lossf) and master_process:
+        print(f"warning: iter {iter_num}: inf/NaN gradients, step skipped (no update)", flush=True)
+    window['loss'] += lossf if math.isfinite(lossf) else 0.0
+    window['n'] += math.isfinite(lossf)
     window['samples'] += samples_per_iter
     window['time'] += dt
     if iter_num % log_interval == 0 and master_process:
@@ -456,14 +451,19 @@ while True:
     iter_num += 1
     local_iter_num += 1
 
-    # time-boxed runs: stop cleanly (eval + ckpt_last at the top of the loop); rank 0's clock decides for all
-    if max_time_minutes > 0:
-        flag = torch.tensor([float(time.time() - t_launch > 60 * max_time_minutes)], device=device)
-        if ddp:
-            dist.broadcast(flag, 0)
-        stop = bool(flag.item())
-        if stop and master_process:
-            print(f"max_time_minutes={max_time_minutes} reached at iter {iter_num}: stopping")
+    # time-boxed runs stop cleanly (eval + ckpt_last at the top of the loop); a cluster's signal saves
+    # ckpt_last and exits (preempt.py). Rank 0's clock and signal decide for all ranks
+    stop, preempted = preempt.stop_flags(max_time_minutes > 0 and time.time() - t_launch > 60 * max_time_minutes,
+                                         device, ddp)
+    if stop and master_process:
+        print(f"max_time_minutes={max_time_minutes} reached at iter {iter_num}: stopping")
+
+if preempted:
+    if master_process:
+        print(preempt.report(iter_num, out_dir), flush=True)
+    if ddp:
+        dist.destroy_process_group()
+    sys.exit(preempt.EXIT_CODE)
 
 # -----------------------------------------------------------------------------
 # final evaluation on the test split, with the best checkpoint -> out_dir/final_eval.json

@@ -270,8 +270,7 @@ def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1
         if not same:
             shutil.rmtree(partial)
     os.makedirs(partial, exist_ok=True)
-    with open(os.path.join(partial, 'options.json'), 'w') as f:
-        json.dump(options, f)
+    atomic_write(os.path.join(partial, 'options.json'), json.dumps(options))
 
     # shards of SHARD_SIZE tunes; a finished shard is one pickle, so an interrupted run resumes there
     shards = [list(range(i, min(i + SHARD_SIZE, len(tunes)))) for i in range(0, len(tunes), SHARD_SIZE)]
@@ -279,8 +278,12 @@ def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1
     results = {}  # tune index -> (samples, skips)
     for k, sh in enumerate(shards):
         if os.path.exists(shard_path(k)):
-            with open(shard_path(k), 'rb') as f:
-                results.update(pickle.load(f))
+            try:  # written atomically, so only a disk fault breaks one: redo that shard
+                with open(shard_path(k), 'rb') as f:
+                    results.update(pickle.load(f))
+            except Exception as e:
+                print(f'warning: {shard_path(k)} is unreadable ({type(e).__name__}); rendering it again')
+                os.remove(shard_path(k))
     jobs_idx = [i for k, sh in enumerate(shards) if not os.path.exists(shard_path(k)) for i in sh]
     shard_of = {i: k for k, sh in enumerate(shards) for i in sh}
     pending = {k: len(sh) for k, sh in enumerate(shards) if not os.path.exists(shard_path(k))}
@@ -375,7 +378,8 @@ def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1
 def corpus_stats(data_dir):
     """tunes, excerpts, tokens per excerpt, vocabulary coverage and image sizes of a prepared corpus."""
     import datasets
-    from data import Tokenizer
+    from data import Tokenizer, load_split
+    load_split(data_dir, 'train')  # a broken file: one line naming it, not datasets' traceback
     dd = datasets.load_from_disk(data_dir)
     tok = Tokenizer(os.path.join(data_dir, 'tokenizer.model'))
     out, used = {}, {}
@@ -445,8 +449,11 @@ def main(argv=None):
             return
         prepare(a.out_dir, a.max_tunes, a.excerpts_per_tune, a.seed, a.no_essen, a.num_workers, a.vocab_size,
                 [s for s in a.sources.split(',') if s])
-    except (ValueError, RuntimeError, FileNotFoundError, OSError) as e:
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
         sys.exit(f'error: {e}')
+    except OSError as e:  # a full disk: atomic_dir has left any previous corpus in out_dir as it was
+        sys.exit(f'error: cannot write {a.out_dir} ({e.strerror or e}); a corpus already there is intact: free some '
+                 f'disk space and run the same command again (finished shards are kept in {a.out_dir}.partial)')
     except KeyboardInterrupt:
         sys.exit('interrupted: run the same command again to resume')
 

@@ -1,0 +1,52 @@
+"""
+preempt.py: the cluster's warning before it kills a job, caught. SLURM sends SIGTERM on scancel and
+preemption, and the signal of --signal=USR1@120 that long before its time limit; torchrun forwards
+SIGTERM to every rank. train.py calls install() once; after each optimizer step its loop asks
+stop_flags(), and on a signal it writes ckpt_last and exits with EXIT_CODE, so a requeued job resumes
+(init_from='auto') where this one stopped.
+
+The handler only records the signal: the step in flight finishes (no half-applied update, no
+collective left waiting), and the loop decides at a point where every rank is.
+"""
+
+import signal
+
+import torch
+
+EXIT_CODE = 75  # sysexits' EX_TEMPFAIL, "try again later": checkpoint written, requeue the job
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+_received = []
+
+
+def _record(signum, frame):
+    _received.append(signum)
+
+
+def install():
+    """Catch SIGTERM and SIGUSR1 (DataLoader workers forked later inherit this: they keep working
+    until the main process stops them, instead of dying under its feet mid-step)."""
+    for s in SIGNALS:
+        signal.signal(s, _record)
+
+
+def received():
+    """The name of the first signal caught ('SIGTERM', 'SIGUSR1'), or None."""
+    return signal.Signals(_received[0]).name if _received else None
+
+
+def report(iter_num, out_dir):
+    """The one line a preempted run prints last."""
+    return (f"{received()}: saved {out_dir}/ckpt_last at iter {iter_num} and stopped; resume with "
+            f"--init_from=resume (or auto); exit code {EXIT_CODE}")
+
+
+def stop_flags(time_up, device, ddp):
+    """(time_up, signalled) as rank 0 sees them, on every rank: rank 0 decides and broadcasts it, so
+    all ranks leave the loop at the same iteration and none hangs in a collective. Single process:
+    no tensor, no sync."""
+    if not ddp:
+        return time_up, received() is not None
+    import torch.distributed as dist
+    flag = torch.tensor([float(time_up), float(received() is not None)], device=device)
+    dist.broadcast(flag, 0)
+    return bool(flag[0].item()), bool(flag[1].item())
