@@ -76,6 +76,14 @@ def holdout_scores(rows, ds, font, tokenizer=None):
 # the lines train.py prints
 
 
+def better_decoding(record):
+    """'ctc' when an eval record's CTC best path scored a lower val SER than the attention decoder, else
+    'attention' (also when either was not measured). Checkpoints store it as 'decode', which
+    sample.py --decode=auto follows: CTC leads early in training, the attention decoder later."""
+    ser, ctc = (record or {}).get('val_ser'), (record or {}).get('val_ser_ctc')
+    return 'ctc' if ser is not None and ctc is not None and ctc < ser else 'attention'
+
+
 def pct(x):
     return f"{100 * x:.2f}%" if x is not None else "n/a"
 

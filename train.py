@@ -325,9 +325,8 @@ def save(names, elapsed_s, record=None):
                      epoch=iter_num // iters_per_epoch, window=window, best_val_loss=best_val_loss, elapsed_s=elapsed_s,
                      data_position=dict(epoch=iter_num // iters_per_epoch, iter_in_epoch=iter_num % iters_per_epoch))
     if master_process:
-        ser, ctc_ser = ((record or {}).get(k) or 1e9 for k in ('val_ser', 'val_ser_ctc'))  # the better decoding on val:
-        meta = dict(model_args=raw_model.config.__dict__, train_config=config, iter_num=iter_num,  # sample.py --decode=auto
-                    best_val_loss=best_val_loss, lora=lora_meta, quant=quant_meta, decode='ctc' if ctc_ser < ser else 'attention')
+        meta = dict(model_args=raw_model.config.__dict__, train_config=config, iter_num=iter_num, best_val_loss=best_val_loss,
+                    lora=lora_meta, quant=quant_meta, decode=evaluation.better_decoding(record))
         try:
             if record is not None:
                 runlog.append_log(out_dir, record, f"{backbone}: {out_dir}")
