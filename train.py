@@ -461,6 +461,7 @@ if preempted:
     if master_process:
         print(preempt.report(iter_num, out_dir), flush=True)
     if ddp:
+        dist.barrier()  # every rank here before any tears gloo down (else a late peer can SIGABRT)
         dist.destroy_process_group()
     sys.exit(preempt.EXIT_CODE)
 
@@ -496,4 +497,5 @@ if master_process:
     if wandb_log:
         wandb.log({f'test_{k}': v for k, v in final.items() if isinstance(v, (int, float))})
 if ddp:
+    dist.barrier()  # rank 0 may still be writing final_eval.json; a peer leaving first can abort its teardown
     dist.destroy_process_group()
