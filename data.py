@@ -213,17 +213,26 @@ class OMRDataset(torch.utils.data.Dataset):
     def __init__(self, data_dir, split, tokenizer, img_height=224, max_width=2048, max_len=None,
                  augment=False, seed=0, cache=False, exclude_fonts=()):
         import datasets
-        self.data_dir, self.split, self.tokenizer = data_dir, split, tokenizer
+        # a list of prepared dirs = one mixed corpus (train.py's data_mix): their splits end to end
+        dirs = [data_dir] if isinstance(data_dir, (str, os.PathLike)) else list(data_dir)
+        self.data_dir, self.split, self.tokenizer = str(dirs[0]), split, tokenizer  # the cache lives in the first
         self.img_height, self.max_width, self.augment, self.seed = img_height, max_width, augment, seed
         self.epoch = 0
         self._pixels = None  # the decoded-image cache (see cache_images), a memory-mapped uint8 array
-        ds = load_split(data_dir, split)
+        ds = load_split(dirs[0], split)
+        if len(dirs) > 1:  # only the columns every corpus has (the polyphonic one has kind, n_staves, ...)
+            parts = [ds] + [load_split(d, split) for d in dirs[1:]]
+            if any("kind" in p.column_names for p in parts):  # one-line excerpts are kind 'line'
+                parts = [p if "kind" in p.column_names else p.add_column("kind", ["line"] * len(p)) for p in parts]
+            cols = [c for c in ("image", "transcription", "font", "kind") if all(c in p.column_names for p in parts)]
+            ds = datasets.concatenate_datasets([p.select_columns(cols) for p in parts])
         # decode=False: we get the raw PNG bytes and decode them ourselves (datasets' own decoding of a
         # row costs far more than reading its bytes). Only the image column is read per item; the
         # transcriptions (small strings) are read once into a list (datasets 5 returns a lazy Column).
         self.ds = ds.cast_column("image", datasets.Image(decode=False)).select_columns(["image"])
         self.texts = list(ds["transcription"])
         self.fonts = list(ds["font"]) if "font" in ds.column_names else [None] * len(ds)
+        self.kinds = list(ds["kind"]) if "kind" in ds.column_names else [None] * len(ds)  # the polyphonic corpus
         self._fingerprint = ds._fingerprint  # names the image cache: a rebuilt corpus never reads a stale one
         self.rows = np.arange(len(ds))
         if max_len is not None:

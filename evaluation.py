@@ -18,7 +18,8 @@ def evaluate(m, ds, loss_batches, decode_batches, collate_fn, tokenizer, ctx, de
              num_workers=0, seed=0, ddp=False, rank=0, world_size=1):
     """m: the plain model; loss_batches / decode_batches: lists of index lists (data.eval_batches).
     Returns (loss, scores dict, list of (index, prediction, reference, ctc prediction or None)).
-    scores['by_font'] has the same metrics per font, scores['ctc'] those of the CTC decodings."""
+    scores['by_font'] has the same metrics per font (and 'by_kind' per excerpt kind, where the corpus
+    has one), scores['ctc'] those of the CTC decodings."""
 
     def loader(batches):  # this process's share
         return torch.utils.data.DataLoader(ds, batch_sampler=batches[rank::world_size], collate_fn=collate_fn,
@@ -51,9 +52,10 @@ def evaluate(m, ds, loss_batches, decode_batches, collate_fn, tokenizer, ctx, de
     m.train()
     loss = (loss_sum[0] / loss_sum[1]).item() if loss_sum[1] > 0 else float('nan')
     scores = score_rows(rows, tokenizer) if rows else {}
-    if rows:
-        fonts = sorted({ds.fonts[r[0]] for r in rows if ds.fonts[r[0]]})
-        scores['by_font'] = {f: score_rows([r for r in rows if ds.fonts[r[0]] == f], tokenizer) for f in fonts}
+    for name, col in (('by_font', ds.fonts), ('by_kind', getattr(ds, 'kinds', None))):  # kind: data/m21_poly's a/b/c
+        groups = sorted({col[r[0]] for r in rows if col[r[0]]}) if rows and col else []
+        if groups:
+            scores[name] = {g: score_rows([r for r in rows if col[r[0]] == g], tokenizer) for g in groups}
     return loss, scores, rows
 
 

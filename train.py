@@ -43,6 +43,7 @@ from model import build_model, plugin_args
 out_dir = 'out'
 data_dir = 'data/m21/full'
 prepare_args = None  # e.g. '--max_tunes=600': if data_dir is missing, build it with data/m21/prepare.py and these args
+data_mix = ''  # e.g. 'data/m21/full': more prepared dirs (comma-separated) whose splits join data_dir's; needs tokenizer_vocab
 eval_interval = 500  # iterations between evals (and ckpt_last saves)
 log_interval = 1
 eval_iters = 50  # val batches for the val loss (the same fixed batches at every eval)
@@ -196,13 +197,15 @@ if not os.path.isdir(data_dir) and prepare_args is not None:
             die(e)
     if ddp:
         dist.barrier()
-own_tokenizer = tokenizer_vocab > 0  # a tokenizer of this run's own, in out_dir (a vocabulary ablation)
-try:
-    train_split = data.load_split(data_dir, 'train')  # a missing dir fails here, with the command that prepares it
+own_tokenizer = tokenizer_vocab > 0  # a tokenizer of this run's own, in out_dir (a vocabulary ablation, a mix)
+data_dirs = [data_dir] + [d for d in data_mix.split(',') if d]
+if len(data_dirs) > 1 and not own_tokenizer:
+    die("data_mix needs tokenizer_vocab > 0: one tokenizer trained on the train labels of every corpus")
+try:  # a missing dir fails in load_split, with the command that prepares it
+    train_texts = [t for d in data_dirs for t in data.load_split(d, 'train')['transcription']]
     tok_path = os.path.join(out_dir if own_tokenizer else data_dir, 'tokenizer.model')
     if own_tokenizer and init_from == 'scratch' and master_process:
-        data.train_tokenizer(list(train_split['transcription']), os.path.join(out_dir, 'tokenizer'),
-                             tokenizer_vocab, model_type=tokenizer_type)
+        data.train_tokenizer(train_texts, os.path.join(out_dir, 'tokenizer'), tokenizer_vocab, model_type=tokenizer_type)
     if own_tokenizer and ddp:
         dist.barrier()  # everyone reads the tokenizer rank 0 just wrote
     tokenizer = data.Tokenizer(tok_path)
@@ -210,9 +213,9 @@ try:
     dataset_kw = dict(tokenizer=tokenizer, img_height=img_height, max_width=max_width, max_len=max_seq_len,
                       cache=cache_images)
     no_font = (holdout_font,) if holdout_font else ()
-    train_ds = data.OMRDataset(data_dir, 'train', augment=augment, seed=seed, exclude_fonts=no_font, **dataset_kw)
-    val_ds = data.OMRDataset(data_dir, 'val', exclude_fonts=no_font, **dataset_kw)
-    test_ds = data.OMRDataset(data_dir, 'test', **dataset_kw)  # every font: final_eval scores each one
+    train_ds = data.OMRDataset(data_dirs, 'train', augment=augment, seed=seed, exclude_fonts=no_font, **dataset_kw)
+    val_ds = data.OMRDataset(data_dirs, 'val', exclude_fonts=no_font, **dataset_kw)
+    test_ds = data.OMRDataset(data_dirs, 'test', **dataset_kw)  # every font: final_eval scores each one
 except (FileNotFoundError, ValueError) as e:
     die(e)
 collate_fn = data.Collate(tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id)
@@ -228,7 +231,7 @@ elif max_iters <= 0:
 lr_decay_iters = lr_decay_iters if lr_decay_iters > 0 else max_iters
 warmup_iters = int(warmup_frac * lr_decay_iters)
 if master_process:
-    print(f"data: {data_dir}, {len(train_ds)} train / {len(val_ds)} val / {len(test_ds)} test images, "
+    print(f"data: {' + '.join(data_dirs)}, {len(train_ds)} train / {len(val_ds)} val / {len(test_ds)} test images, "
           f"vocab {tokenizer.vocab_size}; {iters_per_epoch} iterations per epoch, max_iters {max_iters} "
           f"(= {max_iters / iters_per_epoch:.2f} epochs), warmup {warmup_iters}")
     os.makedirs(out_dir, exist_ok=True)
@@ -484,6 +487,7 @@ if master_process:
     final = dict(split='test', weights=weights, weights_iter=weights_iter, n_samples=n_test, test_loss=test_loss,
                  ser=test_scores.get('ser'), cer=test_scores.get('cer'), bpe_ser=test_scores.get('bpe_ser'),
                  seq_acc=test_scores.get('seq_acc'), ctc=test_scores.get('ctc'), by_font=test_scores.get('by_font'),
+                 by_kind=test_scores.get('by_kind'),
                  holdout_font=holdout_font, best_val_loss=best_val_loss, iters=iter_num,
                  samples_per_sec=sum(speeds) / len(speeds) if speeds else None,
                  mfu=running_mfu if running_mfu >= 0 else None, peak_mem_mb=step.peak_mem_mb(device_type),

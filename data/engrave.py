@@ -19,7 +19,9 @@ def midi_number(p):
 
 
 def engrave(abc, font, layout):
-    """canonical ABC -> (svg, mei) with verovio, forced onto a single system, no header/footer text."""
+    """canonical ABC, or MusicXML (text starting with '<'), -> (svg, mei) with verovio, forced onto a
+    single system, no header/footer text. The multi-voice corpus passes MusicXML: verovio's ABC reader
+    handles one voice only."""
     import verovio
     verovio.enableLog(verovio.LOG_OFF)  # verovio warns on stderr for every odd input; we check ourselves
     # a fresh toolkit per excerpt (cheap): verovio 6.4's ABC reader keeps the previous tune's key signature
@@ -28,7 +30,7 @@ def engrave(abc, font, layout):
                    'spacingNonLinear': layout['spacingNonLinear'], 'breaks': 'none', 'pageWidth': 60000,
                    'adjustPageWidth': True, 'adjustPageHeight': True, 'header': 'none', 'footer': 'none',
                    'pageMarginLeft': 20, 'pageMarginRight': 20, 'pageMarginTop': 20, 'pageMarginBottom': 20})
-    if not tk.loadData('X:1\n' + abc + '\n'):
+    if not tk.loadData(abc if abc.lstrip().startswith('<') else 'X:1\n' + abc + '\n'):
         raise ValueError('verovio load failed')
     svg = tk.renderToSVG(1)
     if tk.getPageCount() != 1 or svg.count('class="system"') != 1:

@@ -28,13 +28,8 @@ import hashlib
 import io
 import json
 import os
-import pickle
 import re
-import shutil
 import sys
-import time
-from multiprocessing import Pipe, Process
-from multiprocessing.connection import wait
 
 import numpy as np
 
@@ -45,6 +40,7 @@ for _p in (ROOT, os.path.dirname(HERE), HERE):  # the repo (data.py, checkpoint.
         sys.path.insert(0, _p)
 from canonical import check_agreement, mark_ties, parse_abc, score_to_measures, write_excerpt  # noqa: E402
 from engrave import engrave, rasterize  # noqa: E402
+import builder  # noqa: E402  (data/builder.py)
 
 # the ABC collections shipped with music21 (single-voice tunes). josquin (multi-voice) is left out.
 ABC_SOURCES = ['oneills1850', 'ryansMammoth', 'airdsAirs', 'essenFolksong', 'miscFolk', 'nottingham-dataset']
@@ -159,65 +155,12 @@ def process_tune(job):
     return samples, skips
 
 # -----------------------------------------------------------------------------
-# crash-proof process pool: one tune at a time per worker; a worker killed by a signal (verovio abort or
-# segfault) costs only the tune it was on, which is counted, and a fresh worker replaces it.
-
-def _worker(conn):
-    while True:
-        job = conn.recv()
-        if job is None:
-            return
-        conn.send(process_tune(job))
+# the shared builder (data/builder.py): crash-proof workers, resumable shards, atomic writes
 
 def run_pool(jobs, num_workers, on_result):
-    """calls on_result(i, samples, skips) for every job i, in completion order."""
-    todo = list(range(len(jobs)))[::-1]
-    workers = {}  # sentinel -> (process, conn, job index)
-    procs = []    # every process started, to clean up on an exception
-
-    def start():
-        a, b = Pipe()
-        p = Process(target=_worker, args=(b,), daemon=True)
-        p.start()
-        procs.append(p)
-        b.close()
-        return p, a
-
-    def feed(p, conn):
-        i = todo.pop() if todo else None
-        if i is None:
-            conn.send(None)
-            p.join()
-            return
-        conn.send(jobs[i])
-        workers[p.sentinel] = (p, conn, i)
-
-    try:
-        for _ in range(max(1, min(num_workers, len(jobs)))):
-            feed(*start())
-        while workers:
-            ready = wait([conn for _, conn, _ in workers.values()] + list(workers.keys()))
-            for s, (p, conn, i) in list(workers.items()):
-                if conn not in ready and s not in ready:
-                    continue
-                del workers[s]
-                try:
-                    result = conn.recv() if conn.poll() else None
-                except (EOFError, OSError):  # died mid-send
-                    result = None
-                if result is None:  # the process died without a result: a crash inside verovio or music21
-                    p.join()
-                    on_result(i, [], {f'tune: worker crashed (exit code {p.exitcode})': 1})
-                    conn.close()
-                    feed(*start())
-                else:
-                    on_result(i, *result)
-                    feed(p, conn)
-    finally:  # Ctrl-C or an error in on_result: do not leave workers behind
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-                p.join()
+    """process_tune on every job in crash-proof workers (data/builder.py); calls on_result(i, samples, skips).
+    process_tune is looked up at call time, so a test can replace it."""
+    builder.run_pool(lambda job: process_tune(job), jobs, num_workers, on_result, unit='tune')
 
 # -----------------------------------------------------------------------------
 # the driver: select tunes, run shards (resumable), write the DatasetDict + tokenizer + meta atomically
@@ -236,141 +179,22 @@ def select_tunes(tunes, max_tunes, seed):
     keep = {(t[1], t[2]) for t in chosen}
     return [t for t in tunes if (t[1], t[2]) in keep]  # back to corpus order
 
-def _cpu_seconds():
-    """user+sys CPU time of this process and its finished children (the workers, once joined)."""
-    import resource
-    return sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-               for f in ('ru_utime', 'ru_stime'))
-
 def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1337, no_essen=False,
             num_workers=None, vocab_size=4096, sources=None, quiet=False):
     """build the corpus into out_dir (see module docstring); returns the meta dict. Resumable: finished
     shards are cached in <out_dir>.partial/ and reused when the same options are given again."""
-    import datasets
-    from checkpoint import atomic_dir, atomic_write
-    from data import train_tokenizer  # the repo's data.py (runtime), not this data/ directory
     sources = list(sources or ABC_SOURCES)
     bad = [s for s in sources if s not in ABC_SOURCES]
     if bad:
         raise ValueError(f'unknown source(s) {bad}; choose from {ABC_SOURCES}')
-    num_workers = num_workers or os.cpu_count() or 1
-    t0 = time.time()
     tunes = select_tunes(list_tunes(sources, no_essen), max_tunes, seed)
     if not tunes:
         raise ValueError('no tunes selected')
     options = dict(max_tunes=max_tunes, excerpts_per_tune=excerpts_per_tune, seed=seed, no_essen=no_essen,
                    sources=sources, version=5)  # bump when the output changes: old partial shards are dropped
-    partial = out_dir.rstrip('/') + '.partial'
-    if os.path.isdir(partial):
-        try:
-            with open(os.path.join(partial, 'options.json')) as f:
-                same = json.load(f) == options
-        except (OSError, ValueError):
-            same = False
-        if not same:
-            shutil.rmtree(partial)
-    os.makedirs(partial, exist_ok=True)
-    atomic_write(os.path.join(partial, 'options.json'), json.dumps(options))
-
-    # shards of SHARD_SIZE tunes; a finished shard is one pickle, so an interrupted run resumes there
-    shards = [list(range(i, min(i + SHARD_SIZE, len(tunes)))) for i in range(0, len(tunes), SHARD_SIZE)]
-    shard_path = lambda k: os.path.join(partial, f'shard_{k:05d}.pkl')
-    results = {}  # tune index -> (samples, skips)
-    for k, sh in enumerate(shards):
-        if os.path.exists(shard_path(k)):
-            try:  # written atomically, so only a disk fault breaks one: redo that shard
-                with open(shard_path(k), 'rb') as f:
-                    results.update(pickle.load(f))
-            except Exception as e:
-                print(f'warning: {shard_path(k)} is unreadable ({type(e).__name__}); rendering it again')
-                os.remove(shard_path(k))
-    jobs_idx = [i for k, sh in enumerate(shards) if not os.path.exists(shard_path(k)) for i in sh]
-    shard_of = {i: k for k, sh in enumerate(shards) for i in sh}
-    pending = {k: len(sh) for k, sh in enumerate(shards) if not os.path.exists(shard_path(k))}
-    n_done, n_excerpts, t_start = len(results), sum(len(r[0]) for r in results.values()), time.time()
-    if n_done and not quiet:
-        print(f'resuming: {n_done} tunes already done in {partial}')
-
-    progress = {'t': -1.0}
-
-    def on_result(j, samples, skips):
-        nonlocal n_done, n_excerpts
-        i = jobs_idx[j]
-        results[i] = (samples, skips)
-        n_done += 1
-        n_excerpts += len(samples)
-        k = shard_of[i]
-        pending[k] -= 1
-        if pending[k] == 0:
-            atomic_write(shard_path(k), pickle.dumps({t: results[t] for t in shards[k]}))
-        # a progress line redrawn in place; at most one every 0.5 s on a terminal, and only every
-        # 5% when stdout is a log file, so that logs stay readable
-        step = 1 if sys.stdout.isatty() else max(1, len(tunes) // 20)
-        if not quiet and (n_done % step == 0 or n_done == len(tunes)):
-            dt = time.time() - t_start
-            if sys.stdout.isatty() and dt - progress['t'] < 0.5 and n_done < len(tunes):
-                return
-            progress['t'] = dt
-            end = '' if sys.stdout.isatty() else '\n'
-            print(f'\rtunes {n_done}/{len(tunes)}  excerpts {n_excerpts}  {dt:.0f}s', end=end, flush=True)
-
-    jobs = [tunes[i][:4] + (seed, excerpts_per_tune) for i in jobs_idx]
-    cpu0 = _cpu_seconds()
-    run_pool(jobs, num_workers, on_result)
-    cpu_s = _cpu_seconds() - cpu0  # all cores together: excerpts per CPU-second = speed per core
-    if not quiet:
-        print()
-    render_s = time.time() - t_start
-
-    # collect in corpus order (deterministic whatever order the workers finished in)
-    rows = {'train': [], 'val': [], 'test': []}
-    skipped, tunes_used = {}, {'train': 0, 'val': 0, 'test': 0}
-    for i, (src, rel, idx, _) in enumerate(tunes):
-        samples, skips = results[i]
-        for r, c in skips.items():
-            skipped[r] = skipped.get(r, 0) + c
-        sp = split_of(rel, idx)
-        tunes_used[sp] += bool(samples)
-        rows[sp].extend(samples)
-    features = datasets.Features({'image': datasets.Image(), 'transcription': datasets.Value('string'),
-                                  'source': datasets.Value('string'), 'tune_id': datasets.Value('string'),
-                                  'font': datasets.Value('string')})
-    dd = datasets.DatasetDict({sp: datasets.Dataset.from_dict(
-        {'image': [{'bytes': r['image'], 'path': None} for r in rs],
-         'transcription': [r['transcription'] for r in rs], 'source': [r['source'] for r in rs],
-         'tune_id': [r['tune_id'] for r in rs], 'font': [r['font'] for r in rs]}, features=features)
-        for sp, rs in rows.items()})
-    if len(dd['train']) == 0:
-        raise RuntimeError('no training excerpts were produced; see the skip reasons above')
-
-    # atomic swap: out_dir is always complete or absent (checkpoint.atomic_dir)
-    with atomic_dir(out_dir.rstrip('/')) as tmp:
-        bars = not datasets.utils.are_progress_bars_disabled()
-        datasets.disable_progress_bars()  # our own progress line is enough
-        # an empty split (possible in tiny corpora) must be saved as one empty shard, else it will not load
-        dd.save_to_disk(tmp, num_shards={sp: 1 for sp in dd if len(dd[sp]) == 0} or None)
-        if bars:
-            datasets.enable_progress_bars()
-        train_tokenizer([r['transcription'] for r in rows['train']], os.path.join(tmp, 'tokenizer'), vocab_size)
-        meta = dict(options, num_workers=num_workers, vocab_size=vocab_size,
-                    tunes_selected=len(tunes), tunes_with_excerpts=tunes_used,
-                    excerpts={sp: len(rs) for sp, rs in rows.items()},
-                    skipped=dict(sorted(skipped.items(), key=lambda kv: -kv[1])),
-                    render_seconds=round(render_s, 1), render_cpu_seconds=round(cpu_s, 1),
-                    excerpts_per_cpu_second=round(sum(len(r[0]) for r in map(results.get, jobs_idx)) / max(cpu_s, 1e-9), 2),
-                    total_seconds=round(time.time() - t0, 1))
-        with open(os.path.join(tmp, 'meta.json'), 'w') as f:
-            json.dump(meta, f, indent=2)
-    shutil.rmtree(partial, ignore_errors=True)
-    if not quiet:
-        print(f'wrote {out_dir}: ' + ', '.join(f'{sp} {n} excerpts from {tunes_used[sp]} tunes'
-                                               for sp, n in meta['excerpts'].items()))
-        print(f'skipped: {sum(skipped.values())} ' + json.dumps(meta['skipped']))
-        print(f'time: {meta["total_seconds"]}s, {meta["excerpts_per_cpu_second"]} excerpts per CPU-second (per core)')
-        for sp, n in meta['excerpts'].items():
-            if n == 0:
-                print(f'warning: split {sp} is empty; use more tunes (--max_tunes)')
-    return meta
+    return builder.build(out_dir, [t[:4] + (seed, excerpts_per_tune) for t in tunes], [split_of(t[1], t[2]) for t in tunes],
+                       options, run_pool, [('source', 'string'), ('tune_id', 'string'), ('font', 'string')],
+                       vocab_size, num_workers, quiet, unit='tunes', shard_size=SHARD_SIZE)
 
 # -----------------------------------------------------------------------------
 # reporting on a prepared corpus: statistics and a picture of examples
