@@ -174,7 +174,7 @@ def join_lines(abcs):
         sv = split_voices(abc or '')
         fields, body = (sv[1], ' '.join(sv[2].values())) if sv else split_abc(abc or '')
         if 'K' not in fields or not body.strip() or (head is not None and (sv is None) != (poly is None)) \
-                or (poly is not None and list(sv[2]) != list(poly)):
+                or (poly is not None and set(sv[2]) != set(poly)):
             skipped.append(i)
             continue
         if head is None:

@@ -4,7 +4,8 @@ music21 note by note against the corpus score the label was made from, and pages
 the systems of a page voice by voice.
 
 The labels are bwv66.6's first five bars (music21's corpus, through abctoolkit.xml2abc, trimmed by
-hand to the label format: no text, no fermatas, L:1/8), as four staves and as a grand staff.
+hand to the label format: no text, no fermatas, L:1/8), as four staves and as a grand staff, and
+bwv250's first five (six staves: two horns and a choir, the tenor in treble-8, ending in a repeat).
 """
 
 import os
@@ -25,6 +26,22 @@ BODY = """\
 HEAD = "L:1/8\nM:4/4\nK:A\nV:1 treble\nV:2 treble\nV:3 bass\nV:4 bass\n"
 FOUR = "%%score [ 1 | 2 | 3 | 4 ]\n" + HEAD + BODY
 GRAND = "%%score { ( 1 2 ) | ( 3 4 ) }\n" + HEAD + BODY
+SIX = """%%score [ 1 | 2 | 3 | 4 | 5 | 6 ]
+L:1/8
+M:4/4
+K:G
+V:1 treble
+V:2 treble
+V:3 treble
+V:4 treble
+V:5 treble-8
+V:6 bass
+[V:1] D2 | G2 A2 B2 cd/e/ | d2 cB B2 e2 | d2 c2 B2 A/B/c | B2 AG G2 :|
+[V:2] G,2 | B,2 D2 G2 G2 | G/A/B AD G2 G/A/B | ADGD G,2 z2 | z D/B,/ DD B,2 :|
+[V:3] D2 | G2 A2 B2 cd/e/ | d2 cB B2 e2 | d2 c2 B2 AB/c/ | A2 AG G2 :|
+[V:4] B,C | D2 D2 G2 G2 | GE F2 D2 CB, | A,2 E2 D2 E2 | D4 D2 :|
+[V:5] GA | B2 A2 e2 ec | BG A2 G2 G2 | F2 GA BA G2 | G2 F2 B2 :|
+[V:6] G,,2 | G,2 F,2 E,D, C,2 | D,2 D,2 G,,2 C,2 | D,2 E,F, G,2 C,2 | D,4 G,,2 :|"""
 
 
 def parse(xml):
@@ -61,6 +78,20 @@ def chorale():
 def test_undamaged_labels_are_left_exactly_as_they_are():
     assert musicxml.repair_bars(FOUR) == FOUR
     assert musicxml.repair_bars(GRAND) == GRAND
+    assert musicxml.repair_bars(SIX) == SIX  # the short bar before ':|' completes the pickup: kept
+
+
+def test_six_staves_treble8_and_a_repeat_note_by_note():
+    import music21
+    s = parse(musicxml.to_musicxml(SIX))
+    assert [type(p.recurse().getElementsByClass('Clef')[0]).__name__ for p in s.parts] == \
+        ['TrebleClef'] * 4 + ['Treble8vbClef', 'BassClef']
+    c = music21.corpus.parse('bach/bwv250').measures(0, 4)
+    want = [v for p in c.parts for v in voices(music21.stream.Score([p]))]
+    got = voices(s)
+    # the corpus's bar 4 also holds the upbeat after the repeat, which the label leaves out: one note
+    assert [len(w) - len(g) for g, w in zip(got, want)] == [1] * 6
+    assert got == [w[:len(g)] for g, w in zip(got, want)]  # pitches (the tenor sounding an octave down) and lengths
 
 
 @pytest.mark.parametrize('label,parts,per_part', [(FOUR, 4, 1), (GRAND, 2, 2)], ids=['four', 'grand'])
@@ -122,6 +153,9 @@ def test_join_lines_appends_each_voice_to_its_line():
     assert lines[8] == '[V:1] cB | A2 B2 c2 e2 | c2 B2 A2 c2 | AB G2 F2 A2 | B2 B2 F2 E2 | A4 |'
     assert lines[11] == '[V:4] A,G, | F,2 G,2 A,2 G,2 | A,C, E,2 A,,2 ^E,2 | F,B,, C,2 F,,2 F,2 | G,F, G,A, B,B,, C,2 | A,,4 |'
     assert len(lines) == 12
+    # the voices of a system in another order: still appended to their own lines
+    swapped = sys2.replace('[V:1] A4 |\n[V:2] E4 |', '[V:2] E4 |\n[V:1] A4 |')
+    assert pages.join_lines([sys1, swapped]) == (tune, [])
     # a key change in the second system: inline, in every voice
     tune, _ = pages.join_lines([sys1, sys2.replace('K:A', 'K:D')])
     assert all('| [K:D] ' in ln for ln in tune.split('\n')[8:])
