@@ -5,7 +5,7 @@ from their MusicXML as A4 pages (title, composer and part names shown), fonts cy
 prepare.FONTS; staves.find_staves + systems.find_systems scored against verovio's own SVG.
 
     $ python bench_systems.py                      # 30 pages -> results/pages_systems.md
-    $ python bench_systems.py --n_pages=10 --report=/tmp/s.md
+    $ python bench_systems.py --n_pages=10 --single_pages=0 --report=/tmp/s.md
 
 Ground truth: every <g class="system"> of the SVG is a system, and the <g class="staff"> of its
 first measure are its staves; its box is the extent of all its staff lines. A found system is right
@@ -28,6 +28,8 @@ SVG_NS = '{http://www.w3.org/2000/svg}'
 # -----------------------------------------------------------------------------
 # config
 n_pages = 30
+rotate = 2.0             # also the same pages rotated by +-rotate degrees (alternating; 0: skip)
+single_pages = 25        # also bench_pages.py's single-staff pages: every found system must be one staff (0: skip)
 report = 'results/pages_systems.md'
 machine = 'shared (the corpus build data/m21_poly/prepare.py ran at the same time)'  # goes into the report
 # -----------------------------------------------------------------------------
@@ -163,7 +165,25 @@ def main():
         rows.append(f"| {p['work']} | {p['font']} | {2 * p['unit']} | {' '.join(str(t['staves']) for t in p['truth'])} | "
                     f"{' '.join(str(f[0]) for f in found)} | {right}/{len(p['truth'])} | {secs[-1]:.2f} |")
     recall, precision = n_right / max(1, n_true), n_right / max(1, n_found)
-    cmd = 'python bench_systems.py' + (f' --n_pages={n_pages}' if n_pages != 30 else '')
+    rot = []
+    if rotate:
+        from PIL import Image
+        r_found = r_right = 0
+        rsecs = []
+        for i, p in enumerate(pages):
+            im = p['image'].rotate(rotate if i % 2 else -rotate, resample=Image.Resampling.BILINEAR, fillcolor=255)
+            t = time.perf_counter()
+            sy = systems.find_systems(staves.find_staves(im))
+            rsecs.append(time.perf_counter() - t)
+            # deskewed, the page is the upright one turned about its centre: counts are compared, boxes not
+            r_found += len(sy)
+            if len(sy) == len(p['truth']):
+                r_right += sum(len(f.staves) == t['staves'] for f, t in zip(sy, p['truth']))
+        rot = [f'| rotated +-{rotate} deg | {n_true} | {r_found} | {r_right} | {r_right / max(1, n_true):.2%} | '
+               f'{r_right / max(1, r_found):.2%} | {np.mean(rsecs):.2f} / {max(rsecs):.2f} |']
+    cmd = 'python bench_systems.py' + (f' --n_pages={n_pages}' if n_pages != 30 else '') + \
+        (f' --rotate={rotate}' if rotate != 2.0 else '') + \
+        (f' --single_pages={single_pages}' if single_pages != 25 else '')
     lines = ['# System benchmark', '',
              f'`{cmd}`, {len(pages)} first pages of music21 corpus scores engraved by verovio '
              f'{__import__("verovio").toolkit().getVersion()} from their MusicXML (A4, 2100 x 2970 px, titles and part '
@@ -171,14 +191,27 @@ def main():
              f'Machine: {os.cpu_count()}-core CPU, {machine}.', '',
              '| systems | true | found | right | recall | precision | s/page (mean / max) |',
              '|---|---:|---:|---:|---:|---:|---:|',
-             f'| all | {n_true} | {n_found} | {n_right} | {recall:.2%} | {precision:.2%} | {np.mean(secs):.2f} / {max(secs):.2f} |',
-             '', 'Right: the same number of staves as verovio\'s system and IoU >= 0.5 with its box. '
+             f'| upright | {n_true} | {n_found} | {n_right} | {recall:.2%} | {precision:.2%} | {np.mean(secs):.2f} / {max(secs):.2f} |',
+             ] + rot + [
+             '', 'Right: the same number of staves as verovio\'s system and IoU >= 0.5 with its box (rotated pages: '
+             'the same staff counts, system by system, on a page with the true number of systems). '
              'Seconds: staves.find_staves + systems.find_systems (the staff finder is most of it). '
              f'Staves: {sum(t["staves"] for p in pages for t in p["truth"])} true, {n_staves} found by staves.find_staves '
              '(a system with a staff the finder missed cannot be right).', '',
              '| score | font | staff space | staves per system (verovio) | found | right | s |',
              '|---|---|---:|---|---|---:|---:|'] + rows
-    print('\n'.join(lines[4:7]))
+    if single_pages:
+        import bench_pages as B
+        sp = B.build_pages(single_pages)
+        ok = n_sys = n_one = 0
+        for p in sp:
+            sy = systems.find_systems(staves.find_staves(p['image']))
+            n_sys, n_one = n_sys + len(sy), n_one + sum(len(s.staves) == 1 for s in sy)
+            ok += len(sy) == len(p['truth']) and all(len(s.staves) == 1 for s in sy)
+        lines[7 + len(rot):7 + len(rot)] = ['', f'Single-staff pages (`bench_pages.py`\'s {len(sp)} A4 pages of test-split tunes, one staff a system): '
+                      f'{n_one} of {n_sys} found systems are one staff; {ok} of {len(sp)} pages have exactly their true '
+                      'systems, one staff each.']
+    print('\n'.join(lines[4:7 + len(rot)]))
     os.makedirs(os.path.dirname(os.path.abspath(report)), exist_ok=True)
     with open(report + '.tmp', 'w') as f:
         f.write('\n'.join(lines) + '\n')

@@ -45,6 +45,13 @@ def test_systems_are_verovios(work, font, unit):
         assert a.crop_box[3] <= b.crop_box[1]
 
 
+@pytest.mark.parametrize('deg', [2.0, -2.5])
+def test_systems_of_a_tilted_page(deg):
+    img, truth = BS.engrave(BS.musicxml_of('joplin/maple_leaf_rag'), 'Bravura', 10)
+    found = systems.find_systems(staves.find_staves(img.rotate(-deg, resample=Image.Resampling.BILINEAR, fillcolor=255)))
+    assert [len(s.staves) for s in found] == [t['staves'] for t in truth] == [2] * 5
+
+
 def test_single_staff_pages_are_one_staff_per_system():
     tune = ('X:1\nT:A Test Page\nC:The Composer\nM:4/4\nL:1/8\nK:G\n'
             + ' '.join(["GABc d2 e2 | f2 g2 a'2 c'2 | A,2 C2 D4 | B2 A2 G4 |"] * 8) + ' d8 |]\n')
