@@ -20,6 +20,8 @@ MuseScore then shows corrupted measures. repair_bars decides:
 Durations follow ABC: L: unit lengths ('A2', 'A/', 'A3/2'), '(3' = three notes in the time of two,
 grace notes '{..}' take no time, a chord '[..]' lasts as long as its first note (the labels write the
 length on every chord note). Inline [M:..] / [L:..] / [K:..] fields change the meter/unit for what follows.
+Decorations ('!fermata!'), quoted text ('"^Allegro"') and '%' comments are kept as written and take
+no time (their letters are not notes). A tune with its own X: line (xml2abc's output) keeps it.
 """
 
 import contextlib
@@ -32,6 +34,8 @@ _TOKEN = re.compile(r"""
   | (?P<bar>:*\|+[\]:]*\d*|\[\|\]?|:{2,}|\|)  # bar lines, repeats, thin-thick; an attached volta number
   | (?P<chord>\[[^\]\[\n]*\]\d*/*\d*)       # [CEG] (a length after ] too)
   | (?P<grace>\{[^}\n]*\})
+  | (?P<deco>![^!\n]*!|"[^"\n]*")          # !fermata!, "^text": kept as written, no time (not notes)
+  | (?P<comment>%.*)                       # a comment to the end of the line (xml2abc's bar numbers)
   | (?P<tuplet>\(\d(?::\d*)*)
   | (?P<note>[_^=]*[A-Ga-g][,']*\d*/*\d*)
   | (?P<rest>[zxZX]\d*/*\d*)
@@ -217,6 +221,8 @@ def to_musicxml(abc, title=None):
     if not any(t.lastgroup in ('note', 'rest', 'chord') for ln in body for t in _TOKEN.finditer(ln)):
         raise ValueError('no music in the ABC (no note, chord or rest)')
     head = 'X:1\n' + (f'T:{title}\n' if title else '')
+    if re.match(r'\s*X:', fixed):  # a whole tune (xml2abc's output) has its own X:; a second one would
+        head, fixed = fixed.split('\n', 1)[0] + '\n' + head[4:], fixed.split('\n', 1)[1]  # start an empty first tune
     err = io.StringIO()
     with contextlib.redirect_stderr(err), warnings.catch_warnings():
         warnings.simplefilter('ignore')  # abc2xml uses pyparsing's deprecated camelCase names

@@ -43,6 +43,30 @@ V:6 bass
 [V:5] GA | B2 A2 e2 ec | BG A2 G2 G2 | F2 GA BA G2 | G2 F2 B2 :|
 [V:6] G,,2 | G,2 F,2 E,D, C,2 | D,2 D,2 G,,2 C,2 | D,2 E,F, G,2 C,2 | D,4 G,,2 :|"""
 
+# abctoolkit.xml2abc's own output for all of bwv66.6 (`python -m abctoolkit.xml2abc -d 8 -u -b 100 -x`
+# on music21's MusicXML of it): a whole tune with X:, T:, part names, fermatas, bar-number comments
+XML2ABC = """\
+X:1
+T:bwv66.6.mxl
+C:Music21
+%%score [ 1 | 2 | 3 | 4 ]
+L:1/8
+Q:1/4=96
+M:4/4
+K:F#min
+V:1 treble nm="Soprano" snm="S."
+V:2 treble nm="Alto" snm="A."
+V:3 bass nm="Tenor" snm="T."
+V:4 bass nm="Bass" snm="B."
+V:1
+ cB | A2 B2 !fermata!c2 e2 | c2 B2 !fermata!A2 c2 | AB G2 !fermata!F2 A2 | B2 B2 F2 E2 | A2 B2 !fermata!c2 c2 | A2 B2 c2 A2 | G2 F2 !fermata!G4 | F4 F2 F2- | F2 F^E !fermata!F2 x2 | %10
+V:2
+ E2 | F2 E2 E2 E2 | EA G2 E2 G2 | FG ^E2 C2 F2 | F2 E2 ^D2 C2 | CF E2 E2 A2 | F2 F2 G2 F2 | F^E FF, C4 | CD E4 DC | B,C D2 C2 x2 | %10
+V:3
+ A,B, | C2 B,2 A,2 B,2 | A,E ED C2 C2 | CD CB, A,2 C2 | B,2 B,2 B,A, G,2 | F,D CB, A,2 E2 | D2 D2 C2 C2 | DC- CB, ^E,4 | F,2 C4 B,^A, | B,2 B,2 ^A,2 x2 | %10
+V:4
+ A,G, | F,2 G,2 A,2 G,2 | A,C, E,2 A,,2 ^E,2 | F,B,, C,2 F,,2 F,2 | G,F, G,A, B,B,, C,2 | F,2 G,2 A,2 A,2 | D2 B,2 ^E,2 F,2 | B,,C, D,2 C,4 | ^A,,4 B,,2 C,2 | D,2 B,,2 F,2 x2 | %10"""
+
 
 def parse(xml):
     import music21
@@ -79,6 +103,18 @@ def test_undamaged_labels_are_left_exactly_as_they_are():
     assert musicxml.repair_bars(FOUR) == FOUR
     assert musicxml.repair_bars(GRAND) == GRAND
     assert musicxml.repair_bars(SIX) == SIX  # the short bar before ':|' completes the pickup: kept
+
+
+def test_xml2abc_output_as_it_is(chorale):
+    """A whole tune as xml2abc writes it (its own X:, decorations, '%10' comments, 'V:n' lines before
+    the music): nothing is taken for a note, every bar but the pickups is full, note by note the corpus."""
+    import music21
+    assert musicxml.repair_bars(XML2ABC) == '\n'.join(ln.strip() for ln in XML2ABC.split('\n'))  # as written
+    xml = musicxml.to_musicxml(XML2ABC)
+    lens = measure_lengths(xml)
+    assert len(lens) == 4 * 10 and all(v == [Fraction(1 if k == 0 else 4)] for _, k, v in lens)
+    s = music21.corpus.parse('bwv66.6')
+    assert voices(parse(xml)) == [v for p in s.parts for v in voices(music21.stream.Score([p]))]
 
 
 def test_six_staves_treble8_and_a_repeat_note_by_note():
