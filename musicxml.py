@@ -11,10 +11,17 @@ MuseScore then shows corrupted measures. repair_bars decides:
     (the pickup's complement at the end of a tune), and a short bar that ends a repeat (':|') whose
     length plus the pickup's is exactly one meter (the usual way folk tunes are written).
     An over-long first or last bar is still trimmed. Meter 'none' (free time) bars are left alone.
+  - multi-voice tunes (issue 12's labels: '%%score', 'V:n clef' lines, one '[V:n] ..' line per voice):
+    each voice is repaired on its own (its own first/last bar, pickup, meter); the header and '%%'
+    lines are kept as written. A bar left short (pickup, last bar) is padded to the longest voice's
+    bar of the same number, so that all voices of a measure add up alike (MuseScore flags a measure
+    whose voices do not).
 
 Durations follow ABC: L: unit lengths ('A2', 'A/', 'A3/2'), '(3' = three notes in the time of two,
 grace notes '{..}' take no time, a chord '[..]' lasts as long as its first note (the labels write the
 length on every chord note). Inline [M:..] / [L:..] / [K:..] fields change the meter/unit for what follows.
+Decorations ('!fermata!'), quoted text ('"^Allegro"') and '%' comments are kept as written and take
+no time (their letters are not notes). A tune with its own X: line (xml2abc's output) keeps it.
 """
 
 import contextlib
@@ -27,6 +34,8 @@ _TOKEN = re.compile(r"""
   | (?P<bar>:*\|+[\]:]*\d*|\[\|\]?|:{2,}|\|)  # bar lines, repeats, thin-thick; an attached volta number
   | (?P<chord>\[[^\]\[\n]*\]\d*/*\d*)       # [CEG] (a length after ] too)
   | (?P<grace>\{[^}\n]*\})
+  | (?P<deco>![^!\n]*!|"[^"\n]*")          # !fermata!, "^text": kept as written, no time (not notes)
+  | (?P<comment>%.*)                       # a comment to the end of the line (xml2abc's bar numbers)
   | (?P<tuplet>\(\d(?::\d*)*)
   | (?P<note>[_^=]*[A-Ga-g][,']*\d*/*\d*)
   | (?P<rest>[zxZX]\d*/*\d*)
@@ -93,29 +102,51 @@ def _events(tokens):
     return ev
 
 
+_VOICE = re.compile(r'^\s*\[V:\s*([^\]\s]+)[^\]]*\]')
+
+
 def repair_bars(abc):
-    """ABC text -> ABC text whose bars add up to their meter (see the module docstring)."""
+    """ABC text -> ABC text whose bars add up to their meter (see the module docstring). Header
+    lines and '%' lines (%%score, comments) are kept as they are. A multi-voice tune (lines opened by
+    [V:n], or a V: line before its music) is repaired per voice: each voice has its own first bar
+    (pickup), last bar, and meter/unit from the header on, as abc2xml reads it."""
     lines = abc.split('\n')
-    meter, unit = None, Fraction(1, 8)
-    out_lines, bars = [], []  # bars: (line index, [(kind, text, duration)], meter length, unit length)
+    head = {'meter': None, 'unit': Fraction(1, 8)}
+    state = {}  # voice id (None: a tune without voices) -> {'meter', 'unit'} as that voice reads on
+    voice = None
+    out_lines, bars = [], []  # bars: (line index, voice, [(kind, text, duration)], meter length, unit length)
     for li, ln in enumerate(lines):
+        if ln.lstrip().startswith('%'):
+            out_lines.append(ln)  # %%score, %%MIDI, comments: not music
+            continue
         m = re.match(r'^([A-Za-z]):(.*)$', ln.strip())
         if m:
-            if m.group(1) == 'M':
-                meter = meter_len(m.group(2))
-            elif m.group(1) == 'L':
-                unit = parse_len('1' + m.group(2).strip()[1:]) if m.group(2).strip().startswith('1/') else unit
+            if m.group(1) == 'V' and m.group(2).split():
+                voice = m.group(2).split()[0]  # music after a V: line is that voice's (ABC 2.1)
+            for st in ([head] + ([state[voice]] if voice in state else [])):
+                if m.group(1) == 'M':
+                    st['meter'] = meter_len(m.group(2))
+                elif m.group(1) == 'L':
+                    st['unit'] = parse_len('1' + m.group(2).strip()[1:]) if m.group(2).strip().startswith('1/') else st['unit']
             out_lines.append(ln)
             continue
+        vm = _VOICE.match(ln)
+        if vm:
+            voice = vm.group(1)
+        st = state.setdefault(voice, dict(head))
         cur = []
         for t in _TOKEN.finditer(ln):
             kind, text = t.lastgroup, t.group()
             if kind == 'field':
                 f, v = text[1], text[3:-1]
-                if f == 'M':
-                    meter = meter_len(v)
+                if f == 'V' and v.split():  # a voice change inside a line: that voice's meter/unit from now
+                    voice = v.split()[0]
+                    st = state.setdefault(voice, dict(head))
+                elif f == 'M':
+                    st['meter'] = meter_len(v)
                 elif f == 'L' and v.strip().startswith('1/'):
-                    unit = Fraction(1, int(v.strip()[2:]))
+                    st['unit'] = Fraction(1, int(v.strip()[2:]))
+            unit = st['unit']
             if kind in ('note', 'rest'):
                 d = parse_len(text[1:] if kind == 'rest' else re.sub(r"^[_^=]*[A-Ga-g][,']*", '', text)) * unit
             elif kind == 'chord':
@@ -128,36 +159,52 @@ def repair_bars(abc):
                 continue  # stray characters abc2xml would choke on
             cur.append((kind, text, d))
             if kind == 'bar':
-                bars.append((li, cur, meter, unit))
+                bars.append((li, voice, cur, st['meter'], unit))
                 cur = []
-        bars.append((li, cur, meter, unit))  # the rest of the line (no closing bar)
+        bars.append((li, voice, cur, st['meter'], st['unit']))  # the rest of the line (no closing bar)
         out_lines.append(None)  # rebuilt below
 
-    timed = [k for k, (_, toks, _, _) in enumerate(bars) if _events(toks)]
-    first, last = (timed[0], timed[-1]) if timed else (None, None)
-    pickup = None
-    texts = {}
-    for k, (li, toks, mlen, u) in enumerate(bars):
+    # first and last timed bar, and the pickup, are each voice's own
+    first, last, pickup, nth = {}, {}, {}, {}
+    for k, (_, v, toks, _, _) in enumerate(bars):
+        if _events(toks):
+            first.setdefault(v, k)
+            last[v] = k
+            nth[k] = sum(1 for j in nth if bars[j][1] == v)  # the bar's number within its voice
+    plan = {}  # bar -> (events kept, their length, closing bar line, may stay short)
+    for k, (li, v, toks, mlen, u) in enumerate(bars):
         ev = _events(toks)
         if not ev or mlen is None:
-            texts.setdefault(li, []).append(''.join(t[1] for t in toks))
             continue
         total = sum(e[2] for e in ev)
         closing = toks[-1][1] if toks and toks[-1][0] == 'bar' else None
-        if k == first and total < mlen:
-            pickup = total
-        keep_short = (k == first or k == last or
-                      (closing is not None and closing.startswith(':') and pickup is not None and total + pickup == mlen))
-        body = list(toks[:-1]) if closing is not None else list(toks)
-        if total > mlen:  # drop whole events from the end until it fits
-            while ev and sum(e[2] for e in ev) > mlen:
-                s, _, _ = ev.pop()
-                body = body[:s] + [t for t in body[s:] if t[0] in ('field',)]
-            total = sum(e[2] for e in ev)
+        if k == first[v] and total < mlen:
+            pickup[v] = total
+        keep_short = (k == first[v] or k == last[v] or
+                      (closing is not None and closing.startswith(':') and v in pickup and total + pickup[v] == mlen))
+        while ev and sum(e[2] for e in ev) > mlen:  # drop whole events from the end until it fits
+            ev.pop()
             keep_short = False
+        plan[k] = (ev, sum(e[2] for e in ev), closing, keep_short)
+    # a bar that may stay short (pickup, last bar) is as long as the longest voice's bar of that
+    # number: the voices of one measure must add up alike, or MuseScore marks the measure corrupt
+    goal = {}
+    for k, (_, total, _, _) in plan.items():
+        goal[nth[k]] = max(goal.get(nth[k], 0), total)
+    texts = {}
+    for k, (li, v, toks, mlen, u) in enumerate(bars):
+        if k not in plan:
+            texts.setdefault(li, []).append(''.join(t[1] for t in toks))
+            continue
+        ev, total, closing, keep_short = plan[k]
+        body = list(toks[:-1]) if closing is not None else list(toks)
+        if len(ev) < len(_events(toks)):  # trimmed: cut the tokens after the last event kept
+            s = _events(toks)[len(ev)][0]
+            body = body[:s] + [t for t in body[s:] if t[0] in ('field',)]
         text = ''.join(t[1] for t in body).rstrip()
-        if total < mlen and not keep_short:
-            text += ' ' + _rest((mlen - total) / u)
+        want = goal[nth[k]] if keep_short else mlen
+        if total < want:
+            text += ' ' + _rest((want - total) / u)
         texts.setdefault(li, []).append(text + (' ' + closing + ' ' if closing else ''))
     for li in range(len(lines)):
         if out_lines[li] is None:
@@ -170,10 +217,12 @@ def to_musicxml(abc, title=None):
     cannot read it. abc2xml reports on stderr; that is captured and only its first line is kept."""
     import warnings
     fixed = repair_bars(abc)
-    body = [ln for ln in fixed.splitlines() if not re.match(r'^[A-Za-z]:', ln.strip())]
+    body = [ln for ln in fixed.splitlines() if not re.match(r'^([A-Za-z]:|%)', ln.strip())]
     if not any(t.lastgroup in ('note', 'rest', 'chord') for ln in body for t in _TOKEN.finditer(ln)):
         raise ValueError('no music in the ABC (no note, chord or rest)')
     head = 'X:1\n' + (f'T:{title}\n' if title else '')
+    if re.match(r'\s*X:', fixed):  # a whole tune (xml2abc's output) has its own X:; a second one would
+        head, fixed = fixed.split('\n', 1)[0] + '\n' + head[4:], fixed.split('\n', 1)[1]  # start an empty first tune
     err = io.StringIO()
     with contextlib.redirect_stderr(err), warnings.catch_warnings():
         warnings.simplefilter('ignore')  # abc2xml uses pyparsing's deprecated camelCase names

@@ -17,13 +17,20 @@ at a time with pypdfium2), is a page: its staves are found, cut out like trainin
 in batches and joined into ONE tune (header once, one ABC line per staff, inline [K:..]/[M:..] where
 they change). --page=yes forces page mode, --page=no line mode. A staff the model cannot read is
 reported on stderr and left out; the rest still comes out.
+--page=systems (a multi-voice model, issue 12) is page mode by systems: staves joined by a brace, a
+bracket or a bar line through the gap between them are one system (systems.py), each system's crop
+is one transcription (multi-voice ABC: '%%score', 'V:n' lines, one '[V:n]' line per voice), and the
+systems of a page join voice by voice (pages.join_lines: each voice's bars appended to its line). A
+page of single staves gives one system per staff, so it reads as with --page=yes.
 
 With --save_dir, each input also gets <stem>.abc, <stem>.png (the prediction re-engraved with
 verovio, to compare with the input by eye), <stem>.mid (verovio's MIDI), <stem>.musicxml (abc2xml
 after musicxml.py's bar repair; MuseScore opens it) and, for pages, <stem>.staves.png (the page with
-every staff found boxed and numbered; <stem>.p<N>.staves.png per page of a multi-page PDF).
+every staff found boxed and numbered, with --page=systems every system of several staves boxed in
+green; <stem>.p<N>.staves.png per page of a multi-page PDF).
 --attention=DIR writes, per line, a picture of where the decoder looked for every token it wrote
-(attention.py; <stem>.attn.png for a line image, <stem>.staff<K>.attn.png for the staves of a page).
+(attention.py; <stem>.attn.png for a line image, <stem>.staff<K>.attn.png for the staves of a page,
+<stem>.system<K>.attn.png for its systems with --page=systems).
 
 The checkpoint is <out_dir>/ckpt_best, else <out_dir>/ckpt_last, else out_dir itself (the layout
 of reader/, the CPU-trained reader that ships with the repo and is the default); the tokenizer is
@@ -64,7 +71,8 @@ device = 'cpu'           # 'cpu', 'cuda', 'cuda:1', 'mps'
 save_dir = None          # write <stem>.abc/.png/.mid here
 seed = 1337              # only matters with temperature > 0
 max_pixels = 50_000_000  # refuse bigger images (a decompression bomb would eat all memory)
-page = 'auto'            # 'auto': pages and PDFs are split into staves, a cropped line is read as is; 'yes', 'no'
+page = 'auto'            # 'auto': pages and PDFs are split into staves, a cropped line is read as is; 'yes', 'no';
+                         # 'systems': a page, read one system (staves joined by a brace/bracket/bar line) at a time
 attention = None         # a folder: per line, a picture of the cross-attention for every generated token
 attention_layer = 'last' # 'last' (mean of the last layer's heads) or 'all' (mean over layers and heads)
 # -----------------------------------------------------------------------------
@@ -96,7 +104,8 @@ def load_image(path, img_height, max_width, max_pixels):
 
 def engrave(abc):
     """ABC -> (grayscale PIL image of the engraving, MIDI bytes) with verovio; ValueError if it fails.
-    One line of music is engraved as one long system; a tune of several lines keeps its line breaks.
+    One line of music is engraved as one long system; a tune of several lines keeps its line breaks;
+    a multi-voice tune (issue 12's '[V:n]' lines) is one long system of all its staves.
     The transcriptions carry no 'X:' line (the data engine engraves them with 'X:1' prepended), so we
     add it the same way."""
     import numpy as np
@@ -108,14 +117,21 @@ def engrave(abc):
     opts = {'breaks': 'none', 'pageWidth': 60000, 'adjustPageWidth': True, 'adjustPageHeight': True,
             'header': 'none', 'footer': 'none', 'scale': 50}
     music = [ln for ln in abc.splitlines() if ln.strip() and not (len(ln) > 1 and ln[1] == ':')]
-    if len(music) > 1:  # a page's tune, one ABC line per staff: engraved as those lines, on one tall page
+    import pages
+    poly = pages.split_voices(abc) is not None
+    if poly:
+        # verovio 6.4's ABC reader has no voices (it draws each [V:n] line as one more treble
+        # system); it reads the MusicXML that musicxml.py writes (voices, staves, clefs) instead
+        import musicxml
+        abc = musicxml.to_musicxml(abc)
+    elif len(music) > 1:  # a page's tune, one ABC line per staff: engraved as those lines, on one tall page
         opts.update(breaks='encoded', pageWidth=2100, pageHeight=60000, adjustPageWidth=False)
         # verovio 6.4's ABC reader draws a stray clef for a line-leading inline [K:..]; as field lines
         # ('K:F' on its own line) it does not (it still draws no key change there: a verovio limit;
         # the .abc and the .musicxml keep the change)
         abc = re.sub(r'(?m)^((?:\[[KML]:[^\]\n]*\])+) *', lambda m: '\n'.join(re.findall(r'\[([KML]:[^\]]*)\]', m.group(1))) + '\n', abc)
     tk.setOptions(opts)
-    text = abc if abc.lstrip().startswith('X:') else 'X:1\n' + abc + '\n'
+    text = abc if poly or abc.lstrip().startswith('X:') else 'X:1\n' + abc + '\n'
     if not abc.strip() or not tk.loadData(text) or tk.getPageCount() < 1:
         raise ValueError("verovio could not read the ABC")
     svg = tk.renderToSVG(1)
@@ -194,8 +210,7 @@ def load_input(path, img_height, max_width):
                 print(f"warning: {path}: page {n}: {e}", file=sys.stderr)
         if not found:
             raise ValueError(f"{path}: no staff found")
-        return dict(kind='page', pages=found,
-                    xs=[to_tensor(st.crop, img_height, max_width) for pg in found for st in pg.staves])
+        return _page_input(found, img_height, max_width)
     im = read_image(path, max_pixels)
     if page == 'no' and not staves.looks_like_line(im):
         raise ValueError(f"{path}: no staff found (no music in it: blank, uniform or a photo)")
@@ -210,7 +225,19 @@ def load_input(path, img_height, max_width):
         raise ValueError(f"{path}: {e}") from None
     if page == 'auto' and staves.is_single_line(pg):
         return dict(kind='line', pages=None, xs=[to_tensor(im, img_height, max_width)])
-    return dict(kind='page', pages=[pg], xs=[to_tensor(st.crop, img_height, max_width) for st in pg.staves])
+    return _page_input([pg], img_height, max_width)
+
+
+def _page_input(found, img_height, max_width):
+    """staves.Page list -> load_input's dict for a page: one line per staff, or with --page=systems one
+    per system (systems.py: staves joined by a brace, bracket or bar line), in 'systems' (per page)."""
+    if page != 'systems':
+        return dict(kind='page', pages=found, systems=None,
+                    xs=[to_tensor(st.crop, img_height, max_width) for pg in found for st in pg.staves])
+    import systems
+    sys_ = [systems.find_systems(pg) for pg in found]
+    return dict(kind='page', pages=found, systems=sys_,
+                xs=[to_tensor(sy.crop, img_height, max_width) for ss in sys_ for sy in ss])
 
 
 def _save_png(im, path):
@@ -226,8 +253,8 @@ def main():
         raise ValueError("beam_size and batch_size must be >= 1")
     if decode not in ('auto', 'attention', 'ctc'):
         raise ValueError(f"decode must be 'auto', 'attention' or 'ctc', got {decode!r}")
-    if page not in ('auto', 'yes', 'no'):
-        raise ValueError(f"page must be 'auto', 'yes' or 'no', got {page!r}")
+    if page not in ('auto', 'yes', 'no', 'systems'):
+        raise ValueError(f"page must be 'auto', 'yes' or 'no' (or 'systems': a page read by systems), got {page!r}")
     if attention_layer not in ('last', 'all'):
         raise ValueError(f"attention_layer must be 'last' or 'all', got {attention_layer!r}")
     paths = list_images(str(image))  # before importing torch and loading the model: a typo fails fast
@@ -266,11 +293,13 @@ def main():
             abc = abcs[0]
         else:
             abc, skipped = pages.join_lines(abcs)
+            what = 'system' if j.get('systems') else 'staff'
             for i in skipped:
-                print(f"warning: {p}: staff {i + 1} of {n}: the model's transcription is not ABC "
-                      f"(no K: field or no music); left out", file=sys.stderr)
+                print(f"warning: {p}: {what} {i + 1} of {n}: the model's transcription is not ABC "
+                      f"(no K: field or no music, or not the page's voices); left out", file=sys.stderr)
             if not abc:
-                print(f"error: {p}: none of its {n} staves could be transcribed", file=sys.stderr)
+                print(f"error: {p}: none of its {n} {'systems' if what == 'system' else 'staves'} could be transcribed",
+                      file=sys.stderr)
                 failed += 1
                 continue
         if many:
@@ -291,15 +320,18 @@ def main():
                 print(f"warning: {p}: no MusicXML ({e})", file=sys.stderr)
             if j['kind'] == 'page':
                 import staves
+                import systems
                 for i, pg in enumerate(j['pages']):
                     name = '.staves.png' if len(j['pages']) == 1 else f'.p{i + 1}.staves.png'
-                    _save_png(staves.draw_staves(pg), stem + name)
+                    _save_png(systems.draw_systems(pg, j['systems'][i]) if j['systems'] else staves.draw_staves(pg),
+                              stem + name)
         if attention is not None:
             import attention as A
             os.makedirs(attention, exist_ok=True)
             stem = os.path.join(attention, os.path.splitext(os.path.basename(p))[0])
             for i, (x, s) in enumerate(zip(j['xs'], jids)):
-                name = '.attn.png' if j['kind'] == 'line' else f'.staff{i + 1}.attn.png'
+                name = ('.attn.png' if j['kind'] == 'line' else
+                        f".{'system' if j.get('systems') else 'staff'}{i + 1}.attn.png")
                 _save_png(A.attention_picture(reader.model, x, s, reader.tok, layer=attention_layer), stem + name)
     if failed:
         sys.exit(f"error: {failed} of {len(paths)} image(s) could not be read")

@@ -13,8 +13,8 @@ white margin at a staff space of 18-27 px, i.e. a margin of ~0.55 staff spaces. 
 staff's ink (lines, and above/below only what is attached to it: ledger lines, stems, high/low notes)
 plus 0.55 sp of white, so that after images.preprocess's resize it looks like a training image.
 
-Only numpy and PIL: no OpenCV. Each Staff carries a `system` field (one staff per system for now);
-grouping staves into systems by braces/brackets/shared barlines can fill it in later.
+Only numpy and PIL: no OpenCV. Each Staff carries a `system` field: its own index here;
+systems.find_systems groups the staves by braces/brackets/bar lines and sets it.
 
     $ python staves.py page.png [out.png]      # prints the staves, writes the boxed page
 """
@@ -36,7 +36,7 @@ class Staff:
     space: float         # staff space (distance between lines), pixels
     crop_box: tuple      # (x0, y0, x1, y1) of the crop: the staff's ink plus a margin
     crop: object = field(repr=False, default=None)  # PIL 'L' image of crop_box
-    system: int = 0      # the system it belongs to (for now every staff is its own system)
+    system: int = 0      # the system it belongs to (find_staves: its own; systems.find_systems sets it)
     index: int = 0       # 0-based, top to bottom
 
 
