@@ -270,11 +270,19 @@ class OMRDataset(torch.utils.data.Dataset):
             os.makedirs(d, exist_ok=True)
             n, t0 = len(self.texts), time.time()
             workers = num_workers or os.cpu_count() or 1
+            arrays = None
             if workers > 1 and n > 256:
+                # an executor, not mp.Pool: a worker that dies (seen once on a big-image corpus) raises
+                # BrokenProcessPool here instead of hanging map() forever; then decode in this process
                 import multiprocessing as mp
-                with mp.get_context("fork").Pool(workers) as pool:
-                    arrays = pool.map(self.load_image, range(n), chunksize=64)
-            else:
+                from concurrent.futures import ProcessPoolExecutor
+                from concurrent.futures.process import BrokenProcessPool
+                try:
+                    with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as ex:
+                        arrays = list(ex.map(self.load_image, range(n), chunksize=64))
+                except BrokenProcessPool:
+                    print(f"OMRDataset[{self.split}]: a cache worker died; decoding in this process instead")
+            if arrays is None:
                 arrays = [self.load_image(r) for r in range(n)]
             offsets = np.zeros(n + 1, dtype=np.int64)
             offsets[1:] = np.cumsum([a.size for a in arrays])

@@ -35,7 +35,7 @@ PIECES = ['bach/bwv66.6.mxl', 'bach/bwv126.6.mxl', 'bach/bwv253.mxl', 'haydn/opu
 
 def chorale(name='bach/bwv66.6.mxl'):
     import music21
-    return voices.split_voices(voices.xml_to_abc(P.read_musicxml(os.path.join(os.path.dirname(music21.corpus.__file__), name))))
+    return voices.split_voices(voices.xml_to_abc(voices.read_musicxml(os.path.join(os.path.dirname(music21.corpus.__file__), name))))
 
 
 def test_xml2abc_voices_and_the_label_format():
@@ -139,3 +139,19 @@ def test_train_on_a_mix_of_both_corpora(poly_corpus, tiny_corpus, tmp_path):
         texts = datasets.load_from_disk(d)['train']['transcription'][:20]
         assert all(tok.decode(tok.encode(t)) == t for t in texts)
         assert not any(tok.sp.is_byte(i) for t in texts for i in tok.encode(t))
+
+
+def test_grand_staff_brings_a_treble8_tenor_down_an_octave():
+    """xml2abc writes a treble-8 tenor at its written pitch; on a kind-a bass staff it must sound the
+    same, so its notes come down an octave (the label check found 3 of 63 kind-a labels wrong before)."""
+    import music21
+    R = _load('report')
+    piece = chorale('bach/bwv120.6.mxl')
+    assert piece['clefs'][3] == 'treble-8'
+    st, clefs, brace, staff_map = P.layout_of(piece, 'a')
+    lab = voices.label_of(piece, 0, 4, st, clefs, brace, force_clefs=True)
+    src = R._staff_notes(music21.corpus.parse('bach/bwv120.6.mxl'), 0, 4)
+    want = [sorted(x for s in grp.split('+') for x in src[int(s) - 1]) for grp in staff_map.split(',')]
+    got = R._staff_notes(music21.converter.parse(voices.label_to_musicxml(lab), format='musicxml'), 0, 4)
+    assert got == want
+    assert voices.octave_down("c2 B,2 [CEg]2 ^f' =a,") == "C2 B,,2 [C,E,G]2 ^f =A,"

@@ -26,7 +26,6 @@ import io
 import json
 import os
 import sys
-import zipfile
 
 import numpy as np
 
@@ -38,7 +37,7 @@ for _p in (ROOT, os.path.dirname(HERE), HERE):  # the repo (data.py), data/ (eng
 import builder  # noqa: E402
 from agree import check_agreement  # noqa: E402
 from engrave import engrave, rasterize  # noqa: E402
-from voices import label_of, label_to_musicxml, split_voices, xml_to_abc  # noqa: E402
+from voices import label_of, label_to_musicxml, read_musicxml, split_voices, xml_to_abc  # noqa: E402
 
 # music21 corpus folders -> what they hold. Quartets are 'b' (4 staves); chorales 'a' or 'b'; the rest 'c'.
 SOURCES = {'bach': 'chorale', 'beethoven': 'quartet', 'haydn': 'quartet', 'mozart': 'quartet', 'monteverdi': 'other',
@@ -77,20 +76,6 @@ def split_of(rel):
     """train/val/test from a hash of the piece's path: stable whatever else is selected."""
     h = piece_hash(rel) % 100
     return 'train' if h < SPLIT_PCT[0] else 'val' if h < SPLIT_PCT[0] + SPLIT_PCT[1] else 'test'
-
-
-def read_musicxml(path):
-    """a corpus file -> MusicXML bytes (.mxl unzipped; kern through music21's parser and writer)."""
-    if path.endswith('.krn'):
-        import music21
-        from music21.musicxml.m21ToXml import GeneralObjectExporter
-        return GeneralObjectExporter(music21.converter.parse(path)).parse()
-    if path.endswith('.mxl'):
-        z = zipfile.ZipFile(path)
-        name = next(n for n in z.namelist() if not n.startswith('META') and n.lower().endswith(('.xml', '.musicxml')))
-        return z.read(name)
-    with open(path, 'rb') as f:
-        return f.read()
 
 
 def sample_layout(rng):
@@ -196,7 +181,7 @@ def prepare(out_dir='data/m21_poly/full', sources=None, max_pieces_per_source=45
     if bad:
         raise ValueError(f'unknown source(s) {bad}; choose from {list(SOURCES)}')
     options = dict(sources=sources, max_pieces_per_source=max_pieces_per_source, excerpts_per_piece=excerpts_per_piece,
-                   seed=seed, version=1)  # bump when the output changes: old partial shards are dropped
+                   seed=seed, version=2)  # bump when the output changes: old partial shards are dropped
     if pieces:
         options = dict(options, pieces=list(pieces), sources=None, max_pieces_per_source=None)
         pieces = [(p.split('/')[0], p) for p in pieces]

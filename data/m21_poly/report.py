@@ -26,19 +26,19 @@ def corpus_stats(data_dir):
     tok = Tokenizer(os.path.join(data_dir, 'tokenizer.model'))
     out = {}
     for sp in dd:
-        cols = dd[sp].select_columns(['transcription', 'kind', 'n_staves', 'n_voices'])
-        texts, kinds = cols['transcription'], cols['kind']
+        cols = dd[sp].select_columns(['transcription', 'kind', 'n_staves', 'n_voices', 'tune_id'])
+        texts, kinds, pieces = cols['transcription'], cols['kind'], cols['tune_id']
         n_tok = np.array([len(tok.encode(t)) for t in texts] or [0])
         sizes = np.array([im.size for im in dd[sp].select(range(min(300, len(texts))))['image']] or [(0, 0)])
         per_kind = {}
         for k in sorted(set(kinds)):
             idx = [i for i, x in enumerate(kinds) if x == k]
-            per_kind[k] = dict(excerpts=len(idx), pieces=len({dd[sp][i]['tune_id'] for i in idx[:2000]}),
+            per_kind[k] = dict(excerpts=len(idx), pieces=len({pieces[i] for i in idx}),
                                staves=dict(Counter(cols['n_staves'][i] for i in idx)),
                                voices=dict(Counter(cols['n_voices'][i] for i in idx)),
                                tokens_mean=round(float(n_tok[idx].mean()), 1), tokens_p95=int(np.percentile(n_tok[idx], 95)),
                                chars_mean=round(float(np.mean([len(texts[i]) for i in idx])), 1))
-        out[sp] = dict(excerpts=len(texts), pieces=len(set(dd[sp]['tune_id'])), kinds=per_kind,
+        out[sp] = dict(excerpts=len(texts), pieces=len(set(pieces)), kinds=per_kind,
                        sources=dict(Counter(dd[sp]['source'])),
                        tokens=dict(mean=round(float(n_tok.mean()), 1), p50=int(np.median(n_tok)), p95=int(np.percentile(n_tok, 95)),
                                    max=int(n_tok.max())),
@@ -74,8 +74,7 @@ def label_check(data_dir, n=500, split='train', seed=0):
     reads the source file? -> dict(checked, equal, examples of differences)."""
     import datasets
     import music21
-    from prepare import read_musicxml
-    from voices import label_to_musicxml
+    from voices import label_to_musicxml, read_musicxml
     ds = datasets.load_from_disk(data_dir)[split].select_columns(['transcription', 'tune_id', 'bars', 'staff_map', 'kind'])
     order = np.random.default_rng(seed).permutation(len(ds))[:n]
     order = sorted(order.tolist(), key=lambda i: ds[i]['tune_id'])  # one parse per source piece

@@ -29,6 +29,21 @@ CLEFS = ('treble', 'bass', 'alto', 'tenor', 'treble-8', 'bass-8', 'treble+8')
 # -----------------------------------------------------------------------------
 # MusicXML -> ABC (xml2abc, in this process: it is pure Python and fast, ~10 ms a chorale)
 
+def read_musicxml(path):
+    """a corpus file -> MusicXML bytes (.mxl unzipped; kern through music21's parser and writer)."""
+    if path.endswith('.krn'):
+        import music21
+        from music21.musicxml.m21ToXml import GeneralObjectExporter
+        return GeneralObjectExporter(music21.converter.parse(path)).parse()
+    if path.endswith('.mxl'):
+        import zipfile
+        z = zipfile.ZipFile(path)
+        name = next(n for n in z.namelist() if not n.startswith('META') and n.lower().endswith(('.xml', '.musicxml')))
+        return z.read(name)
+    with open(path, 'rb') as f:
+        return f.read()
+
+
 def xml_to_abc(xml_bytes):
     """MusicXML (bytes) -> xml2abc's ABC text with L:1/8 for every voice, no broken rhythms ('>'),
     no MIDI directives. xml2abc keeps its output object in a module global, so this is not thread-safe
@@ -259,6 +274,8 @@ def label_of(piece, a, b, staves, clefs, brace=None, force_clefs=False):
         # window cuts ('::' at its end) becomes an end repeat
         prev = piece['voices'][v][a - 1]['bar'] if a > 0 and a - 1 < len(piece['voices'][v]) else ''
         opener = '|: ' if prev.endswith(':') and prev != ':' else ''
+        if force_clefs and (bars[0].get('clef') or piece['clefs'].get(v)) == 'treble-8' and clefs[_staff_of(staves, v)[0]] != 'treble-8':
+            bars = [dict(bar, music=octave_down(bar['music'])) for bar in bars]
         body = ' '.join(f"{bar['music']} {_bar(bar['bar'], last=k == len(bars) - 1)}" for k, bar in enumerate(bars))
         lines.append(f'[V:{order.index(v) + 1}] {opener}{body}')
     num = {v: i + 1 for i, v in enumerate(order)}
@@ -272,6 +289,21 @@ def label_of(piece, a, b, staves, clefs, brace=None, force_clefs=False):
     return '\n'.join(head + lines)
 
 
+_PITCH = re.compile(r"([_^=]*)([A-Ga-g])([,']*)")
+
+
+def octave_down(music):
+    """every pitch of a bar's music an octave lower (c -> C, C -> C,, c' -> c). xml2abc writes a
+    treble-8 voice at its written pitch and lets the clef sound it an octave down; a kind-a label moves
+    that voice onto a bass staff, so the pitches themselves must come down."""
+    def down(m):
+        acc, letter, marks = m.groups()
+        if "'" in marks:
+            return acc + letter + marks[:-1]
+        return acc + (letter.upper() + marks if letter.islower() else letter + marks + ',')
+    return _PITCH.sub(down, music)
+
+
 def _bar(t, last):
     """bar lines in labels: '|', '||', '|]', '|:', ':|', and ':|' for a '::' the window ends on."""
     t = t.replace('[|', '||')
@@ -280,6 +312,10 @@ def _bar(t, last):
     if t.endswith(':') and last:
         return '|'
     return t if t in ('|', '||', '|]', '|:', ':|') else '|'
+
+
+def _staff_of(staves, v):
+    return next(st for st in staves if v in st)
 
 
 def label_to_musicxml(label):
