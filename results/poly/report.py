@@ -56,6 +56,14 @@ def main():
         L += [f"| {k} | {v['checked']} | {v['equal']} |" for k, v in lc['by_kind'].items()]
         if lc['differences']:
             L += ['', 'First differences: ' + '; '.join(f"{d['tune_id']} bars {d['bars']}" for d in lc['differences'])]
+        v1 = os.path.join(HERE, 'label_check_v1.json')
+        if os.path.isfile(v1):
+            o = json.load(open(v1))
+            L += ['', f"The corpus's first build (label_check_v1.json): {o['equal']} of {o['checked']}; kind a "
+                  f"{o['by_kind']['a']['equal']} of {o['by_kind']['a']['checked']}: a treble-8 tenor moved onto the "
+                  "grand staff's bass staff kept its written pitch, an octave high. Fixed (voices.octave_down, "
+                  "test_grand_staff_brings_a_treble8_tenor_down_an_octave) and rebuilt; the CPU run below trained on "
+                  "the first build (its images were engraved from those labels, so image and label agreed)."]
         L += ['']
     L += ['## The CPU run', '',
           f"`python train.py config/poly.py`: {final.get('backbone')} at {final.get('img_height')} px, "
