@@ -4,6 +4,7 @@ source item (a tune, a piece) into samples in a function of its own; this file r
 crash-proof worker processes, keeps finished shards so that an interrupted build resumes, and writes
 the DatasetDict + tokenizer + meta.json atomically (the layout of data/m21/README.md, "On disk").
 """
+import contextlib
 import json
 import os
 import pickle
@@ -199,3 +200,17 @@ def build(out_dir, jobs, splits, options, pool, columns, vocab_size=4096, num_wo
             if n == 0:
                 print(f'warning: split {sp} is empty; use more {unit}')
     return meta
+
+
+@contextlib.contextmanager
+def cli_errors(out_dir):
+    """a builder's command line: every expected failure is one line and exit 1, never a traceback."""
+    try:
+        yield
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        sys.exit(f'error: {e}')
+    except OSError as e:  # a full disk: atomic_dir has left any previous corpus in out_dir as it was
+        sys.exit(f'error: cannot write {out_dir} ({e.strerror or e}); a corpus already there is intact: free some '
+                 f'disk space and run the same command again (finished shards are kept in {out_dir}.partial)')
+    except KeyboardInterrupt:
+        sys.exit('interrupted: run the same command again to resume')

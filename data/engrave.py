@@ -10,6 +10,9 @@ import xml.etree.ElementTree as ET
 import numpy as np
 
 MEI_NS = '{http://www.music-encoding.org/ns/mei}'
+# key signature (sharps > 0, flats < 0) -> the major key that has it: how every label writes K:
+MAJOR = {-7: 'Cb', -6: 'Gb', -5: 'Db', -4: 'Ab', -3: 'Eb', -2: 'Bb', -1: 'F', 0: 'C', 1: 'G', 2: 'D', 3: 'A', 4: 'E',
+         5: 'B', 6: 'F#', 7: 'C#'}
 
 
 def midi_number(p):

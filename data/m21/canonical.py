@@ -5,15 +5,13 @@ check_agreement compares verovio's reading of the engraved label (data/engrave.p
 """
 from fractions import Fraction
 
-from engrave import compare_events, mei_events, midi_number
+from engrave import MAJOR, compare_events, mei_events, midi_number
 
 # -----------------------------------------------------------------------------
 # music21 score -> measures of plain events (everything the label and the check need)
 
 TYPE_UNITS = {'breve': Fraction(16), 'whole': Fraction(8), 'half': Fraction(4), 'quarter': Fraction(2),
               'eighth': Fraction(1), '16th': Fraction(1, 2), '32nd': Fraction(1, 4), '64th': Fraction(1, 8)}
-MAJOR = {-7: 'Cb', -6: 'Gb', -5: 'Db', -4: 'Ab', -3: 'Eb', -2: 'Bb', -1: 'F', 0: 'C', 1: 'G', 2: 'D', 3: 'A', 4: 'E',
-         5: 'B', 6: 'F#', 7: 'C#'}
 SHARP_ORDER, FLAT_ORDER = 'FCGDAEB', 'BEADGCF'
 CLEFS = {'TrebleClef': 'treble', 'BassClef': 'bass', 'AltoClef': 'alto', 'TenorClef': 'tenor'}
 

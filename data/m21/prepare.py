@@ -261,7 +261,7 @@ def main(argv=None):
     ap.add_argument('--stats', action='store_true', help='print statistics of the corpus in out_dir and exit')
     ap.add_argument('--plot', default=None, help='save a PNG of examples from the corpus in out_dir and exit')
     a = ap.parse_args(argv)
-    try:
+    with builder.cli_errors(a.out_dir):
         if a.stats or a.plot:
             if not os.path.isdir(a.out_dir):
                 raise FileNotFoundError(f'no prepared corpus in {a.out_dir}; run python data/m21/prepare.py --out_dir={a.out_dir}')
@@ -273,13 +273,6 @@ def main(argv=None):
             return
         prepare(a.out_dir, a.max_tunes, a.excerpts_per_tune, a.seed, a.no_essen, a.num_workers, a.vocab_size,
                 [s for s in a.sources.split(',') if s])
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
-        sys.exit(f'error: {e}')
-    except OSError as e:  # a full disk: atomic_dir has left any previous corpus in out_dir as it was
-        sys.exit(f'error: cannot write {a.out_dir} ({e.strerror or e}); a corpus already there is intact: free some '
-                 f'disk space and run the same command again (finished shards are kept in {a.out_dir}.partial)')
-    except KeyboardInterrupt:
-        sys.exit('interrupted: run the same command again to resume')
 
 if __name__ == '__main__':
     main()

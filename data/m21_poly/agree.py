@@ -13,7 +13,6 @@ from fractions import Fraction
 
 MEI = '{http://www.music-encoding.org/ns/mei}'
 ACCID = {'s': 1, 'f': -1, 'n': 0, 'ss': 2, 'x': 2, 'ff': -2, 'ns': 1, 'nf': -1}
-ALTER_TO_ACCID = {1: 's', -1: 'f', 0: 'n', 2: 'x', -2: 'ff'}
 
 
 def _pitch_mei(n):
@@ -140,7 +139,7 @@ def label_counts(label):
     for line in label.splitlines():
         m = re.match(r'\[V:(\d+)\]\s*(.*)', line)
         if m:
-            toks = [t for t in _COUNT.finditer(m.group(2)) if not t.group().startswith('[V')]
+            toks = list(_COUNT.finditer(m.group(2)))
             bars = sum(1 for t in toks if t.lastgroup == 'bar' and t.group() != '|:')
             out[int(m.group(1))] = (bars, sum(1 for t in toks if t.lastgroup != 'bar'))
     return out

@@ -127,7 +127,7 @@ def process_piece(job):
         return samples, skips
     chorale = SOURCES[src] == 'chorale' and len(staves) == 4 and all(len(st) == 1 for st in staves)
     n_bars = max(len(b) for b in piece['voices'].values())
-    for k, (a, b) in enumerate(windows(n_bars, rng, max_excerpts)):
+    for a, b in windows(n_bars, rng, max_excerpts):
         kind = ('a' if rng.random() < 0.5 else 'b') if chorale else \
             'b' if SOURCES[src] == 'quartet' and len(staves) == 4 else 'c'
         layout, margin = sample_layout(rng), int(rng.integers(6, 20))
@@ -162,7 +162,7 @@ def process_piece(job):
         img.save(buf, format='PNG')
         samples.append(dict(image=buf.getvalue(), transcription=label, source=src, tune_id=rel, font=layout['font'],
                             kind=kind, n_staves=len(st), n_voices=sum(len(s) for s in st), bars=f'{a}-{b}',
-                            staff_map=staff_map, excerpt=k))
+                            staff_map=staff_map))
     if not samples and not skips:
         skip('piece: fewer than 2 bars')
     return samples, skips
@@ -209,7 +209,7 @@ def main(argv=None):
     ap.add_argument('--label_check', type=int, default=0, metavar='N',
                     help='compare N labels (abc2xml -> music21) with their source excerpts, print JSON and exit')
     a = ap.parse_args(argv)
-    try:
+    with builder.cli_errors(a.out_dir):
         if a.stats or a.plot or a.label_check:
             import report
             if not os.path.isdir(a.out_dir):
@@ -224,13 +224,6 @@ def main(argv=None):
             return
         prepare(a.out_dir, [s for s in a.sources.split(',') if s], a.max_pieces_per_source, a.excerpts_per_piece,
                 a.seed, a.num_workers, a.vocab_size)
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
-        sys.exit(f'error: {e}')
-    except OSError as e:
-        sys.exit(f'error: cannot write {a.out_dir} ({e.strerror or e}); free some disk space and run the same '
-                 f'command again (finished shards are kept in {a.out_dir}.partial)')
-    except KeyboardInterrupt:
-        sys.exit('interrupted: run the same command again to resume')
 
 
 if __name__ == '__main__':

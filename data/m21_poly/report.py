@@ -13,7 +13,7 @@ from fractions import Fraction
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-for _p in (os.path.dirname(os.path.dirname(HERE)), HERE):
+for _p in (os.path.dirname(os.path.dirname(HERE)), os.path.dirname(HERE), HERE):  # repo, data/, this folder
     if _p not in sys.path:
         sys.path.insert(0, _p)
 

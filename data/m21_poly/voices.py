@@ -18,8 +18,8 @@ import io
 import re
 from fractions import Fraction
 
-MAJOR = {-7: 'Cb', -6: 'Gb', -5: 'Db', -4: 'Ab', -3: 'Eb', -2: 'Bb', -1: 'F', 0: 'C', 1: 'G', 2: 'D', 3: 'A', 4: 'E',
-         5: 'B', 6: 'F#', 7: 'C#'}
+from engrave import MAJOR  # data/engrave.py, shared with the one-line corpus
+
 TONIC = {'C': 0, 'G': 1, 'D': 2, 'A': 3, 'E': 4, 'B': 5, 'F#': 6, 'C#': 7, 'F': -1, 'Bb': -2, 'Eb': -3, 'Ab': -4,
          'Db': -5, 'Gb': -6, 'Cb': -7, 'G#': 8, 'D#': 9, 'A#': 10, 'Fb': -8}
 MODE_SHIFT = {'maj': 0, 'ion': 0, 'min': -3, 'm': -3, 'aeo': -3, 'dor': -2, 'phr': -4, 'lyd': 1, 'mix': -1, 'loc': -5}
