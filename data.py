@@ -211,12 +211,13 @@ class OMRDataset(torch.utils.data.Dataset):
     but there is no reason to move 3x the bytes around before collate stacks the batch."""
 
     def __init__(self, data_dir, split, tokenizer, img_height=224, max_width=2048, max_len=None,
-                 augment=False, seed=0, cache=False, exclude_fonts=()):
+                 augment=False, shape=False, seed=0, cache=False, exclude_fonts=()):
         import datasets
         # a list of prepared dirs = one mixed corpus (train.py's data_mix): their splits end to end
         dirs = [data_dir] if isinstance(data_dir, (str, os.PathLike)) else list(data_dir)
         self.data_dir, self.split, self.tokenizer = str(dirs[0]), split, tokenizer  # the cache lives in the first
         self.img_height, self.max_width, self.augment, self.seed = img_height, max_width, augment, seed
+        self.shape = shape  # with augment: images.shape_augment too (glyph shapes, for unseen fonts)
         self.epoch = 0
         self._pixels = None  # the decoded-image cache (see cache_images), a memory-mapped uint8 array
         ds = load_split(dirs[0], split)
@@ -329,7 +330,7 @@ class OMRDataset(torch.utils.data.Dataset):
         x = torch.from_numpy(arr).unsqueeze(0).float().div_(255.0)  # (1, H, W)
         if self.augment:
             g = torch.Generator().manual_seed(hash((self.seed, self.epoch, row)) & 0x7FFF_FFFF_FFFF_FFFF)
-            x = images.augment_image(x, g)
+            x = images.augment_image(x, g, shape=self.shape, max_width=self.max_width)
         return dict(image=x.expand(3, -1, -1), ids=self.tokenizer.encode(text), text=text, index=row)
 
     def widths(self):

@@ -58,7 +58,7 @@ def preprocess(im, img_height, max_width):
     return np.array(resize_to_height(im, img_height, max_width), dtype=np.uint8)  # writable copy
 
 
-def augment_image(x, g):
+def augment_image(x, g, shape=False, max_width=None):
     """Light, label-preserving augmentation of a (1, H, W) float image in [0, 1] (ink dark, paper 1.0).
 
     Written in torch so it runs in DataLoader workers without extra deps. `g` is a torch.Generator:
@@ -69,9 +69,12 @@ def augment_image(x, g):
       - contrast: ink darkness scaled by 0.6-1.0 (faint print);
       - Gaussian blur, sigma 0.3-1.0 px (soft focus, low-res scans);
       - additive Gaussian noise, sigma up to 0.04 (sensor noise).
-    We work on ink = 1 - x so that zero padding (grid_sample, conv) means white paper."""
+    We work on ink = 1 - x so that zero padding (grid_sample, conv) means white paper.
+    shape=True first changes the glyphs themselves (shape_augment), for engravers never trained on."""
     u = lambda: torch.rand((), generator=g).item()
     ink = (1.0 - x).unsqueeze(0)  # (1, 1, H, W)
+    if shape:
+        ink = shape_augment(ink, g, max_width)
     _, _, H, W = ink.shape
     if u() < 0.5:
         a = math.radians((2 * u() - 1) * 0.5)
@@ -94,3 +97,44 @@ def augment_image(x, g):
     if u() < 0.5:
         ink = ink + torch.randn(ink.shape, generator=g) * (0.04 * u())
     return (1.0 - ink.squeeze(0)).clamp_(0.0, 1.0)  # (1, H, W)
+
+
+def shape_augment(ink, g, max_width=None):
+    """Change what the glyphs look like, not what they mean: a (1, 1, H, W) ink image (paper 0) -> the
+    same music as another engraver might draw it. A model that has seen four fonts otherwise learns
+    their exact note heads, clefs and stem weights, and reads a fifth font at 2.5x the error (the
+    held-out-font run in reader/README.md). Each effect fires with probability 1/2:
+      - stroke weight, separately across and along the staff: ink blended with a 1x3 (thicker stems and
+        bar lines) or 3x1 (thicker staff lines and beams) grey dilation (up to 70%) or erosion (up to 50%);
+      - an elastic warp (Simard et al. 2003): a smooth random displacement, coarse noise on an
+        ~8-px grid upsampled bicubically, at most ~1.5 px across and ~0.6 px up or down; a pitch step
+        is half a staff space, ~4 px at 64 px high, so no note changes its line or space;
+      - width: the whole line stretched or squeezed by up to 10% (fonts differ in glyph widths and
+        spacing); the height, and so every staff position, is kept."""
+    u = lambda: torch.rand((), generator=g).item()
+    _, _, H, W = ink.shape
+    for k in ((1, 3), (3, 1)):  # (kh, kw) of the structuring element
+        if u() < 0.5:
+            t = 1.2 * u() - 0.5  # > 0 bolder (up to 70%), < 0 thinner (up to 50%: faint lines must survive)
+            pad = (k[1] // 2, k[1] // 2, k[0] // 2, k[0] // 2)
+            if t > 0:
+                other = F.max_pool2d(F.pad(ink, pad), k, stride=1)  # grey dilation
+            else:
+                other = -F.max_pool2d(F.pad(-ink, pad, value=-1.0), k, stride=1)  # grey erosion
+            ink = ink + abs(t) * (other - ink)
+    if u() < 0.5:
+        gh, gw = max(2, H // 8), max(2, W // 8)
+        noise = torch.rand(1, 2, gh, gw, generator=g) * 2 - 1  # (1, 2, gh, gw) in [-1, 1]
+        disp = F.interpolate(noise, size=(H, W), mode="bicubic", align_corners=True)  # (1, 2, H, W) smooth
+        amp = u()
+        # pixels -> grid_sample's [-1, 1] units: 1 px is 2/W across and 2/H down
+        dx = disp[:, 0] * (1.5 * amp * 2 / W)
+        dy = disp[:, 1] * (0.6 * amp * 2 / H)
+        ys = torch.linspace(-1 + 1 / H, 1 - 1 / H, H).view(1, H, 1).expand(1, H, W)
+        xs = torch.linspace(-1 + 1 / W, 1 - 1 / W, W).view(1, 1, W).expand(1, H, W)
+        grid = torch.stack((xs + dx, ys + dy), dim=-1)  # (1, H, W, 2), (x, y) order
+        ink = F.grid_sample(ink, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if u() < 0.5:
+        W2 = min(max(8, round(W * (0.9 + 0.2 * u()))), max_width or W * 2)  # never past max_width
+        ink = F.interpolate(ink, size=(H, W2), mode="bilinear", align_corners=False, antialias=W2 < W)
+    return ink.clamp_(0.0, 1.0)

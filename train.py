@@ -67,6 +67,7 @@ img_height = 224
 max_width = 2048  # wider images are scaled down to this width
 num_workers = 4  # DataLoader worker processes (0 = load in the main process)
 augment = False  # data.py's light augmentation (blur, noise, small rotation, contrast)
+augment_shape = False  # with augment: also stroke weight, elastic warp and width (images.shape_augment)
 cache_images = False  # decode + resize every image once into data_dir/cache/ (a memory map): no PNG work per step
 holdout_font = None  # e.g. 'Petaluma': train and val never see this engraving font; final_eval scores it apart
 tokenizer_vocab = 0  # 0 = data_dir's tokenizer; > 0 = train a BPE of this size on the train labels into out_dir
@@ -213,7 +214,7 @@ try:  # a missing dir fails in load_split, with the command that prepares it
     dataset_kw = dict(tokenizer=tokenizer, img_height=img_height, max_width=max_width, max_len=max_seq_len,
                       cache=cache_images)
     no_font = (holdout_font,) if holdout_font else ()
-    train_ds = data.OMRDataset(data_dirs, 'train', augment=augment, seed=seed, exclude_fonts=no_font, **dataset_kw)
+    train_ds = data.OMRDataset(data_dirs, 'train', augment=augment, shape=augment_shape, seed=seed, exclude_fonts=no_font, **dataset_kw)
     val_ds = data.OMRDataset(data_dirs, 'val', exclude_fonts=no_font, **dataset_kw)
     test_ds = data.OMRDataset(data_dirs, 'test', **dataset_kw)  # every font: final_eval scores each one
 except (FileNotFoundError, ValueError) as e:

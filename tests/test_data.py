@@ -262,6 +262,45 @@ def test_augmentation(tiny_corpus, tok):
     assert sum(not torch.equal(before[i], aug[i]["image"]) for i in range(6)) >= 4
 
 
+def test_shape_augmentation_keeps_staff_positions():
+    # a staff of 5 one-pixel lines, 6 px apart, and a 2-px-wide stem: ink 1, paper 0
+    ink = torch.zeros(1, 1, 48, 200)
+    rows = [12, 18, 24, 30, 36]
+    ink[..., rows, :] = 1.0
+    ink[..., 10:40, 100:102] = 1.0
+    seen_w, bolder, thinner = set(), 0, 0
+    for s in range(40):
+        g = torch.Generator().manual_seed(s)
+        out = images.shape_augment(ink.clone(), g, max_width=210)
+        assert out.shape[:3] == (1, 1, 48) and 180 <= out.shape[-1] <= 210  # height kept, width +-10%
+        assert 0.0 <= out.min() and out.max() <= 1.0
+        assert torch.equal(out, images.shape_augment(ink.clone(), torch.Generator().manual_seed(s), max_width=210))
+        seen_w.add(out.shape[-1])
+        # every staff line stays on its row: the profile's peaks do not move (a pitch would change)
+        profile = out[0, 0, :, :90].mean(1)  # (48,), left of the stem
+        for r in rows:
+            band = profile[r - 3:r + 4]  # the line and its neighbourhood up to half a space away
+            centre = (band * torch.arange(r - 3, r + 4)).sum() / band.sum()
+            assert abs(centre.item() - r) < 0.5 and band.max() > 0.25, (s, r, centre)
+        mass = out.sum().item() * 200 / out.shape[-1]
+        bolder += mass > ink.sum().item() * 1.05
+        thinner += mass < ink.sum().item() * 0.95
+    assert len(seen_w) > 3 and bolder > 3 and thinner > 3  # widths and stroke weights really vary
+
+
+def test_shape_augmentation_in_dataset(tiny_corpus, tok):
+    light = data.OMRDataset(tiny_corpus, "train", tok, img_height=48, augment=True, seed=3)
+    shaped = data.OMRDataset(tiny_corpus, "train", tok, img_height=48, augment=True, shape=True, seed=3,
+                             max_width=400)
+    differ = 0
+    for i in range(6):
+        y = shaped[i]["image"]
+        assert y.shape[1] == 48 and y.shape[2] <= 400 and torch.equal(y, shaped[i]["image"])
+        x = light[i]["image"]
+        differ += x.shape != y.shape or (x - y).abs().mean().item() > 1e-3
+    assert differ >= 4
+
+
 # -----------------------------------------------------------------------------
 # errors
 

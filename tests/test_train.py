@@ -341,12 +341,17 @@ def test_holdout_font_run_scores_it_apart(recipe_corpus, tmp_path):
     fonts = list(load_split(recipe_corpus, 'test')['font'])
     font = max(set(fonts), key=fonts.count)
     p = train(f'--data_dir={recipe_corpus}', f'--out_dir={tmp_path}', *RECIPE, f'--holdout_font={font}',
-              '--max_iters=1', '--eval_test_samples=-1')
+              '--max_iters=1', '--eval_test_samples=-1', '--augment=True', '--augment_shape=True')
     assert f'held-out font {font}' in p.stdout
     with open(os.path.join(tmp_path, 'final_eval.json')) as f:
         final = json.load(f)
     assert final['holdout_font'] == font and final['holdout']['holdout_font']['n'] == fonts.count(font)
     assert final['holdout'].get('seen_fonts', {'n': 0})['n'] == len(fonts) - fonts.count(font)
+    # results/holdout/report.py prints the run's own unseen/seen ratio
+    out = subprocess.run([sys.executable, os.path.join(ROOT, 'results', 'holdout', 'report.py'), str(tmp_path)],
+                         capture_output=True, text=True, check=True).stdout
+    h = final['holdout']
+    assert f"**{h['holdout_font']['ser'] / h['seen_fonts']['ser']:.2f}×**" in out.splitlines()[2]
 
 
 def test_max_samples_sets_max_iters(tiny_corpus, tmp_path):

@@ -1,0 +1,41 @@
+"""
+results/holdout/report.py: the held-out-font runs side by side, as a markdown table. Every number is
+read back from each run's final_eval.json (train.py with holdout_font=...); nothing is typed in.
+
+    python results/holdout/report.py out-hold-light out-hold-shape > results/holdout.md
+"""
+import json
+import os
+import sys
+
+
+def pct(x):
+    return f'{100 * x:.1f}%'
+
+
+def rows(run):
+    with open(os.path.join(run, 'final_eval.json')) as f:
+        ev = json.load(f)
+    with open(os.path.join(run, 'log.jsonl')) as f:
+        samples = [json.loads(line) for line in f if line.strip()][-1]['samples_seen']
+    h = ev['holdout']
+    font = ev['holdout_font']
+    for dec, pick in (('attention', lambda d: d), ('CTC', lambda d: d['ctc'])):
+        seen, unseen = pick(h['seen_fonts']), pick(h['holdout_font'])
+        ratio = f"**{unseen['ser'] / seen['ser']:.2f}×**" if seen['ser'] > 0 else '–'
+        yield (f"| {os.path.basename(run.rstrip('/'))} | {dec} | {ev['iters']} | {samples:,} | "
+               f"{pct(seen['ser'])} (n={seen['n']}) | {pct(unseen['ser'])} (n={unseen['n']}, {font}) | "
+               f"{ratio} | {pct(seen['seq_acc'])} | {pct(unseen['seq_acc'])} |")
+
+if __name__ == '__main__':
+    runs = sys.argv[1:]
+    if not runs:
+        sys.exit('usage: python results/holdout/report.py RUN_DIR [RUN_DIR ...]')
+    print('| run | decoding | steps | samples | SER, seen fonts | SER, unseen font | unseen / seen | exact, seen | exact, unseen |')
+    print('|---|---|---:|---:|---:|---:|---:|---:|---:|')
+    for run in runs:
+        try:
+            for line in rows(run):
+                print(line)
+        except (OSError, KeyError, ValueError) as e:
+            sys.exit(f'report.py: {run}: no held-out-font final_eval.json ({type(e).__name__}: {e})')
