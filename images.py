@@ -130,11 +130,13 @@ def shape_augment(ink, g, max_width=None):
         # pixels -> grid_sample's [-1, 1] units: 1 px is 2/W across and 2/H down
         dx = disp[:, 0] * (1.5 * amp * 2 / W)
         dy = disp[:, 1] * (0.6 * amp * 2 / H)
-        ys = torch.linspace(-1 + 1 / H, 1 - 1 / H, H).view(1, H, 1).expand(1, H, W)
-        xs = torch.linspace(-1 + 1 / W, 1 - 1 / W, W).view(1, 1, W).expand(1, H, W)
-        grid = torch.stack((xs + dx, ys + dy), dim=-1)  # (1, H, W, 2), (x, y) order
+        # the identity sampling grid (1, H, W, 2) in (x, y) order, plus the displacement
+        grid = F.affine_grid(torch.eye(2, 3).unsqueeze(0), ink.shape, align_corners=False)
+        grid = grid + torch.stack((dx, dy), dim=-1)
         ink = F.grid_sample(ink, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if u() < 0.5:
-        W2 = min(max(8, round(W * (0.9 + 0.2 * u()))), max_width or W * 2)  # never past max_width
+        W2 = max(8, round(W * (0.9 + 0.2 * u())))
+        if max_width:
+            W2 = min(W2, max_width)  # never past the model's max_width
         ink = F.interpolate(ink, size=(H, W2), mode="bilinear", align_corners=False, antialias=W2 < W)
     return ink.clamp_(0.0, 1.0)

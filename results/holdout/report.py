@@ -27,6 +27,7 @@ def rows(run):
                f"{pct(seen['ser'])} (n={seen['n']}) | {pct(unseen['ser'])} (n={unseen['n']}, {font}) | "
                f"{ratio} | {pct(seen['seq_acc'])} | {pct(unseen['seq_acc'])} |")
 
+
 if __name__ == '__main__':
     runs = sys.argv[1:]
     if not runs:
