@@ -135,12 +135,12 @@ def prepare_command(data_dir):
     if "pdmx" in data_dir.lower():
         return f"python data/pdmx_synth/prepare.py --out_dir={data_dir}"
     if os.path.basename(os.path.normpath(data_dir)) == "quick":
-        return f"python data/m21/prepare.py --out_dir={data_dir} --max_tunes=600"
+        return f"python data/m21/prepare.py --out_dir={data_dir} --max_tunes=1000"
     return f"python data/m21/prepare.py --out_dir={data_dir}"
 
 
 def prepare_missing(data_dir, prepare_args):
-    """Build a missing data_dir with data/m21/prepare.py and these arguments ('--max_tunes=600');
+    """Build a missing data_dir with data/m21/prepare.py and these arguments ('--max_tunes=1000');
     RuntimeError with one line if that fails."""
     import shlex
     import subprocess

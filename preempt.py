@@ -1,5 +1,5 @@
 """
-preempt.py: the cluster's warning before it kills a job, caught. SLURM sends SIGTERM on scancel and
+preempt.py: stopping a run in time. The cluster's warning before it kills a job, caught. SLURM sends SIGTERM on scancel and
 preemption, and the signal of --signal=USR1@120 that long before its time limit; torchrun forwards
 SIGTERM to every rank. train.py calls install() once; after each optimizer step its loop asks
 stop_flags(), and on a signal it writes ckpt_last and exits with EXIT_CODE, so a requeued job resumes
@@ -7,6 +7,10 @@ stop_flags(), and on a signal it writes ckpt_last and exits with EXIT_CODE, so a
 
 The handler only records the signal: the step in flight finishes (no half-applied update, no
 collective left waiting), and the loop decides at a point where every rank is.
+
+A time box (max_time_minutes) stops the loop too. On a machine slower than the one a recipe was sized
+on, that would cut the learning-rate schedule short, mid-cosine; with fit_to_time, train.py asks
+fit_iters() after a few measured steps for the number of steps that will fit, and shortens the run.
 """
 
 import signal
@@ -50,3 +54,19 @@ def stop_flags(time_up, device, ddp):
     flag = torch.tensor([float(time_up), float(received() is not None)], device=device)
     dist.broadcast(flag, 0)
     return bool(flag[0].item()), bool(flag[1].item())
+
+
+def fit_iters(iter_num, max_iters, step_s, eval_s, eval_interval, seconds_left, device='cpu', ddp=False,
+              spare=0.05):
+    """max_iters, or fewer: the last iteration reachable in seconds_left (less `spare` of it) at step_s
+    seconds a step, plus an eval of eval_s seconds every eval_interval steps and one at the end.
+    Rank 0's answer on every rank: the ranks' clocks differ a little, their schedules must not."""
+    budget = (1 - spare) * seconds_left - eval_s  # the final eval is paid for first
+    cost = step_s + eval_s / eval_interval  # one step, and its share of the evals on the way
+    fit = min(max_iters, iter_num + max(1, int(budget / cost)))
+    if ddp:
+        import torch.distributed as dist
+        t = torch.tensor([fit], dtype=torch.int64, device=device)
+        dist.broadcast(t, 0)
+        fit = int(t.item())
+    return fit

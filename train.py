@@ -42,7 +42,7 @@ from model import build_model, plugin_args
 # I/O
 out_dir = 'out'
 data_dir = 'data/m21/full'
-prepare_args = None  # e.g. '--max_tunes=600': if data_dir is missing, build it with data/m21/prepare.py and these args
+prepare_args = None  # e.g. '--max_tunes=1000': if data_dir is missing, build it with data/m21/prepare.py and these args
 data_mix = ''  # e.g. 'data/m21/full': more prepared dirs (comma-separated) whose splits join data_dir's; needs tokenizer_vocab
 eval_interval = 500  # iterations between evals (and ckpt_last saves)
 log_interval = 1
@@ -52,6 +52,7 @@ eval_test_samples = -1  # test images decoded at the end for final_eval.json (-1
 always_save_checkpoint = True  # write ckpt_last at every eval (ckpt_best is written whenever val loss improves)
 init_from = 'scratch'  # 'scratch', 'resume' (continue out_dir/ckpt_last exactly), 'auto' (resume if out_dir has one)
 max_time_minutes = 0.0  # > 0: stop cleanly (eval + ckpt_last) once this many minutes have passed since launch
+fit_to_time = False  # with max_time_minutes: after 20 steps, shorten max_iters (and the lr schedule) to what fits
 nan_loss = 'skip'  # a step with inf/NaN gradients: 'skip' it (no update, a warning) or 'stop' the run
 # wandb logging (optional, imported only when on)
 wandb_log = False
@@ -279,6 +280,9 @@ else:
     if why:
         die(f"{ckpt_dir} was trained with {why}; resume with the run's own config, or start a new out_dir")
     iter_num, best_val_loss, elapsed_before = ckpt_state['iter_num'], ckpt_state['best_val_loss'], ckpt_state.get('elapsed_s', 0)
+fitted = (ckpt_state or {}).get('fitted')  # (max_iters, lr_decay_iters) that fit_to_time chose: a resume keeps them
+if fitted:
+    max_iters, lr_decay_iters = fitted
 model.to(device)
 if channels_last:
     model.to_channels_last()
@@ -327,6 +331,7 @@ def save(names, elapsed_s, record=None):
             dist.all_gather_object(rng, mine)  # every process's own random stream, in rank order
         state = dict(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), rng=rng, iter_num=iter_num,
                      epoch=iter_num // iters_per_epoch, window=window, best_val_loss=best_val_loss, elapsed_s=elapsed_s,
+                     fitted=fitted,
                      data_position=dict(epoch=iter_num // iters_per_epoch, iter_in_epoch=iter_num % iters_per_epoch))
     if master_process:
         meta = dict(model_args=raw_model.config.__dict__, train_config=config, iter_num=iter_num, best_val_loss=best_val_loss,
@@ -384,12 +389,14 @@ batches = (data.to_device(b, device) for b in data.train_loader(
 resume_iter = iter_num if init_from == 'resume' else -1  # that eval is already in the log and the checkpoint
 t0 = t_start = time.time()
 local_iter_num, running_mfu = 0, -1.0  # local_iter_num: iterations in the lifetime of this process
+steps_s = eval_s = 0.0  # seconds in this process's steps so far, and in its latest eval (for fit_to_time)
 window = (ckpt_state or {}).get('window') or dict(loss=0.0, n=0, samples=0, time=0.0)  # since the last eval
 stop = preempted = False
 while True:
 
     # evaluate the loss on val, write checkpoints (also on the last iteration and on a time stop)
     if (iter_num % eval_interval == 0 or iter_num >= max_iters or stop) and iter_num != resume_iter:
+        t_eval = time.time()
         val_loss, scores, rows = evaluate(raw_model, val_ds, eval_iters, eval_decode_samples)
         improved = math.isfinite(val_loss) and val_loss < best_val_loss  # a NaN model is never the best
         best_val_loss = min(best_val_loss, val_loss)
@@ -413,6 +420,7 @@ while True:
         if ddp:
             dist.barrier()  # nobody reads a checkpoint that is still being written
         t0 = time.time()  # don't count eval time in the next iteration
+        eval_s = t0 - t_eval
     elif preempted:  # off the eval grid: no eval (it would change the RNG stream), so a resume continues exactly
         save(['ckpt_last'], elapsed_before + time.time() - t_start)
     if iter_num >= max_iters or stop or preempted:
@@ -453,6 +461,18 @@ while True:
               f"{samples_per_iter / dt:.1f} samples/s, mfu {mfu_str}, mem {step.peak_mem_mb(device_type):.0f} MiB", flush=True)
     iter_num += 1
     local_iter_num += 1
+    steps_s += dt
+
+    # a slower machine than the recipe's: end the cosine in time instead of being cut off mid-schedule
+    if fit_to_time and max_time_minutes > 0 and not fitted and local_iter_num == 20:
+        fit = preempt.fit_iters(iter_num, max_iters, steps_s / local_iter_num, eval_s, eval_interval,
+                                60 * max_time_minutes - (time.time() - t_launch), device, ddp)
+        if fit < max_iters and master_process:
+            print(f"fit_to_time: {steps_s / local_iter_num:.2f}s a step, {max_iters} steps would not fit in "
+                  f"max_time_minutes={max_time_minutes}: max_iters {fit}, the lr schedule with it")
+        lr_decay_iters = fit if lr_decay_iters == max_iters else min(lr_decay_iters, fit)
+        max_iters = fit
+        fitted = (max_iters, lr_decay_iters)
 
     # time-boxed runs stop cleanly (eval + ckpt_last at the top of the loop); a cluster's signal saves
     # ckpt_last and exits (preempt.py). Rank 0's clock and signal decide for all ranks

@@ -379,3 +379,18 @@ def test_cli_bench_and_bad_name():
     bad = run("--bench", "--names", "resnet5")
     assert bad.returncode != 0 and bad.stderr.strip().startswith("error: unknown backbone")
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_cnn_line_relu_is_cnn_line_with_relu():
+    """The quick start's encoder: cnn_line's parameters, name for name, so one state dict loads into
+    both; only the activation differs, which changes the features."""
+    gelu, relu = B.build_backbone('cnn_line'), B.build_backbone('cnn_line_relu')
+    assert {k: v.shape for k, v in gelu.state_dict().items()} == {k: v.shape for k, v in relu.state_dict().items()}
+    relu.load_state_dict(gelu.state_dict())
+    acts = {type(m).__name__ for m in relu.modules()} & {'GELU', 'ReLU'}
+    assert acts == {'ReLU'}
+    gelu.eval(), relu.eval()
+    x = torch.rand(1, 3, 64, 128)
+    with torch.no_grad():
+        a, b = gelu(x), relu(x)
+    assert a.shape == b.shape == (1, 128, 4, 16) and not torch.allclose(a, b)

@@ -342,7 +342,7 @@ def test_rgba_transparent_becomes_white(tmp_path, tok):
 
 
 def test_missing_dataset_names_prepare_command(tmp_path, tok):
-    with pytest.raises(FileNotFoundError, match=r"python data/m21/prepare.py --out_dir=.*quick --max_tunes=600"):
+    with pytest.raises(FileNotFoundError, match=r"python data/m21/prepare.py --out_dir=.*quick --max_tunes=1000"):
         data.load_split(str(tmp_path / "quick"), "train")
     with pytest.raises(FileNotFoundError, match=r"python data/pdmx_synth/prepare.py"):
         data.OMRDataset(str(tmp_path / "pdmx_synth"), "train", tok)

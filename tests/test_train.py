@@ -361,3 +361,28 @@ def test_max_samples_sets_max_iters(tiny_corpus, tmp_path):
               '--eval_test_samples=1')
     assert ', max_iters 2 (' in p.stdout  # ceil(6 / (2 x 2 images per step))
     assert [r['iter'] for r in read_log(out)] == [0, 2]
+
+
+def test_fit_iters_arithmetic():
+    """preempt.fit_iters: the steps left at the measured speed, evals included, 5% to spare."""
+    import preempt
+    assert preempt.fit_iters(20, 1100, 0.5, 5.0, 300, 1000.0) == 1100  # 945 s buy 1,829 steps: all fit
+    assert preempt.fit_iters(20, 1100, 1.0, 10.0, 100, 500.0) == 20 + 422  # (475 - 10) / (1 + 0.1)
+    assert preempt.fit_iters(20, 1100, 1.0, 10.0, 100, -5.0) == 21  # the clock has run out: one more step
+
+
+def test_fit_to_time_ends_the_schedule_and_resume_keeps_it(tiny_corpus, tmp_path):
+    """A run that cannot reach max_iters in max_time_minutes shortens itself after 20 steps, so its lr
+    still decays to min_lr instead of being cut off at the peak; a resume keeps the shortened schedule."""
+    out = str(tmp_path / 'run')
+    args = [f'--data_dir={tiny_corpus}', f'--out_dir={out}', '--max_iters=100000', '--warmup_frac=0',
+            '--eval_interval=1000000', '--eval_test_samples=1', '--fit_to_time=True']
+    p = train(*args, '--max_time_minutes=0.2')
+    fit = int(re.search(r'^fit_to_time: .* max_iters (\d+),', p.stdout, re.M)[1])
+    lines = iter_lines(p.stdout)
+    assert 20 < fit < 100000 and max(lines) < fit
+    lr_end = lines[max(lines)][1]
+    assert lr_end < 1e-4 + 0.05 * (1e-3 - 1e-4), lr_end  # tiny_test: learning_rate 1e-3, min_lr 1e-4
+    train(*args, '--init_from=resume', '--max_time_minutes=0')  # no clock now: it still ends at the fit
+    with open(os.path.join(out, 'final_eval.json')) as f:
+        assert json.load(f)['iters'] == fit

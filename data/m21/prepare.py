@@ -13,7 +13,7 @@ disagree, and check_agreement proves verovio read the label the way we meant it.
 
 Usage:
     python data/m21/prepare.py                                          # full corpus -> data/m21/full
-    python data/m21/prepare.py --out_dir=data/m21/quick --max_tunes=600 # quick-start corpus
+    python data/m21/prepare.py --out_dir=data/m21/quick --max_tunes=1000 # quick-start corpus
 music21 is needed here only; training reads the saved DatasetDict.
 
 The label side (music21 -> measures -> canonical ABC, and what the label says in MEI terms) is in
