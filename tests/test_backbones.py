@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 REF = json.loads((Path(__file__).parent / "timm_backbones.json").read_text())["backbones"]
 STUDY = ["resnet50", "efficientnet_b0", "convnext_tiny", "vit_small", "deit_small", "swin_tiny",
          "mobilevit_small"]
-ALL = STUDY + ["cnn_tiny", "cnn_line"]
+ALL = STUDY + ["cnn_tiny", "cnn_line", "cnn_line_relu"]
 
 torch.set_num_threads(1)  # small inputs: one thread is as fast, and immune to busy neighbours
 
