@@ -7,7 +7,7 @@ are compared in the backbone study, plus a tiny CNN for the 2-core CPU quick sta
     name             paper                        timm name (weights)            C     s
     cnn_tiny         (ours, CPU tests)            -                              256   16
     cnn_line         (ours, the CPU reader)       -                              128   16 (8 in W)
-    cnn_line_relu    cnn_line with ReLU: the CPU quick start, ~10% faster to train on a CPU
+    cnn_line_relu    cnn_line with ReLU: the CPU quick start, ~9% faster to train on a CPU
     resnet50         He et al. 2016               resnet50                       2048  32
     efficientnet_b0  Tan & Le 2019                efficientnet_b0                1280  32
     convnext_tiny    Liu et al. 2022              convnext_tiny                  768   32
@@ -757,7 +757,7 @@ class MobileViTSmall(Backbone):
 BACKBONES = {
     "cnn_tiny": CNNTiny,
     "cnn_line": CNNLine,
-    # the same net with ReLU: on a CPU without AVX-512, GELU's erf was 14% of a training step
+    # the same net with ReLU: GELU's erf costs a CPU ~9% of a training step (results/quickstart_levers/)
     "cnn_line_relu": functools.partial(CNNLine, act=nn.ReLU),
     "resnet50": ResNet50,
     "efficientnet_b0": EfficientNetB0,

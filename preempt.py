@@ -1,9 +1,9 @@
 """
-preempt.py: stopping a run in time. The cluster's warning before it kills a job, caught. SLURM sends SIGTERM on scancel and
-preemption, and the signal of --signal=USR1@120 that long before its time limit; torchrun forwards
-SIGTERM to every rank. train.py calls install() once; after each optimizer step its loop asks
-stop_flags(), and on a signal it writes ckpt_last and exits with EXIT_CODE, so a requeued job resumes
-(init_from='auto') where this one stopped.
+preempt.py: stopping a run in time. The cluster's warning before it kills a job, caught. SLURM sends
+SIGTERM on scancel and preemption, and the signal of --signal=USR1@120 that long before its time
+limit; torchrun forwards SIGTERM to every rank. train.py calls install() once; after each optimizer
+step its loop asks stop_flags(), and on a signal it writes ckpt_last and exits with EXIT_CODE, so a
+requeued job resumes (init_from='auto') where this one stopped.
 
 The handler only records the signal: the step in flight finishes (no half-applied update, no
 collective left waiting), and the loop decides at a point where every rank is.
@@ -48,12 +48,18 @@ def stop_flags(time_up, device, ddp):
     """(time_up, signalled) as rank 0 sees them, on every rank: rank 0 decides and broadcasts it, so
     all ranks leave the loop at the same iteration and none hangs in a collective. Single process:
     no tensor, no sync."""
+    time_up, signalled = _rank0([time_up, received() is not None], device, ddp)
+    return bool(time_up), bool(signalled)
+
+
+def _rank0(values, device, ddp):
+    """Rank 0's numbers on every rank (one broadcast); single process: the numbers as they are."""
     if not ddp:
-        return time_up, received() is not None
+        return values
     import torch.distributed as dist
-    flag = torch.tensor([float(time_up), float(received() is not None)], device=device)
-    dist.broadcast(flag, 0)
-    return bool(flag[0].item()), bool(flag[1].item())
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
+    dist.broadcast(t, 0)
+    return t.tolist()
 
 
 def fit_iters(iter_num, max_iters, step_s, eval_s, eval_interval, seconds_left, device='cpu', ddp=False,
@@ -64,9 +70,4 @@ def fit_iters(iter_num, max_iters, step_s, eval_s, eval_interval, seconds_left, 
     budget = (1 - spare) * seconds_left - eval_s  # the final eval is paid for first
     cost = step_s + eval_s / eval_interval  # one step, and its share of the evals on the way
     fit = min(max_iters, iter_num + max(1, int(budget / cost)))
-    if ddp:
-        import torch.distributed as dist
-        t = torch.tensor([fit], dtype=torch.int64, device=device)
-        dist.broadcast(t, 0)
-        fit = int(t.item())
-    return fit
+    return int(_rank0([fit], device, ddp)[0])
