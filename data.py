@@ -17,6 +17,7 @@ Run `python data.py --export=3 --split=test` to write the first test images with
 """
 
 import io
+import json
 import os
 import sys
 import time
@@ -170,6 +171,21 @@ def load_split(data_dir, split):
     if split not in dd:
         raise ValueError(f"split '{split}' not in {data_dir} (has: {', '.join(dd.keys())})")
     return dd[split]
+
+
+def holdout_error(data_dir, font):
+    """A corpus whose train glyphs were mixed across fonts (data/m21/prepare.py --glyph_mix/--glyph_jitter)
+    left out one font as a donor; holding out any other font there would train on its glyphs.
+    -> a one-line reason, or None when the held-out-font experiment is sound."""
+    try:
+        with open(os.path.join(str(data_dir), "meta.json")) as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return None  # corpora without a meta.json mix nothing
+    if font and (meta.get("glyph_mix") or meta.get("glyph_jitter")) and font != meta.get("holdout_font"):
+        return (f"{data_dir} mixes glyphs of every font but {meta.get('holdout_font')} into its train images; "
+                f"hold out {meta.get('holdout_font')} there, or prepare a corpus without --glyph_mix/--glyph_jitter")
+    return None
 
 
 def _broken_file(data_dir, arrow=False):

@@ -6,6 +6,7 @@ the CTC best-path transcriptions are scored too. Under DDP every process does it
 them return the same numbers.
 """
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -67,11 +68,35 @@ def score_rows(rows, tokenizer=None):
     return sc
 
 
-def holdout_scores(rows, ds, font, tokenizer=None):
-    """The held-out-font experiment: scores of the rows in `font` against those of all the others."""
+def holdout_scores(rows, ds, font, tokenizer=None, n_boot=1000, seed=0):
+    """The held-out-font experiment: scores of the rows in `font` against those of all the others, and
+    the ratio of their SERs (unseen / seen) with a 95% bootstrap interval. The bootstrap resamples
+    excerpts (rows grouped by their label), so on a test split engraved in every font (prepare.py
+    --test_all_fonts) each draw keeps an excerpt's five renderings together: a paired comparison."""
     groups = dict(seen_fonts=[r for r in rows if ds.fonts[r[0]] != font],
                   holdout_font=[r for r in rows if ds.fonts[r[0]] == font])
-    return {k: dict(score_rows(rs, tokenizer), n=len(rs)) for k, rs in groups.items() if rs}
+    out = {k: dict(score_rows(rs, tokenizer), n=len(rs)) for k, rs in groups.items() if rs}
+    if len(out) < 2:
+        return out
+    labels = sorted({r[2] for r in rows})
+    at = {t: i for i, t in enumerate(labels)}
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(len(labels), size=(n_boot, len(labels)))
+    weights = np.stack([np.bincount(d, minlength=len(labels)) for d in draws])  # (n_boot, excerpts)
+    for col, key in ((1, 'ratio'), (3, 'ratio_ctc')):
+        if rows[0][col] is None:
+            continue
+        # per excerpt and side: symbol edits and reference symbols, (2, excerpts) each
+        edits, length = np.zeros((2, len(labels))), np.zeros((2, len(labels)))
+        for r in rows:
+            side, ref = int(ds.fonts[r[0]] == font), metrics.abc_symbols(r[2])
+            edits[side, at[r[2]]] += metrics.levenshtein(metrics.abc_symbols(r[col]), ref) if r[col] != r[2] else 0
+            length[side, at[r[2]]] += len(ref)
+        ser = (weights @ edits.T) / np.maximum(weights @ length.T, 1)  # (n_boot, 2): seen, unseen
+        ratio = ser[:, 1] / np.maximum(ser[:, 0], 1e-9)
+        point = (edits[1].sum() / max(length[1].sum(), 1)) / max(edits[0].sum() / max(length[0].sum(), 1), 1e-9)
+        out[key] = dict(value=float(point), ci95=[float(np.percentile(ratio, 2.5)), float(np.percentile(ratio, 97.5))])
+    return out
 
 
 # -----------------------------------------------------------------------------
@@ -111,8 +136,15 @@ def test_report(final, out_dir):
     if final['ctc']:
         out.append(f"test, CTC greedy decoding: SER {pct(final['ctc']['ser'])}, CER {pct(final['ctc']['cer'])}, "
                    f"seq acc {pct(final['ctc']['seq_acc'])}")
-    for k, sc in final.get('holdout', {}).items():
-        out.append(f"test, {'held-out font ' + final['holdout_font'] if k == 'holdout_font' else 'the other fonts'} "
-                   f"({sc['n']} images): SER {pct(sc['ser'])}, seq acc {pct(sc['seq_acc'])}"
-                   + (f"; CTC SER {pct(sc['ctc']['ser'])}" if 'ctc' in sc else ""))
+    h = final.get('holdout', {})
+    for k in ('seen_fonts', 'holdout_font'):
+        if k in h:
+            sc = h[k]
+            out.append(f"test, {'held-out font ' + final['holdout_font'] if k == 'holdout_font' else 'the other fonts'} "
+                       f"({sc['n']} images): SER {pct(sc['ser'])}, seq acc {pct(sc['seq_acc'])}"
+                       + (f"; CTC SER {pct(sc['ctc']['ser'])}" if 'ctc' in sc else ""))
+    for k, name in (('ratio', 'attention'), ('ratio_ctc', 'CTC')):
+        if k in h:
+            out.append(f"test, unseen / seen SER, {name}: {h[k]['value']:.2f}x "
+                       f"(95% bootstrap interval {h[k]['ci95'][0]:.2f}-{h[k]['ci95'][1]:.2f})")
     return '\n'.join(out)

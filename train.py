@@ -215,6 +215,8 @@ try:  # a missing dir fails in load_split, with the command that prepares it
     dataset_kw = dict(tokenizer=tokenizer, img_height=img_height, max_width=max_width, max_len=max_seq_len,
                       cache=cache_images)
     no_font = (holdout_font,) if holdout_font else ()
+    for _err in filter(None, (data.holdout_error(d, holdout_font) for d in data_dirs)):
+        die(_err)
     train_ds = data.OMRDataset(data_dirs, 'train', augment=augment, shape=augment_shape, seed=seed, exclude_fonts=no_font, **dataset_kw)
     val_ds = data.OMRDataset(data_dirs, 'val', exclude_fonts=no_font, **dataset_kw)
     test_ds = data.OMRDataset(data_dirs, 'test', **dataset_kw)  # every font: final_eval scores each one

@@ -4,7 +4,10 @@ verovio's MEI (what it understood) with verovio; the MEI read back as measures o
 builder can prove the image shows what its label says (compare_events); the SVG rasterized to a
 grayscale image cropped to the ink.
 """
+import functools
 import io
+import os
+import re
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -39,6 +42,48 @@ def engrave(abc, font, layout):
     if tk.getPageCount() != 1 or svg.count('class="system"') != 1:
         raise ValueError('not one system')
     return svg, tk.getMEI()
+
+@functools.lru_cache(maxsize=None)
+def font_glyphs(font):
+    """SMuFL code point ('E0A4') -> the <path .../> verovio draws it with in `font`: its own glyph files,
+    in font units (1000 per em, one staff space = 250), so any font's path fits another's <use> transform."""
+    import verovio
+    folder = os.path.join(os.path.dirname(verovio.__file__), 'data', font)
+    out = {}
+    for name in os.listdir(folder):
+        if name.endswith('.xml'):
+            with open(os.path.join(folder, name), encoding='utf-8') as f:
+                m = re.search(r'<g id="[0-9A-F]+">(.*)</g>', f.read(), re.S)
+            if m:
+                out[name[:-4]] = m.group(1).strip()
+    return out
+
+GLYPH_DEF = re.compile(r'(<g id="([0-9A-F]{4})-[^"]*">)(.*?)(</g>)', re.S)
+
+def mix_glyphs(svg, rng, donors, p, jitter=0.0):
+    """a 'chimeric font': each glyph verovio drew (note heads, clefs, accidentals, rests, flags, digits)
+    swapped, with probability p, for the same SMuFL glyph from a random donor font; with jitter > 0,
+    every glyph is also reshaped by a random affine map about its anchor (x and y scale up to
+    +-12% * jitter, shear and rotation up to 0.15 and 6 degrees * jitter) and drawn bolder (an outline
+    of up to 0.12 staff spaces * jitter). A glyph's anchor sits on its staff position (a note head's on
+    its line or space), so the pitch it shows does not move. Every <use> of a glyph points at its one
+    definition in <defs>, so a change applies to every copy in the image alike, as a real font would;
+    positions and spacing stay the engraving font's. Glyphs a donor lacks stay as they are. -> svg."""
+    def swap(m):
+        body = m.group(3)
+        if donors and rng.random() < p:
+            body = font_glyphs(donors[int(rng.integers(len(donors)))]).get(m.group(2)) or body
+        if jitter > 0:
+            sx, sy = 1 + jitter * rng.uniform(-0.12, 0.12, size=2)
+            sh, rot = jitter * rng.uniform(-0.15, 0.15), np.radians(jitter * rng.uniform(-6, 6))
+            c, s = np.cos(rot), np.sin(rot)  # rotation @ shear @ scale, as an SVG matrix(a b c d e f)
+            a, b, cc, d = c * sx, s * sx, (c * sh - s) * sy, (s * sh + c) * sy
+            w = jitter * rng.uniform(0, 30)  # font units: a staff space is 250
+            body = (f'<g transform="matrix({a:.4f} {b:.4f} {cc:.4f} {d:.4f} 0 0)" stroke="#000" '
+                    f'stroke-width="{w:.1f}" stroke-linejoin="round">{body}</g>')
+        return m.group(1) + body + m.group(4)
+    head, sep, rest = svg.partition('</defs>')
+    return GLYPH_DEF.sub(swap, head) + sep + rest if sep else svg
 
 def mei_events(mei):
     """verovio's own parse of what it drew -> per measure list of events, and the number of ties."""

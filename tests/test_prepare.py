@@ -212,3 +212,70 @@ def test_pdmx_layout_with_a_local_stand_in(tmp_path, monkeypatch, streaming):
     assert im.mode == 'L' and a[0, 0] == 255 and a[10, 30] == 0  # transparent -> white, ink stays black
     assert dd['test']['transcription'] == [f'X:1\nK:C\nC D E{i} |' for i in range(3)]
     assert os.path.isfile(os.path.join(out, 'tokenizer.model'))
+
+
+# ----------------------------------------------------------------------------- the held-out-font study
+
+TUNE = 'X:1\nM:3/4\nL:1/8\nK:D\n|: FGA2 d2 | c2 B2 A2 | ^G2 A2 =c2 | d6 :|\nz2 f4 | e6 |]\n'
+
+
+def _job_in(split, fonts=None):
+    """a job for TUNE whose (relpath, index) hashes into `split`"""
+    idx = next(i for i in range(1000) if P.split_of('study/t.abc', i) == split)
+    return ('test', 'study/t.abc', idx, TUNE, 1337, 2) + ((fonts,) if fonts else ())
+
+
+def test_mix_glyphs_swaps_definitions_only():
+    from engrave import engrave, font_glyphs, mix_glyphs
+    svg, _ = engrave(TUNE.split('\n', 1)[1], 'Leipzig', LAYOUT)
+    rng = np.random.default_rng(0)
+    assert mix_glyphs(svg, rng, ['Bravura'], 0.0) == svg  # nothing asked, nothing changed
+    out = mix_glyphs(svg, rng, ['Bravura'], 1.0)
+    defs = P.re.findall(r'<g id="([0-9A-F]{4})-[^"]*">(.*?)</g>', out.partition('</defs>')[0], P.re.S)
+    assert defs and all(body == font_glyphs('Bravura')[code] for code, body in defs if code in font_glyphs('Bravura'))
+    assert out.partition('</defs>')[2] == svg.partition('</defs>')[2]  # every <use>, line and beam stays put
+    jit = mix_glyphs(svg, np.random.default_rng(1), [], 0.0, jitter=1.0)
+    assert jit.count('<g transform="matrix(') == len(defs) and jit.partition('</defs>')[2] == svg.partition('</defs>')[2]
+
+
+def test_test_all_fonts_pairs_every_test_excerpt(monkeypatch):
+    fonts = dict(test_all_fonts=True)
+    for split in ('train', 'test'):
+        plain, _ = P.process_tune(_job_in(split))
+        paired, skips = P.process_tune(_job_in(split, fonts))
+        assert plain and skips == {}
+        if split == 'train':  # train (and val) are the corpus without the option, byte for byte
+            assert paired == plain
+            continue
+        assert len(paired) == len(P.FONTS) * len(plain)
+        for s in plain:  # each excerpt once in each font, the original among them, one label
+            same = [p for p in paired if p['excerpt'] == s['excerpt']]
+            assert sorted(p['font'] for p in same) == sorted(P.FONTS) and s in same
+            assert {p['transcription'] for p in same} == {s['transcription']}
+            assert len({p['image'] for p in same}) == len(P.FONTS)
+
+
+def test_glyph_mix_changes_train_images_only_and_never_draws_on_the_held_out_font(monkeypatch):
+    calls = []
+    real = P.mix_glyphs
+    monkeypatch.setattr(P, 'mix_glyphs', lambda svg, rng, donors, p, jitter: calls.append(donors) or real(svg, rng, donors, p, jitter))
+    fonts = dict(glyph_mix=1.0, glyph_jitter=0.5, holdout_font='Petaluma')
+    for split in ('train', 'test'):
+        plain, _ = P.process_tune(_job_in(split))
+        mixed, _ = P.process_tune(_job_in(split, fonts))
+        assert [s['transcription'] for s in mixed] == [s['transcription'] for s in plain]
+        assert [s['font'] for s in mixed] == [s['font'] for s in plain]  # same excerpts, fonts and layouts
+        for a, b in zip(plain, mixed):  # train images change, unless the engraving font is the held-out one
+            assert (a['image'] != b['image']) == (split == 'train' and a['font'] != 'Petaluma')
+    assert calls and all('Petaluma' not in d and len(d) == 4 for d in calls)
+    with pytest.raises(ValueError, match='holdout_font'):
+        P.prepare('unused', glyph_mix=0.5)
+
+
+def test_train_refuses_a_held_out_font_the_corpus_mixed_in(tmp_path):
+    import data
+    (tmp_path / 'meta.json').write_text(json.dumps(dict(glyph_mix=0.5, holdout_font='Petaluma')))
+    assert data.holdout_error(tmp_path, 'Petaluma') is None and data.holdout_error(tmp_path, None) is None
+    assert 'hold out Petaluma' in data.holdout_error(tmp_path, 'Leland')
+    (tmp_path / 'meta.json').write_text(json.dumps(dict(seed=1)))  # a corpus that mixes nothing
+    assert data.holdout_error(tmp_path, 'Leland') is None

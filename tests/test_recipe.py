@@ -165,3 +165,23 @@ def test_holdout_font_leaves_that_font_out(tiny_corpus, tmp_path):
     assert font not in {held.fonts[r] for r in held.rows}
     assert len(held) == len(full) - full.fonts.count(font) > 0
     assert {held[i]['index'] for i in range(len(held))} == {r for r in range(len(full)) if full.fonts[r] != font}
+
+
+def test_holdout_ratio_and_its_bootstrap_interval():
+    import evaluation
+    refs = ['M:4/4\nL:1/8\nK:G\nGABc d2 e2|', 'M:3/4\nL:1/8\nK:D\nFGA2 d2|', 'M:6/8\nL:1/8\nK:A\nABc cBA|']
+    fonts = ['Leipzig', 'Petaluma'] * 3  # each excerpt in a seen font and in the held-out one: paired
+    wrong = lambda t: t.replace('G', 'F', 1)  # one symbol wrong
+    rows = []
+    for i, ref in enumerate(refs):
+        rows.append((2 * i, ref, ref, ref))                                   # seen: attention right
+        rows.append((2 * i + 1, wrong(ref) if i < 2 else ref, ref, ref))      # unseen: wrong on two
+    rows[0] = (0, wrong(refs[0]), refs[0], refs[0])                           # seen: wrong on one
+    ds = type('DS', (), {'fonts': fonts})()
+    h = evaluation.holdout_scores(rows, ds, 'Petaluma')
+    assert h['holdout_font']['n'] == h['seen_fonts']['n'] == 3
+    assert h['ratio']['value'] == pytest.approx(h['holdout_font']['ser'] / h['seen_fonts']['ser']) == pytest.approx(2.0)
+    lo, hi = h['ratio']['ci95']
+    assert lo <= 2.0 <= hi and lo < hi  # resampling 3 excerpts: a wide interval, around the point
+    assert h['ratio_ctc']['value'] == 0.0 and h['ratio_ctc']['ci95'] == [0.0, 0.0]  # CTC right everywhere
+    assert evaluation.holdout_scores(rows, ds, 'Petaluma') == h  # seeded: the same interval every time

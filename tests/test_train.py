@@ -342,7 +342,7 @@ def test_holdout_font_run_scores_it_apart(recipe_corpus, tmp_path):
     font = max(set(fonts), key=fonts.count)
     p = train(f'--data_dir={recipe_corpus}', f'--out_dir={tmp_path}', *RECIPE, f'--holdout_font={font}',
               '--max_iters=1', '--eval_test_samples=-1', '--augment=True', '--augment_shape=True')
-    assert f'held-out font {font}' in p.stdout
+    assert f'held-out font {font}' in p.stdout and 'unseen / seen SER, attention' in p.stdout
     with open(os.path.join(tmp_path, 'final_eval.json')) as f:
         final = json.load(f)
     assert final['holdout_font'] == font and final['holdout']['holdout_font']['n'] == fonts.count(font)

@@ -39,7 +39,7 @@ for _p in (ROOT, os.path.dirname(HERE), HERE):  # the repo (data.py, checkpoint.
     if _p not in sys.path:
         sys.path.insert(0, _p)
 from canonical import check_agreement, mark_ties, parse_abc, score_to_measures, write_excerpt  # noqa: E402
-from engrave import engrave, rasterize  # noqa: E402
+from engrave import engrave, mix_glyphs, rasterize  # noqa: E402
 import builder  # noqa: E402  (data/builder.py)
 
 # the ABC collections shipped with music21 (single-voice tunes). josquin (multi-voice) is left out.
@@ -110,13 +110,21 @@ def sample_layout(rng):
                 spacingNonLinear=round(float(rng.uniform(0.5, 0.7)), 3))
 
 def process_tune(job):
-    """(source, relpath, index, abc_text, seed, max_excerpts) -> (samples, skip_counts).
+    """(source, relpath, index, abc_text, seed, max_excerpts[, fonts]) -> (samples, skip_counts).
+    fonts (the held-out-font study, see prepare) = dict(test_all_fonts, glyph_mix, glyph_jitter, holdout_font).
     Expected failures are counted reasons; only a hard crash of the process escapes (handled by the pool)."""
-    src, rel, idx, text, seed, max_excerpts = job
+    src, rel, idx, text, seed, max_excerpts = job[:6]
+    fonts = job[6] if len(job) > 6 else {}
     skips, samples = {}, []
     def skip(reason):
         skips[reason] = skips.get(reason, 0) + 1
     rng = np.random.default_rng([seed, tune_hash(rel, idx) & 0xFFFFFFFF])
+    # the glyph changes draw from a stream of their own: the excerpts, fonts and layouts stay the ones
+    # the same corpus without them has, so a study compares like with like
+    mix_rng = np.random.default_rng([seed, tune_hash(rel, idx) & 0xFFFFFFFF, 1])
+    split = split_of(rel, idx)
+    donors = [f for f in FONTS if f != fonts.get('holdout_font')]
+    mixing = split == 'train' and (fonts.get('glyph_mix', 0) > 0 or fonts.get('glyph_jitter', 0) > 0)
     try:
         score = parse_abc(text)
     except Exception as e:  # music21 raises many exception types on malformed ABC
@@ -148,10 +156,25 @@ def process_tune(job):
         except ValueError as e:
             skip('excerpt: ' + ('label/image mismatch' if str(e).startswith('mismatch') else str(e)))
             continue
-        buf = io.BytesIO()
-        img.save(buf, format='PNG')
-        samples.append(dict(image=buf.getvalue(), transcription=abc, source=src,
-                            tune_id=f'{rel}#{idx}', font=layout['font'], excerpt=k))
+        if mixing and layout['font'] != fonts.get('holdout_font'):
+            img = rasterize(mix_glyphs(svg, mix_rng, donors, fonts.get('glyph_mix', 0), fonts.get('glyph_jitter', 0)), margin)
+        renders = [(layout['font'], img)]
+        if split == 'test' and fonts.get('test_all_fonts'):  # the same excerpt and layout in every other font
+            for f in FONTS:
+                if f != layout['font']:
+                    try:
+                        svg_f, mei_f = engrave(abc, f, layout)
+                        check_agreement(mei_f, ex)
+                        img_f = rasterize(svg_f, margin)
+                    except ValueError as e:
+                        skip(f'excerpt in a second font: {e}')
+                        continue
+                    renders.append((f, img_f))
+        for f, im in renders:
+            buf = io.BytesIO()
+            im.save(buf, format='PNG')
+            samples.append(dict(image=buf.getvalue(), transcription=abc, source=src,
+                                tune_id=f'{rel}#{idx}', font=f, excerpt=k))
     return samples, skips
 
 # -----------------------------------------------------------------------------
@@ -180,9 +203,20 @@ def select_tunes(tunes, max_tunes, seed):
     return [t for t in tunes if (t[1], t[2]) in keep]  # back to corpus order
 
 def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1337, no_essen=False,
-            num_workers=None, vocab_size=4096, sources=None, quiet=False):
+            num_workers=None, vocab_size=4096, sources=None, quiet=False, test_all_fonts=False, glyph_mix=0.0,
+            glyph_jitter=0.0, holdout_font=None):
     """build the corpus into out_dir (see module docstring); returns the meta dict. Resumable: finished
-    shards are cached in <out_dir>.partial/ and reused when the same options are given again."""
+    shards are cached in <out_dir>.partial/ and reused when the same options are given again.
+
+    The held-out-font study (train.py holdout_font=...) has three options of its own here:
+    test_all_fonts engraves every test excerpt in all five fonts, so the unseen font is scored on the very
+    excerpts the seen fonts are (a paired comparison, 5x the test images); glyph_mix and glyph_jitter
+    change the glyphs of train images (engrave.mix_glyphs: a chimeric font, reshaped glyphs), with
+    holdout_font never a donor, so no train image holds a glyph of the font the study leaves out."""
+    if holdout_font is not None and holdout_font not in FONTS:
+        raise ValueError(f'unknown holdout_font {holdout_font!r}; choose from {FONTS}')
+    if (glyph_mix or glyph_jitter) and holdout_font is None:
+        raise ValueError('glyph_mix/glyph_jitter are for the held-out-font study: name the font it leaves out (--holdout_font)')
     sources = list(sources or ABC_SOURCES)
     bad = [s for s in sources if s not in ABC_SOURCES]
     if bad:
@@ -192,7 +226,10 @@ def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1
         raise ValueError('no tunes selected')
     options = dict(max_tunes=max_tunes, excerpts_per_tune=excerpts_per_tune, seed=seed, no_essen=no_essen,
                    sources=sources, version=5)  # bump when the output changes: old partial shards are dropped
-    return builder.build(out_dir, [t[:4] + (seed, excerpts_per_tune) for t in tunes], [split_of(t[1], t[2]) for t in tunes],
+    fonts = {k: v for k, v in dict(test_all_fonts=test_all_fonts, glyph_mix=glyph_mix, glyph_jitter=glyph_jitter,
+                                   holdout_font=holdout_font).items() if v}
+    options.update(fonts)  # only when set: the default corpus's options (and cached shards) stay as they were
+    return builder.build(out_dir, [t[:4] + (seed, excerpts_per_tune, fonts) for t in tunes], [split_of(t[1], t[2]) for t in tunes],
                        options, run_pool, [('source', 'string'), ('tune_id', 'string'), ('font', 'string')],
                        vocab_size, num_workers, quiet, unit='tunes', shard_size=SHARD_SIZE)
 
@@ -258,6 +295,10 @@ def main(argv=None):
     ap.add_argument('--num_workers', type=int, default=None, help='default: all cores')
     ap.add_argument('--vocab_size', type=int, default=4096)
     ap.add_argument('--sources', default=','.join(ABC_SOURCES), help='comma-separated music21 corpus folders')
+    ap.add_argument('--test_all_fonts', action='store_true', help='held-out-font study: every test excerpt in all five fonts')
+    ap.add_argument('--glyph_mix', type=float, default=0.0, help='held-out-font study: P(a train glyph comes from another font)')
+    ap.add_argument('--glyph_jitter', type=float, default=0.0, help='held-out-font study: 0-1, reshape and embolden train glyphs')
+    ap.add_argument('--holdout_font', default=None, help='held-out-font study: the font glyph_mix never draws from')
     ap.add_argument('--stats', action='store_true', help='print statistics of the corpus in out_dir and exit')
     ap.add_argument('--plot', default=None, help='save a PNG of examples from the corpus in out_dir and exit')
     a = ap.parse_args(argv)
@@ -272,7 +313,8 @@ def main(argv=None):
                 print(f'wrote {a.plot}')
             return
         prepare(a.out_dir, a.max_tunes, a.excerpts_per_tune, a.seed, a.no_essen, a.num_workers, a.vocab_size,
-                [s for s in a.sources.split(',') if s])
+                [s for s in a.sources.split(',') if s], test_all_fonts=a.test_all_fonts, glyph_mix=a.glyph_mix,
+                glyph_jitter=a.glyph_jitter, holdout_font=a.holdout_font)
 
 if __name__ == '__main__':
     main()

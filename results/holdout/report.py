@@ -1,6 +1,7 @@
 """
 results/holdout/report.py: the held-out-font runs side by side, as a markdown table. Every number is
 read back from each run's final_eval.json (train.py with holdout_font=...); nothing is typed in.
+The ratio's 95% interval (evaluation.holdout_scores: excerpts resampled 1,000 times) follows it.
 
     python results/holdout/report.py out-hold-light out-hold-shape > results/holdout.md
 """
@@ -20,9 +21,11 @@ def rows(run):
         samples = [json.loads(line) for line in f if line.strip()][-1]['samples_seen']
     h = ev['holdout']
     font = ev['holdout_font']
-    for dec, pick in (('attention', lambda d: d), ('CTC', lambda d: d['ctc'])):
+    for dec, pick, key in (('attention', lambda d: d, 'ratio'), ('CTC', lambda d: d['ctc'], 'ratio_ctc')):
         seen, unseen = pick(h['seen_fonts']), pick(h['holdout_font'])
         ratio = f"**{unseen['ser'] / seen['ser']:.2f}×**" if seen['ser'] > 0 else '–'
+        if key in h:  # runs since the bootstrap: its 95% interval over resampled excerpts
+            ratio += ' ({:.2f}–{:.2f})'.format(*h[key]['ci95'])
         yield (f"| {os.path.basename(run.rstrip('/'))} | {dec} | {ev['iters']} | {samples:,} | "
                f"{pct(seen['ser'])} (n={seen['n']}) | {pct(unseen['ser'])} (n={unseen['n']}, {font}) | "
                f"{ratio} | {pct(seen['seq_acc'])} | {pct(unseen['seq_acc'])} |")
