@@ -2,7 +2,8 @@
 data/engrave.py: engraving for the corpus builders in data/*/prepare.py. Canonical ABC -> an SVG and
 verovio's MEI (what it understood) with verovio; the MEI read back as measures of events, so that a
 builder can prove the image shows what its label says (compare_events); the SVG rasterized to a
-grayscale image cropped to the ink.
+grayscale image cropped to the ink. For the held-out-font study, mix_glyphs turns an engraving's
+font into a chimera of several (train images only).
 """
 import functools
 import io
