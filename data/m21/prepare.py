@@ -123,8 +123,9 @@ def process_tune(job):
     # the same corpus without them has, so a study compares like with like
     mix_rng = np.random.default_rng([seed, tune_hash(rel, idx) & 0xFFFFFFFF, 1])
     split = split_of(rel, idx)
-    donors = [f for f in FONTS if f != fonts.get('holdout_font')]
-    mixing = split == 'train' and (fonts.get('glyph_mix', 0) > 0 or fonts.get('glyph_jitter', 0) > 0)
+    held, p_mix, jitter = fonts.get('holdout_font'), fonts.get('glyph_mix', 0), fonts.get('glyph_jitter', 0)
+    donors = [f for f in FONTS if f != held]
+    mixing = split == 'train' and (p_mix > 0 or jitter > 0)
     try:
         score = parse_abc(text)
     except Exception as e:  # music21 raises many exception types on malformed ABC
@@ -156,8 +157,9 @@ def process_tune(job):
         except ValueError as e:
             skip('excerpt: ' + ('label/image mismatch' if str(e).startswith('mismatch') else str(e)))
             continue
-        if mixing and layout['font'] != fonts.get('holdout_font'):
-            img = rasterize(mix_glyphs(svg, mix_rng, donors, fonts.get('glyph_mix', 0), fonts.get('glyph_jitter', 0)), margin)
+        # rasterized again, mixed: the measures kept are the ones the plain image's width allowed
+        if mixing and layout['font'] != held:
+            img = rasterize(mix_glyphs(svg, mix_rng, donors, p_mix, jitter), margin)
         renders = [(layout['font'], img)]
         if split == 'test' and fonts.get('test_all_fonts'):  # the same excerpt and layout in every other font
             for f in FONTS:
