@@ -61,19 +61,75 @@ def font_glyphs(font):
 
 GLYPH_DEF = re.compile(r'(<g id="([0-9A-F]{4})-[^"]*">)(.*?)(</g>)', re.S)
 
-def mix_glyphs(svg, rng, donors, p, jitter=0.0):
+# Text fonts matplotlib ships, as donors of the glyphs a text font also has: time-signature digits, the
+# common-time C and the three accidentals. The four engraved SMuFL fonts draw these alike (one design
+# family); text faces (sans, serif, mono, italic, bold, Computer Modern) give the shapes variety.
+TEXT_DONORS = ('DejaVuSans', 'DejaVuSans-Bold', 'DejaVuSans-Oblique', 'DejaVuSansMono', 'DejaVuSerif',
+               'DejaVuSerif-Bold', 'DejaVuSerif-Italic', 'STIXGeneral', 'STIXGeneralBol', 'STIXGeneralItalic',
+               'cmr10', 'cmss10', 'cmtt10', 'cmb10', 'cmti10')
+TEXT_CHARS = {f'E08{d}': str(d) for d in range(10)} | {'E08A': 'C', 'E260': '\u266d', 'E261': '\u266e', 'E262': '\u266f'}
+# the box a SMuFL glyph fills, (y bottom, height, width) in font units, Leipzig's metrics: digits 2 staff
+# spaces tall centred on their line, an accidental centred on its note's line or space (a flat's bowl)
+TEXT_BOX = {c: (-250, 500, 390) for c in TEXT_CHARS} | {'E08A': (-249, 500, 414), 'E260': (-175, 644, 198),
+                                                       'E261': (-351, 702, 157), 'E262': (-339, 694, 197)}
+
+@functools.lru_cache(maxsize=None)
+def text_glyphs(font):
+    """matplotlib text font name -> {SMuFL code point: (segments, width)}: the character's outline as
+    [(SVG command, (n, 2) points)], scaled to height 1 with its ink box's bottom-left at (0, 0), y up
+    (SMuFL's axes), and its width at that height. Characters the font lacks are left out."""
+    import matplotlib
+    from matplotlib import ft2font
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextPath
+    fname = os.path.join(matplotlib.get_data_path(), 'fonts', 'ttf', font + '.ttf')
+    ft, out = ft2font.FT2Font(fname), {}
+    for code, ch in TEXT_CHARS.items():
+        if not ft.get_char_index(ord(ch)):
+            continue
+        path = TextPath((0, 0), ch, size=1, prop=FontProperties(fname=fname))
+        ink = path.vertices[path.codes != path.CLOSEPOLY]  # a CLOSEPOLY's vertex is a dummy
+        lo, hi = ink.min(0), ink.max(0)
+        h = hi[1] - lo[1]
+        segs = [({1: 'M', 2: 'L', 3: 'Q', 4: 'C', 79: 'Z'}[kind], np.zeros((0, 2)) if kind == path.CLOSEPOLY
+                 else (verts.reshape(-1, 2) - lo) / h) for verts, kind in path.iter_segments()]
+        out[code] = (segs, (hi[0] - lo[0]) / h)
+    return out
+
+def text_glyph(code, font, rng):
+    """a text font's drawing of SMuFL glyph `code`, fitted to the glyph's box, then drawn up to 1.8x
+    (digits) or 1.3x (accidentals) that height about the box's centre and at most 1.3x its aspect ratio:
+    SMuFL's norm is one design, and hand-written faces draw these larger. -> svg <path/>, or None.
+    The coordinates are scaled in the path itself, not by a transform, so that mix_glyphs' outline
+    (a stroke) keeps its width."""
+    got = text_glyphs(font).get(code)
+    if got is None:
+        return None
+    segs, w = got
+    y, h, w_ref = TEXT_BOX[code]
+    h1 = h * rng.uniform(1.0, 1.3 if code >= 'E260' else 1.8)
+    sx = min(h1, 1.3 * w_ref * (h1 / h) / max(w, 1e-3))  # x scale: the height's, squeezed if too wide
+    scale, shift = np.array([sx, -h1]), np.array([0.0, -(y + h / 2 - h1 / 2)])  # SVG's y axis points down
+    d = ''.join(cmd + ' '.join(f'{v:.0f}' for v in (pts * scale + shift).ravel()) for cmd, pts in segs)
+    return f'<path d="{d}" />'
+
+def mix_glyphs(svg, rng, donors, p, jitter=0.0, text_donors=()):
     """a 'chimeric font': each glyph verovio drew (note heads, clefs, accidentals, rests, flags, digits)
-    swapped, with probability p, for the same SMuFL glyph from a random donor font; with jitter > 0,
-    every glyph is also reshaped by a random affine map about its anchor (x and y scale up to
+    swapped, with probability p, for the same SMuFL glyph from a random donor font; with text_donors
+    (names in TEXT_DONORS), a digit or accidental may instead come from a text font (text_glyph). With
+    jitter > 0, every glyph is also reshaped by a random affine map about its anchor (x and y scale up to
     +-12% * jitter, shear and rotation up to 0.15 and 6 degrees * jitter) and drawn bolder (an outline
     of up to 0.12 staff spaces * jitter). A glyph's anchor sits on its staff position (a note head's on
     its line or space), so the pitch it shows does not move. Every <use> of a glyph points at its one
     definition in <defs>, so a change applies to every copy in the image alike, as a real font would;
     positions and spacing stay the engraving font's. Glyphs a donor lacks stay as they are. -> svg."""
     def swap(m):
-        body = m.group(3)
+        body, code = m.group(3), m.group(2)
         if donors and rng.random() < p:
-            body = font_glyphs(donors[int(rng.integers(len(donors)))]).get(m.group(2)) or body
+            # without text donors the draws are those of the study's first corpora, which stay reproducible
+            k = int(rng.integers(len(donors) + (len(text_donors) if code in TEXT_CHARS else 0)))
+            body = (font_glyphs(donors[k]).get(code) if k < len(donors) else
+                    text_glyph(code, text_donors[k - len(donors)], rng)) or body
         if jitter > 0:
             sx, sy = 1 + jitter * rng.uniform(-0.12, 0.12, size=2)
             sh, rot = jitter * rng.uniform(-0.15, 0.15), np.radians(jitter * rng.uniform(-6, 6))

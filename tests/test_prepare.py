@@ -238,6 +238,33 @@ def test_mix_glyphs_swaps_definitions_only():
     assert jit.count('<g transform="matrix(') == len(defs) and jit.partition('</defs>')[2] == svg.partition('</defs>')[2]
 
 
+def test_text_glyphs_fill_the_smufl_box_and_join_the_mix():
+    from engrave import (TEXT_BOX, TEXT_CHARS, TEXT_DONORS, engrave, font_glyphs, mix_glyphs, text_glyph,
+                         text_glyphs)
+    for f in TEXT_DONORS:  # every donor draws all ten digits
+        assert {f'E08{d}' for d in range(10)} <= set(text_glyphs(f))
+    rng = np.random.default_rng(0)
+    for code in ('E086', 'E262', 'E260'):
+        y, h, w = TEXT_BOX[code]
+        for _ in range(20):
+            d = text_glyph(code, 'DejaVuSerif', rng)
+            xy = np.array([float(v) for v in P.re.findall(r'-?[0-9.]+', d)]).reshape(-1, 2)
+            top, bottom = -xy[:, 1].min(), -xy[:, 1].max()  # SVG's y points down, SMuFL's up
+            assert xy[:, 0].min() == 0 and abs((top + bottom) / 2 - (y + h / 2)) <= 1  # centred on the box
+            assert h - 1 <= top - bottom <= h * (1.3 if code >= 'E260' else 1.8) + 1
+            assert xy[:, 0].max() <= 1.3 * w * (top - bottom) / h + 1  # no wider than 1.3x the aspect
+    svg, _ = engrave('M:6/8\nL:1/8\nK:D\nA|dfa agf|]', 'Leipzig', LAYOUT)
+    out = mix_glyphs(svg, np.random.default_rng(0), ['Bravura'], 1.0, 0.0, TEXT_DONORS)
+    defs = dict(P.re.findall(r'<g id="([0-9A-F]{4})-[^"]*">(.*?)</g>', out.partition('</defs>')[0], P.re.S))
+    assert {'E086', 'E088', 'E262'} <= set(defs)
+    text = [c for c in defs if c in TEXT_CHARS and defs[c] != font_glyphs('Bravura')[c]]
+    assert text and all(defs[c].startswith('<path d="M') for c in text)  # digits and sharps from text fonts
+    assert all(defs[c] == font_glyphs('Bravura')[c] for c in defs if c not in TEXT_CHARS)  # the rest: Bravura
+    assert out.partition('</defs>')[2] == svg.partition('</defs>')[2]
+    with pytest.raises(ValueError, match='glyph_mix'):
+        P.prepare('unused', glyph_text=True, holdout_font='Petaluma')
+
+
 def test_test_all_fonts_pairs_every_test_excerpt(monkeypatch):
     fonts = dict(test_all_fonts=True)
     for split in ('train', 'test'):
@@ -258,7 +285,7 @@ def test_test_all_fonts_pairs_every_test_excerpt(monkeypatch):
 def test_glyph_mix_changes_train_images_only_and_never_draws_on_the_held_out_font(monkeypatch):
     calls = []
     real = P.mix_glyphs
-    monkeypatch.setattr(P, 'mix_glyphs', lambda svg, rng, donors, p, jitter: calls.append(donors) or real(svg, rng, donors, p, jitter))
+    monkeypatch.setattr(P, 'mix_glyphs', lambda svg, rng, donors, *a: calls.append(donors) or real(svg, rng, donors, *a))
     fonts = dict(glyph_mix=1.0, glyph_jitter=0.5, holdout_font='Petaluma')
     for split in ('train', 'test'):
         plain, _ = P.process_tune(_job_in(split))

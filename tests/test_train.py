@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -352,6 +353,28 @@ def test_holdout_font_run_scores_it_apart(recipe_corpus, tmp_path):
                          capture_output=True, text=True, check=True).stdout
     h = final['holdout']
     assert f"**{h['holdout_font']['ser'] / h['seen_fonts']['ser']:.2f}×**" in out.splitlines()[2]
+    # results/holdout/errors.py splits the same decodings' edits by symbol kind: they add up to the SER
+    out = subprocess.run([sys.executable, os.path.join(ROOT, 'results', 'holdout', 'errors.py'), str(tmp_path),
+                          recipe_corpus], capture_output=True, text=True, check=True).stdout
+    last = out.strip().splitlines()[-1]
+    assert f"(SER {100 * h['seen_fonts']['ser']:.1f}%)" in last and f"(SER {100 * h['holdout_font']['ser']:.1f}%)" in last
+
+
+def test_errors_by_kind_add_up_to_the_edit_distance():
+    sys.path.insert(0, os.path.join(ROOT, 'results', 'holdout'))
+    import errors
+    import metrics
+    ref = metrics.abc_symbols('M:6/8\nL:1/8\nK:D\nA|dfa agf|gfe dcB|]')
+    for hyp_text, want in (('M:6/8\nL:1/8\nK:D\nA|dfa agf|gfe dcB|]', {}),
+                           ('M:3/4\nL:1/8\nK:D\nA|dfa agf|gfe dcB|]', {'M:': 1}),
+                           ('M:6/8\nL:1/8\nK:G\nG6 A|dfa agf|gfe dcB|]', {'K:': 1, 'note': 1, 'space': 1})):
+        hyp = metrics.abc_symbols(hyp_text)
+        got = errors.edits_by_kind(hyp, ref)
+        assert dict(got) == want and sum(got.values()) == metrics.levenshtein(hyp, ref)
+    rng = np.random.default_rng(0)
+    for _ in range(50):  # random edits: the kinds always sum to the distance
+        hyp = [s for s in ref if rng.random() > 0.2] + list(rng.choice(ref, size=int(rng.integers(0, 4))))
+        assert sum(errors.edits_by_kind(hyp, ref).values()) == metrics.levenshtein(hyp, ref)
 
 
 def test_max_samples_sets_max_iters(tiny_corpus, tmp_path):

@@ -39,7 +39,7 @@ for _p in (ROOT, os.path.dirname(HERE), HERE):  # the repo (data.py, checkpoint.
     if _p not in sys.path:
         sys.path.insert(0, _p)
 from canonical import check_agreement, mark_ties, parse_abc, score_to_measures, write_excerpt  # noqa: E402
-from engrave import engrave, mix_glyphs, rasterize  # noqa: E402
+from engrave import TEXT_DONORS, engrave, mix_glyphs, rasterize  # noqa: E402
 import builder  # noqa: E402  (data/builder.py)
 
 # the ABC collections shipped with music21 (single-voice tunes). josquin (multi-voice) is left out.
@@ -111,7 +111,8 @@ def sample_layout(rng):
 
 def process_tune(job):
     """(source, relpath, index, abc_text, seed, max_excerpts[, fonts]) -> (samples, skip_counts).
-    fonts (the held-out-font study, see prepare) = dict(test_all_fonts, glyph_mix, glyph_jitter, holdout_font).
+    fonts (the held-out-font study, see prepare) = dict(test_all_fonts, glyph_mix, glyph_jitter, glyph_text,
+    holdout_font).
     Expected failures are counted reasons; only a hard crash of the process escapes (handled by the pool)."""
     src, rel, idx, text, seed, max_excerpts = job[:6]
     fonts = job[6] if len(job) > 6 else {}
@@ -125,6 +126,7 @@ def process_tune(job):
     split = split_of(rel, idx)
     held, p_mix, jitter = fonts.get('holdout_font'), fonts.get('glyph_mix', 0), fonts.get('glyph_jitter', 0)
     donors = [f for f in FONTS if f != held]
+    text_donors = TEXT_DONORS if fonts.get('glyph_text') else ()
     mixing = split == 'train' and (p_mix > 0 or jitter > 0)
     try:
         score = parse_abc(text)
@@ -159,7 +161,7 @@ def process_tune(job):
             continue
         # rasterized again, mixed: the measures kept are the ones the plain image's width allowed
         if mixing and layout['font'] != held:
-            img = rasterize(mix_glyphs(svg, mix_rng, donors, p_mix, jitter), margin)
+            img = rasterize(mix_glyphs(svg, mix_rng, donors, p_mix, jitter, text_donors), margin)
         renders = [(layout['font'], img)]
         if split == 'test' and fonts.get('test_all_fonts'):  # the same excerpt and layout in every other font
             for f in FONTS:
@@ -206,17 +208,20 @@ def select_tunes(tunes, max_tunes, seed):
 
 def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1337, no_essen=False,
             num_workers=None, vocab_size=4096, sources=None, quiet=False, test_all_fonts=False, glyph_mix=0.0,
-            glyph_jitter=0.0, holdout_font=None):
+            glyph_jitter=0.0, holdout_font=None, glyph_text=False):
     """build the corpus into out_dir (see module docstring); returns the meta dict. Resumable: finished
     shards are cached in <out_dir>.partial/ and reused when the same options are given again.
 
-    The held-out-font study (train.py holdout_font=...) has three options of its own here:
+    The held-out-font study (train.py holdout_font=...) has four options of its own here:
     test_all_fonts engraves every test excerpt in all five fonts, so the unseen font is scored on the very
     excerpts the seen fonts are (a paired comparison, 5x the test images); glyph_mix and glyph_jitter
     change the glyphs of train images (engrave.mix_glyphs: a chimeric font, reshaped glyphs), with
-    holdout_font never a donor, so no train image holds a glyph of the font the study leaves out."""
+    holdout_font never a donor, so no train image holds a glyph of the font the study leaves out;
+    glyph_text lets time-signature digits and accidentals come from text fonts too (engrave.text_glyph)."""
     if holdout_font is not None and holdout_font not in FONTS:
         raise ValueError(f'unknown holdout_font {holdout_font!r}; choose from {FONTS}')
+    if glyph_text and not glyph_mix:
+        raise ValueError('glyph_text changes the glyphs glyph_mix swaps: give --glyph_mix too')
     if (glyph_mix or glyph_jitter) and holdout_font is None:
         raise ValueError('glyph_mix/glyph_jitter are for the held-out-font study: name the font it leaves out (--holdout_font)')
     sources = list(sources or ABC_SOURCES)
@@ -229,7 +234,7 @@ def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1
     options = dict(max_tunes=max_tunes, excerpts_per_tune=excerpts_per_tune, seed=seed, no_essen=no_essen,
                    sources=sources, version=5)  # bump when the output changes: old partial shards are dropped
     fonts = {k: v for k, v in dict(test_all_fonts=test_all_fonts, glyph_mix=glyph_mix, glyph_jitter=glyph_jitter,
-                                   holdout_font=holdout_font).items() if v}
+                                   glyph_text=glyph_text, holdout_font=holdout_font).items() if v}
     options.update(fonts)  # only when set: the default corpus's options (and cached shards) stay as they were
     return builder.build(out_dir, [t[:4] + (seed, excerpts_per_tune, fonts) for t in tunes], [split_of(t[1], t[2]) for t in tunes],
                        options, run_pool, [('source', 'string'), ('tune_id', 'string'), ('font', 'string')],
@@ -300,6 +305,7 @@ def main(argv=None):
     ap.add_argument('--test_all_fonts', action='store_true', help='held-out-font study: every test excerpt in all five fonts')
     ap.add_argument('--glyph_mix', type=float, default=0.0, help='held-out-font study: P(a train glyph comes from another font)')
     ap.add_argument('--glyph_jitter', type=float, default=0.0, help='held-out-font study: 0-1, reshape and embolden train glyphs')
+    ap.add_argument('--glyph_text', action='store_true', help='held-out-font study: glyph_mix also draws digits and accidentals from text fonts')
     ap.add_argument('--holdout_font', default=None, help='held-out-font study: the font glyph_mix never draws from')
     ap.add_argument('--stats', action='store_true', help='print statistics of the corpus in out_dir and exit')
     ap.add_argument('--plot', default=None, help='save a PNG of examples from the corpus in out_dir and exit')
@@ -316,7 +322,7 @@ def main(argv=None):
             return
         prepare(a.out_dir, a.max_tunes, a.excerpts_per_tune, a.seed, a.no_essen, a.num_workers, a.vocab_size,
                 [s for s in a.sources.split(',') if s], test_all_fonts=a.test_all_fonts, glyph_mix=a.glyph_mix,
-                glyph_jitter=a.glyph_jitter, holdout_font=a.holdout_font)
+                glyph_jitter=a.glyph_jitter, holdout_font=a.holdout_font, glyph_text=a.glyph_text)
 
 if __name__ == '__main__':
     main()
