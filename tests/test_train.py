@@ -367,7 +367,10 @@ def test_errors_by_kind_add_up_to_the_edit_distance():
     ref = metrics.abc_symbols('M:6/8\nL:1/8\nK:D\nA|dfa agf|gfe dcB|]')
     for hyp_text, want in (('M:6/8\nL:1/8\nK:D\nA|dfa agf|gfe dcB|]', {}),
                            ('M:3/4\nL:1/8\nK:D\nA|dfa agf|gfe dcB|]', {'M:': 1}),
-                           ('M:6/8\nL:1/8\nK:G\nG6 A|dfa agf|gfe dcB|]', {'K:': 1, 'note': 1, 'space': 1})):
+                           ('M:6/8\nL:1/8\nK:G\nG6 A|dfa agf|gfe dcB|]', {'K:': 1, 'note (added, 1st bar)': 1, 'space': 1}),
+                           ('M:6/8\nL:1/8\nK:D\nA|dfa agf|g^fe dc2B|]', {'note (accidental)': 1, 'note (duration)': 1}),
+                           ('M:6/8\nL:1/8\nK:D\nA|dga agf|gfe dc|]', {'note (pitch)': 1, 'note (missed)': 1}),
+                           ('M:6/8\nL:1/8\nK:D\nA|dfa agf|gfe dcBB|]', {'note (added)': 1})):
         hyp = metrics.abc_symbols(hyp_text)
         got = errors.edits_by_kind(hyp, ref)
         assert dict(got) == want and sum(got.values()) == metrics.levenshtein(hyp, ref)

@@ -9,6 +9,7 @@ table says which symbols the unseen font's extra SER is made of, and a lever can
 """
 import collections
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
@@ -20,10 +21,21 @@ def kind(s):
     return s[:2] if k == 'field' else k  # the header fields apart: M:, K:, L:
 
 
+NOTE = re.compile(r"([_^=]*)([A-Ga-g][,']*)(.*)")
+
+
+def note_change(r, h):
+    """what a substituted note got wrong, first of: its accidental, its pitch, its duration."""
+    (ra, rp, _), (ha, hp, _) = NOTE.fullmatch(r).groups(), NOTE.fullmatch(h).groups()
+    return 'note (accidental)' if ra != ha else 'note (pitch)' if rp != hp else 'note (duration)'
+
+
 def edits_by_kind(hyp, ref):
     """Levenshtein alignment of two symbol lists -> Counter {kind: edits}. A substitution or deletion
     counts against the reference symbol's kind, an insertion against the inserted one's; the counts sum
-    to metrics.levenshtein(hyp, ref). (A K:D read as K:G is one K: edit, not a K: and a note.)"""
+    to metrics.levenshtein(hyp, ref). (A K:D read as K:G is one K: edit, not a K: and a note.) Note
+    edits are split further: a note missed, added (in the first bar, where the clef, key and time
+    signature are, or later), or its accidental, pitch or duration misread."""
     n, m = len(ref), len(hyp)
     d = [[0] * (m + 1) for _ in range(n + 1)]  # d[i][j]: distance of ref[:i] and hyp[:j]
     for i in range(n + 1):
@@ -33,22 +45,27 @@ def edits_by_kind(hyp, ref):
     for i in range(1, n + 1):
         for j in range(1, m + 1):
             d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (ref[i - 1] != hyp[j - 1]))
+    first_bar = next((j for j, t in enumerate(hyp) if kind(t) == 'bar'), m)
     out, i, j = collections.Counter(), n, m
     while i or j:  # walk back along one optimal path; between equal ones, a match or a substitution
         # within a kind first, then a deletion or insertion, and a change of kind last
         diag = i and j and d[i][j] == d[i - 1][j - 1] + (ref[i - 1] != hyp[j - 1])
         if diag and (ref[i - 1] == hyp[j - 1] or kind(ref[i - 1]) == kind(hyp[j - 1])):
             if ref[i - 1] != hyp[j - 1]:
-                out[kind(ref[i - 1])] += 1
+                k = kind(ref[i - 1])
+                out[note_change(ref[i - 1], hyp[j - 1]) if k == 'note' else k] += 1
             i, j = i - 1, j - 1
         elif i and d[i][j] == d[i - 1][j] + 1:
-            out[kind(ref[i - 1])] += 1
+            k = kind(ref[i - 1])
+            out['note (missed)' if k == 'note' else k] += 1
             i -= 1
         elif j and d[i][j] == d[i][j - 1] + 1:
-            out[kind(hyp[j - 1])] += 1
+            k = kind(hyp[j - 1])
+            out[k if k != 'note' else 'note (added, 1st bar)' if j - 1 < first_bar else 'note (added)'] += 1
             j -= 1
         else:
-            out[kind(ref[i - 1])] += 1
+            k = kind(ref[i - 1])
+            out['note (read as another kind)' if k == 'note' else k] += 1
             i, j = i - 1, j - 1
     return out
 
