@@ -107,7 +107,7 @@ def text_glyph(code, font, rng):
         return None
     segs, w = got
     y, h, w_ref = TEXT_BOX[code]
-    h1 = h * rng.uniform(1.0, 1.3 if code >= 'E260' else 1.8)
+    h1 = h * rng.uniform(1.0, 1.3 if code in ('E260', 'E261', 'E262') else 1.8)  # accidental, or digit / C
     sx = min(h1, 1.3 * w_ref * (h1 / h) / max(w, 1e-3))  # x scale: the height's, squeezed if too wide
     scale, shift = np.array([sx, -h1]), np.array([0.0, -(y + h / 2 - h1 / 2)])  # SVG's y axis points down
     d = ''.join(cmd + ' '.join(f'{v:.0f}' for v in (pts * scale + shift).ravel()) for cmd, pts in segs)
