@@ -91,8 +91,9 @@ def text_glyphs(font):
         ink = path.vertices[path.codes != path.CLOSEPOLY]  # a CLOSEPOLY's vertex is a dummy
         lo, hi = ink.min(0), ink.max(0)
         h = hi[1] - lo[1]
-        segs = [({1: 'M', 2: 'L', 3: 'Q', 4: 'C', 79: 'Z'}[kind], np.zeros((0, 2)) if kind == path.CLOSEPOLY
-                 else (verts.reshape(-1, 2) - lo) / h) for verts, kind in path.iter_segments()]
+        cmd = {path.MOVETO: 'M', path.LINETO: 'L', path.CURVE3: 'Q', path.CURVE4: 'C', path.CLOSEPOLY: 'Z'}
+        segs = [(cmd[kind], np.zeros((0, 2)) if kind == path.CLOSEPOLY else (verts.reshape(-1, 2) - lo) / h)
+                for verts, kind in path.iter_segments()]
         out[code] = (segs, (hi[0] - lo[0]) / h)
     return out
 
