@@ -45,13 +45,14 @@ import contextlib
 import functools
 import math
 import os
+import sys
 import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch.utils.checkpoint import checkpoint
-
 
 # -----------------------------------------------------------------------------
 # Shared plumbing: attributes, gradient checkpointing, LayerNorm over channels
@@ -828,7 +829,6 @@ def load_pretrained(model, name, pretrained):
         raise FileNotFoundError(f"pretrained weights not found: {path}")
     try:
         if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
             sd = load_file(path)
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)
@@ -886,7 +886,6 @@ def bench(names, height=224, width=896, batch=2, iters=3, warmup=1, device="cpu"
 
 
 if __name__ == "__main__":
-    import sys
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bench", action="store_true", help="time fwd+bwd of each backbone")
     parser.add_argument("--names", default=",".join(BACKBONES), help="comma-separated backbones")

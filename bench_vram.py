@@ -38,9 +38,10 @@ import torch
 
 import backbones
 import model as M
-import step
-from step import amp_context, resolve_dtype  # train.py's precision (the tests call bench_vram.amp_context)
-from vram_report import GIB, pareto_front, recommend, write_report  # noqa: F401 (bench_vram.recommend etc.)
+from bench.vram_report import GIB, write_report
+from training import step
+from training.runlog import expand, read_run
+from training.step import amp_context, resolve_dtype  # train.py's precision
 
 ALL_MODES = ['full', 'frozen', 'lora_r4', 'lora_r8', 'lora_r16', 'qlora_r8']
 # the CPU smoke configuration: cnn_tiny under a one-layer decoder, small enough for CI
@@ -443,7 +444,6 @@ def main(argv=None):
         meas = measure_all(args, argv)
     runs = []
     if args.runs:
-        from runlog import expand, read_run
         runs = [read_run(d) for d in expand(args.runs)]
     write_report(meas, runs, args.results_dir)
 

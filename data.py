@@ -13,21 +13,29 @@ tokenizer. This file turns it into training batches (the scores are metrics.py's
                                   width-bucketed and DDP-aware; eval_batches, the fixed eval batches
 
 Run `python data.py --export=3 --split=test` to write the first test images with their labels
-(`python bench_data.py` measures loader and metric speed).
+(`python -m bench.loader` measures loader and metric speed).
 """
 
+import argparse
+import glob
 import io
 import json
+import multiprocessing as mp
 import os
+import shlex
+import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
+import sentencepiece as spm
 import torch
 from PIL import Image
 
-import images
-from checkpoint import atomic_path, atomic_write
+from core import images
+from core.files import atomic_path, atomic_write
 
 # -----------------------------------------------------------------------------
 # Tokenizer
@@ -45,7 +53,6 @@ def train_tokenizer(texts, out_prefix, vocab_size=4096, model_type="bpe"):
     model_type "bpe" (Sennrich et al. 2016) or "char" (one piece per character; vocab_size is then
     ignored). Returns the path of the .model file. If the corpus is too small for `vocab_size`,
     sentencepiece may stop early (hard_vocab_limit=False) and we print the size it actually reached."""
-    import sentencepiece as spm
     texts = [t for t in texts if t]
     if not texts:
         raise ValueError("train_tokenizer: no non-empty training texts")
@@ -95,7 +102,6 @@ class Tokenizer:
     """Thin wrapper around a sentencepiece model: ids in, ids out, special ids as attributes."""
 
     def __init__(self, path):
-        import sentencepiece as spm
         if not os.path.isfile(path):
             raise FileNotFoundError(f"tokenizer model not found: {path}; create it with: "
                                     f"{prepare_command(os.path.dirname(str(path)) or '.')}")
@@ -143,8 +149,6 @@ def prepare_command(data_dir):
 def prepare_missing(data_dir, prepare_args):
     """Build a missing data_dir with data/m21/prepare.py and these arguments ('--max_tunes=1000');
     RuntimeError with one line if that fails."""
-    import shlex
-    import subprocess
     cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'm21', 'prepare.py'),
            f'--out_dir={data_dir}'] + shlex.split(prepare_args)
     print(f"{data_dir} is missing, preparing it: {' '.join(cmd)}", flush=True)
@@ -188,11 +192,22 @@ def holdout_error(data_dir, font):
     return None
 
 
+def run_splits(data_dirs, tokenizer, img_height, max_width, max_len, cache=False, augment=False, shape=False, seed=0,
+               holdout_font=None):
+    """train.py's three datasets over the prepared dirs data_dirs: (train, val, test). Labels whose
+    [bos] + ids do not fit max_len decoder positions are left out. holdout_font: train and val never
+    see it; test keeps every font (final_eval scores each one). Problems raise ValueError."""
+    for err in filter(None, (holdout_error(d, holdout_font) for d in data_dirs)):
+        raise ValueError(err)
+    kw = dict(tokenizer=tokenizer, img_height=img_height, max_width=max_width, max_len=max_len, cache=cache)
+    no_font = (holdout_font,) if holdout_font else ()
+    return (OMRDataset(data_dirs, 'train', augment=augment, shape=shape, seed=seed, exclude_fonts=no_font, **kw),
+            OMRDataset(data_dirs, 'val', exclude_fonts=no_font, **kw), OMRDataset(data_dirs, 'test', **kw))
+
+
 def _broken_file(data_dir, arrow=False):
     """(path, why) of the first file of a saved DatasetDict that does not read: a JSON file that does not
     parse or lacks what datasets needs, or (arrow=True) an Arrow shard that is not whole. Else None."""
-    import glob
-    import json
     import pyarrow as pa
     need = {'dataset_dict.json': ('splits', list), 'state.json': ('_data_files', list), 'dataset_info.json': ('features', dict)}
     for path in [os.path.join(data_dir, "dataset_dict.json")] + sorted(glob.glob(os.path.join(data_dir, "*", "*.json"))):
@@ -291,9 +306,6 @@ class OMRDataset(torch.utils.data.Dataset):
             if workers > 1 and n > 256:
                 # an executor, not mp.Pool: a worker that dies (seen once on a big-image corpus) raises
                 # BrokenProcessPool here instead of hanging map() forever; then decode in this process
-                import multiprocessing as mp
-                from concurrent.futures import ProcessPoolExecutor
-                from concurrent.futures.process import BrokenProcessPool
                 try:
                     with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as ex:
                         arrays = list(ex.map(self.load_image, range(n), chunksize=64))
@@ -517,7 +529,6 @@ def export(data_dir, split, n, out):
 
 
 if __name__ == "__main__":
-    import argparse
     p = argparse.ArgumentParser(description="nanoOMR data runtime: sample export (the loader benchmark is bench_data.py)")
     p.add_argument("--export", type=int, default=0, metavar="N", help="write N images of --split (+ labels) to --out")
     p.add_argument("--out", default="samples")

@@ -24,7 +24,7 @@ Teacher and student must share the tokenizer (same data_dir): vocab size and spe
 
 import torch.nn.functional as F
 
-from checkpoint import find_checkpoint, load_model
+from training.checkpoint import find_checkpoint, load_model
 
 
 def load_teacher(ckpt_dir, device="cpu"):

@@ -27,10 +27,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import backbones
-import decoding
-import flops
 import lora
 import quant
+from core import decoding, flops
 
 
 @dataclass
@@ -444,6 +443,25 @@ class MusicTrOCR(nn.Module):
 # -----------------------------------------------------------------------------
 # the one way to build a model: train.py, checkpoint.load_model and bench_vram.py all come here
 
+# the model-defining config keys of train.py; the rest of the config may change between runs of one model
+MODEL_KEYS = ('backbone', 'pretrained', 'n_layer', 'n_head', 'd_model', 'd_ff', 'max_seq_len', 'dropout', 'img_height',
+              'freeze_backbone', 'grad_checkpointing', 'collapse_height', 'ctc_weight', 'label_smoothing')
+
+
+def config_args(config, tokenizer):
+    """train.py's config and tokenizer -> (model_args, lora_args or None, quant_args or None), the
+    arguments of build_model, as checkpoints record them (model_args with plugin_args applied)."""
+    model_args = {k: config[k] for k in MODEL_KEYS}
+    model_args.update(vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id, bos_id=tokenizer.bos_id,
+                      eos_id=tokenizer.eos_id)
+    lora_args = (dict(rank=config['lora_rank'], alpha=config['lora_alpha'], dropout=config['lora_dropout'],
+                      targets=list(config['lora_targets']), rslora=config['lora_rslora'])
+                 if config['lora_rank'] > 0 else None)
+    quant_args = (dict(backbone=config['quant_backbone'], double_quant=config['nf4_double_quant'])
+                  if config['quant_backbone'] else None)
+    return plugin_args(model_args, lora_args, quant_args), lora_args, quant_args
+
+
 def plugin_args(model_args, lora_args=None, quant_args=None):
     """The rule the plug-ins impose on the model: LoRA on the backbone, or an NF4 backbone (QLoRA),
     fine-tune the encoder through the adapters only, so the rest of the backbone is frozen
@@ -478,9 +496,3 @@ def build_model(model_args, lora_args=None, quant_args=None, verbose=False):
         if verbose:
             print(f"LoRA: rank {kw['rank']} adapters on {len(wrapped)} modules")
     return model
-
-
-if __name__ == '__main__':  # `python model.py --bench_cache`: the KV-cache benchmark lives in bench_decode.py
-    import os
-    import runpy
-    runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'bench_decode.py'), run_name='__main__')

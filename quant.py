@@ -338,9 +338,3 @@ def quantize_model_int8_dynamic(model):
         warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao
         from torch.ao.quantization import quantize_dynamic
         return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
-
-
-if __name__ == "__main__":  # `python quant.py --out_dir=...`: the PTQ report, now ptq.py
-    import os
-    import runpy
-    runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "ptq.py"), run_name="__main__")

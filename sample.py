@@ -20,7 +20,7 @@ reported on stderr and left out; the rest still comes out.
 --page=systems (a multi-voice model, issue 12) is page mode by systems: staves joined by a brace, a
 bracket or a bar line through the gap between them are one system (systems.py), each system's crop
 is one transcription (multi-voice ABC: '%%score', 'V:n' lines, one '[V:n]' line per voice), and the
-systems of a page join voice by voice (pages.join_lines: each voice's bars appended to its line). A
+systems of a page join voice by voice (inference/tune.py join_lines: each voice's bars appended to its line). A
 page of single staves gives one system per staff, so it reads as with --page=yes.
 
 With --save_dir, each input also gets <stem>.abc, <stem>.png (the prediction re-engraved with
@@ -48,14 +48,18 @@ one is reported and skipped, and the exit status is 1 if any image failed (so sc
 A prediction that verovio cannot engrave still gets its .abc; a warning goes to stderr (exit 0).
 """
 
-import base64
 import contextlib
-import io
 import os
-import re
+import subprocess
 import sys
 
-from pages import is_pdf, read_image, read_pdf, to_tensor
+import torch
+
+from core.files import atomic_path, atomic_write
+from inference import attention as A
+from inference import musicxml, pages, staves, systems, tune
+from inference.pages import is_pdf, read_image, read_pdf, to_tensor
+from training import checkpoint
 
 # -----------------------------------------------------------------------------
 # config: override on the command line as --key=value (nanoGPT's configurator)
@@ -102,73 +106,20 @@ def load_image(path, img_height, max_width, max_pixels):
     return to_tensor(read_image(path, max_pixels), img_height, max_width)
 
 
-def engrave(abc):
-    """ABC -> (grayscale PIL image of the engraving, MIDI bytes) with verovio; ValueError if it fails.
-    One line of music is engraved as one long system; a tune of several lines keeps its line breaks;
-    a multi-voice tune (issue 12's '[V:n]' lines) is one long system of all its staves.
-    The transcriptions carry no 'X:' line (the data engine engraves them with 'X:1' prepended), so we
-    add it the same way."""
-    import numpy as np
-    import resvg_py
-    import verovio
-    from PIL import Image
-    verovio.enableLog(verovio.LOG_OFF)
-    tk = verovio.toolkit()  # a fresh toolkit per tune: verovio's ABC reader keeps state between loads
-    opts = {'breaks': 'none', 'pageWidth': 60000, 'adjustPageWidth': True, 'adjustPageHeight': True,
-            'header': 'none', 'footer': 'none', 'scale': 50}
-    music = [ln for ln in abc.splitlines() if ln.strip() and not (len(ln) > 1 and ln[1] == ':')]
-    import pages
-    poly = pages.split_voices(abc) is not None
-    if poly:
-        # verovio 6.4's ABC reader has no voices (it draws each [V:n] line as one more treble
-        # system); it reads the MusicXML that musicxml.py writes (voices, staves, clefs) instead
-        import musicxml
-        abc = musicxml.to_musicxml(abc)
-    elif len(music) > 1:  # a page's tune, one ABC line per staff: engraved as those lines, on one tall page
-        opts.update(breaks='encoded', pageWidth=2100, pageHeight=60000, adjustPageWidth=False)
-        # verovio 6.4's ABC reader draws a stray clef for a line-leading inline [K:..]; as field lines
-        # ('K:F' on its own line) it does not (it still draws no key change there: a verovio limit;
-        # the .abc and the .musicxml keep the change)
-        abc = re.sub(r'(?m)^((?:\[[KML]:[^\]\n]*\])+) *', lambda m: '\n'.join(re.findall(r'\[([KML]:[^\]]*)\]', m.group(1))) + '\n', abc)
-    tk.setOptions(opts)
-    text = abc if poly or abc.lstrip().startswith('X:') else 'X:1\n' + abc + '\n'
-    if not abc.strip() or not tk.loadData(text) or tk.getPageCount() < 1:
-        raise ValueError("verovio could not read the ABC")
-    svg = tk.renderToSVG(1)
-    # drawn onto white paper, as data/m21/prepare.py rasterizes (resvg's default is transparent -> black)
-    png = resvg_py.svg_to_bytes(svg_string=svg, background='#ffffff')
-    gray = Image.open(io.BytesIO(bytes(png))).convert('L')
-    if np.asarray(gray).min() == 255:
-        raise ValueError("verovio drew nothing")
-    midi = base64.b64decode(tk.renderToMIDI())
-    return gray, midi
-
-
-def engrave_to_files(abc_path, png_path, mid_path):
-    """Child-process entry point: engrave the ABC in abc_path, write the PNG and MIDI."""
-    with open(abc_path, encoding='utf-8') as f:
-        img, midi = engrave(f.read())
-    img.save(png_path, format='PNG')
-    with open(mid_path, 'wb') as f:
-        f.write(midi)
-
-
 def write_outputs(save_dir, src_path, abc, timeout=120):
     """<stem>.abc always; <stem>.png and <stem>.mid if verovio can engrave the ABC. Returns None, or
     the one-line reason engraving failed.
     Engraving runs in a child process: verovio can crash (segfault) or hang on malformed ABC, which
     is exactly what an untrained or confused model writes, and that must not take sample.py down.
     The child writes temp files that we rename into place only if it succeeded (atomic writes)."""
-    import subprocess
-    from checkpoint import atomic_write
     stem = os.path.splitext(os.path.basename(src_path))[0]
     os.makedirs(save_dir, exist_ok=True)
     abc_path, png_path, mid_path = (os.path.join(save_dir, stem + ext) for ext in ('.abc', '.png', '.mid'))
     atomic_write(abc_path, abc)
-    here = os.path.dirname(os.path.abspath(__file__))
-    code = 'import sys; sys.path.insert(0, sys.argv[1]); import sample; sample.engrave_to_files(*sys.argv[2:])'
+    # `python -m inference.render` from this file's folder (the repository), hence absolute paths
+    paths = [os.path.abspath(p) for p in (abc_path, png_path + '.tmp', mid_path + '.tmp')]
     try:
-        r = subprocess.run([sys.executable, '-c', code, here, abc_path, png_path + '.tmp', mid_path + '.tmp'],
+        r = subprocess.run([sys.executable, '-m', 'inference.render', *paths], cwd=os.path.dirname(os.path.abspath(__file__)),
                            capture_output=True, text=True, timeout=timeout)
         if r.returncode == 0:
             os.replace(png_path + '.tmp', png_path)
@@ -198,7 +149,6 @@ def load_input(path, img_height, max_width):
     is found but that is shaped like a line (at least twice as wide as high) and has staff-like dark
     rows on paper (staves.looks_like_line: a low-resolution line) is one too; a blank, uniform or
     photo-like image is 'no staff found', in every mode; everything else is a page. PDFs are always pages. Problems -> ValueError, one line."""
-    import staves
     if is_pdf(path):
         if page == 'no':
             raise ValueError(f"{path}: a PDF holds pages; --page=no reads only cropped line images")
@@ -234,14 +184,12 @@ def _page_input(found, img_height, max_width):
     if page != 'systems':
         return dict(kind='page', pages=found, systems=None,
                     xs=[to_tensor(st.crop, img_height, max_width) for pg in found for st in pg.staves])
-    import systems
     sys_ = [systems.find_systems(pg) for pg in found]
     return dict(kind='page', pages=found, systems=sys_,
                 xs=[to_tensor(sy.crop, img_height, max_width) for ss in sys_ for sy in ss])
 
 
 def _save_png(im, path):
-    from checkpoint import atomic_path
     with atomic_path(path) as tmp:
         im.save(tmp)
 
@@ -258,11 +206,8 @@ def main():
     if attention_layer not in ('last', 'all'):
         raise ValueError(f"attention_layer must be 'last' or 'all', got {attention_layer!r}")
     paths = list_images(str(image))  # before importing torch and loading the model: a typo fails fast
-    import torch
-    import pages
-    from checkpoint import find_checkpoint, read_meta
-    ckpt = find_checkpoint(out_dir)
-    meta = read_meta(ckpt)  # cheap: config.json only, enough to preprocess the images
+    ckpt = checkpoint.find_checkpoint(out_dir)
+    meta = checkpoint.read_meta(ckpt)  # cheap: config.json only, enough to preprocess the images
     img_height = meta['model_args'].get('img_height', 224)
     max_width = (meta.get('train_config') or {}).get('max_width', 2048)
 
@@ -292,7 +237,7 @@ def main():
         if j['kind'] == 'line':
             abc = abcs[0]
         else:
-            abc, skipped = pages.join_lines(abcs)
+            abc, skipped = tune.join_lines(abcs)
             what = 'system' if j.get('systems') else 'staff'
             for i in skipped:
                 print(f"warning: {p}: {what} {i + 1} of {n}: the model's transcription is not ABC "
@@ -314,19 +259,15 @@ def main():
                       file=sys.stderr)
             stem = os.path.join(save_dir, os.path.splitext(os.path.basename(p))[0])
             try:
-                import musicxml
                 musicxml.write_musicxml(abc, stem + '.musicxml')
             except ValueError as e:
                 print(f"warning: {p}: no MusicXML ({e})", file=sys.stderr)
             if j['kind'] == 'page':
-                import staves
-                import systems
                 for i, pg in enumerate(j['pages']):
                     name = '.staves.png' if len(j['pages']) == 1 else f'.p{i + 1}.staves.png'
                     _save_png(systems.draw_systems(pg, j['systems'][i]) if j['systems'] else staves.draw_staves(pg),
                               stem + name)
         if attention is not None:
-            import attention as A
             os.makedirs(attention, exist_ok=True)
             stem = os.path.join(attention, os.path.splitext(os.path.basename(p))[0])
             for i, (x, s) in enumerate(zip(j['xs'], jids)):

@@ -1,20 +1,20 @@
 """
 train.py: train MusicTrOCR (image of one line of engraved music -> ABC), after nanoGPT's train.py.
 
-One file, one loop, no Trainer class and no callbacks. It runs on a single device, or with DDP under
-torchrun (several nodes, SLURM and requeueing: the README's Multi-GPU section):
+One file, one loop, no Trainer class and no callbacks; its machinery is in training/ (step.py: one
+optimizer step). One device, or DDP under torchrun (nodes, SLURM, requeueing: docs/multi-gpu.md):
 
     $ python train.py config/quickstart.py                       # a 2-core CPU
     $ python train.py config/resnet50.py --batch_size=16         # one GPU
     $ torchrun --standalone --nproc_per_node=8 train.py config/deit_small.py   # 8 GPUs x 4 = 32/step
 
 Every config key is a global below, with its default; config files and --key=value overrides replace
-them (see configurator.py). Outputs in out_dir: one line per iteration on stdout, log.jsonl (one JSON
-object per eval), loss.png, ckpt_last/ and ckpt_best/ (model.safetensors + config.json + state.pt, see
-checkpoint.py), tokenizer.model, and final_eval.json (the test split, scored with the best checkpoint).
-SIGTERM/SIGUSR1: ckpt_last is written, exit code 75 (preempt.py). Bad input or files: one line, exit 1.
+them (configurator.py). Outputs in out_dir: a line per iteration on stdout, log.jsonl (one JSON object
+per eval), loss.png, ckpt_last/ and ckpt_best/ (model.safetensors, config.json, state.pt), tokenizer.model
+and final_eval.json (the test split, best checkpoint). SIGTERM/SIGUSR1: ckpt_last written, exit 75.
 """
 
+import functools
 import json
 import math
 import os
@@ -28,22 +28,20 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import data
-import evaluation
-import flops
-import preempt
-import runlog
-import step
-from checkpoint import (atomic_write, copy_tokenizer, get_rng_state, has_checkpoint, load_model, load_resume,
-                        resume_mismatch, save_checkpoint, set_rng_state)
-from model import build_model, plugin_args
+import distill
+from core import files, flops
+from model import build_model, config_args
+from training import evaluation, preempt, runlog, step
+from training.checkpoint import (all_rng_states, copy_tokenizer, has_checkpoint, load_model, load_resume,
+                                 resume_mismatch, save_checkpoint, set_rng_state)
 
 # -----------------------------------------------------------------------------
 # default config values: the seed recipe, ResNet-50 encoder at 224 px
 # I/O
 out_dir = 'out'
 data_dir = 'data/m21/full'
-prepare_args = None  # e.g. '--max_tunes=1000': if data_dir is missing, build it with data/m21/prepare.py and these args
-data_mix = ''  # e.g. 'data/m21/full': more prepared dirs (comma-separated) whose splits join data_dir's; needs tokenizer_vocab
+prepare_args = None  # e.g. '--max_tunes=1000': data_dir missing? build it with data/m21/prepare.py and these
+data_mix = ''  # more prepared dirs (comma-separated) whose splits join data_dir's; needs tokenizer_vocab
 eval_interval = 500  # iterations between evals (and ckpt_last saves)
 log_interval = 1
 eval_iters = 50  # val batches for the val loss (the same fixed batches at every eval)
@@ -76,7 +74,7 @@ tokenizer_type = 'bpe'  # with tokenizer_vocab: 'bpe', or 'char' (one piece per 
 bucket_by_width = True  # batches of images of similar width (less padding); still a fresh random order every epoch
 # model
 backbone = 'resnet50'  # any name in backbones.BACKBONES
-pretrained = None  # None = random init; 'timm' = ImageNet weights from the HF hub (online); or a local .safetensors/.pth
+pretrained = None  # None: random init; 'timm': ImageNet weights from the HF hub (online); or a .safetensors/.pth
 freeze_backbone = False
 grad_checkpointing = False
 n_layer = 6
@@ -112,7 +110,8 @@ distill_alpha = 0.5  # loss = alpha * CE(labels) + (1 - alpha) * T^2 * KL(teache
 distill_T = 2.0  # softmax temperature of the KD term
 # system
 device = 'cuda' if torch.cuda.is_available() else 'cpu'  # 'cpu', 'cuda', 'cuda:1', ...
-dtype = 'bfloat16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else 'float16'  # CUDA only; CPU runs fp32
+# CUDA only (CPU runs fp32)
+dtype = 'bfloat16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else 'float16'
 compile = False  # torch.compile: off by default, variable image widths make it recompile often
 channels_last = False  # NHWC backbone weights and inputs: several times faster convolutions on a CPU
 cpu_threads = 0  # CPU runs: torch compute threads (0 = torch's default, one per core)
@@ -120,7 +119,7 @@ seed = 1337
 # -----------------------------------------------------------------------------
 config_keys = [k for k, v in globals().items() if not k.startswith('_')
                and isinstance(v, (int, float, bool, str, tuple, list, type(None)))]
-exec(open(os.path.join(os.path.dirname(__file__), 'configurator.py')).read())  # overrides from command line or config file
+exec(open(os.path.join(os.path.dirname(__file__), 'configurator.py')).read())  # overrides: config files, --key=value
 config = {k: globals()[k] for k in config_keys}  # will be useful for logging and checkpoints
 # -----------------------------------------------------------------------------
 t_launch = time.time()  # max_time_minutes counts from here: data preparation and loading included
@@ -150,9 +149,7 @@ preempt.install()  # SIGTERM / SIGUSR1: finish the step, write ckpt_last, exit w
 # various inits, derived attributes, I/O setup
 ddp = int(os.environ.get('RANK', -1)) != -1  # is this a ddp run (launched by torchrun)?
 if ddp:
-    ddp_rank = int(os.environ['RANK'])
-    ddp_local_rank = int(os.environ['LOCAL_RANK'])
-    ddp_world_size = int(os.environ['WORLD_SIZE'])
+    ddp_rank, ddp_local_rank, ddp_world_size = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE'))
     if device.startswith('cuda'):
         device = f'cuda:{ddp_local_rank}'
         torch.cuda.set_device(device)
@@ -174,8 +171,7 @@ samples_per_iter = batch_size * gradient_accumulation_steps * ddp_world_size  # 
 device_type = 'cuda' if device.startswith('cuda') else 'cpu'  # for later use in torch.autocast
 if device_type == 'cuda' and not torch.cuda.is_available():
     die(f"device={device!r} but CUDA is not available; use --device=cpu")
-dtype = step.resolve_dtype(device_type, dtype)
-config['dtype'] = dtype
+config['dtype'] = dtype = step.resolve_dtype(device_type, dtype)
 if master_process:
     print(f"{samples_per_iter} images per iteration: {ddp_world_size} process(es) x batch_size "
           f"{batch_size} x {gradient_accumulation_steps} accumulation step(s)")
@@ -185,8 +181,8 @@ cpu_peak_flops = flops.cpu_peak_flops() if device_type == 'cpu' else None  # MFU
 if cpu_peak_flops is not None and master_process:
     print(f"CPU: {torch.get_num_threads()} torch thread(s), 1024^2 fp32 matmul at {cpu_peak_flops / 1e9:.1f} GFLOP/s "
           f"(the peak MFU is measured against)")
-torch.backends.cuda.matmul.allow_tf32 = True  # allow tf32 on matmul
-torch.backends.cudnn.allow_tf32 = True  # allow tf32 on cudnn
+torch.backends.cuda.matmul.allow_tf32 = True
+torch.backends.cudnn.allow_tf32 = True
 ctx, scaler = step.amp_context(device_type, dtype)  # scaler: a no-op GradScaler unless fp16
 
 # -----------------------------------------------------------------------------
@@ -207,19 +203,12 @@ try:  # a missing dir fails in load_split, with the command that prepares it
     train_texts = [t for d in data_dirs for t in data.load_split(d, 'train')['transcription']]
     tok_path = os.path.join(out_dir if own_tokenizer else data_dir, 'tokenizer.model')
     if own_tokenizer and init_from == 'scratch' and master_process:
-        data.train_tokenizer(train_texts, os.path.join(out_dir, 'tokenizer'), tokenizer_vocab, model_type=tokenizer_type)
+        data.train_tokenizer(train_texts, os.path.join(out_dir, 'tokenizer'), tokenizer_vocab, tokenizer_type)
     if own_tokenizer and ddp:
         dist.barrier()  # everyone reads the tokenizer rank 0 just wrote
     tokenizer = data.Tokenizer(tok_path)
-    # max_len: labels whose [bos] + ids do not fit the decoder's max_seq_len positions are left out
-    dataset_kw = dict(tokenizer=tokenizer, img_height=img_height, max_width=max_width, max_len=max_seq_len,
-                      cache=cache_images)
-    no_font = (holdout_font,) if holdout_font else ()
-    for _err in filter(None, (data.holdout_error(d, holdout_font) for d in data_dirs)):
-        die(_err)
-    train_ds = data.OMRDataset(data_dirs, 'train', augment=augment, shape=augment_shape, seed=seed, exclude_fonts=no_font, **dataset_kw)
-    val_ds = data.OMRDataset(data_dirs, 'val', exclude_fonts=no_font, **dataset_kw)
-    test_ds = data.OMRDataset(data_dirs, 'test', **dataset_kw)  # every font: final_eval scores each one
+    train_ds, val_ds, test_ds = data.run_splits(data_dirs, tokenizer, img_height, max_width, max_seq_len, cache_images,
+                                                augment, augment_shape, seed, holdout_font)
 except (FileNotFoundError, ValueError) as e:
     die(e)
 collate_fn = data.Collate(tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id)
@@ -245,22 +234,12 @@ if master_process:
 
 # -----------------------------------------------------------------------------
 # model: scratch (+ the plug-ins), or the exact state of out_dir/ckpt_last
-# the model-defining keys; the rest of the config may change between runs of one model
-model_arg_keys = ('backbone', 'pretrained', 'n_layer', 'n_head', 'd_model', 'd_ff', 'max_seq_len', 'dropout',
-                  'img_height', 'freeze_backbone', 'grad_checkpointing', 'collapse_height', 'ctc_weight',
-                  'label_smoothing')
-model_args = {k: globals()[k] for k in model_arg_keys}
-model_args.update(vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id, bos_id=tokenizer.bos_id,
-                  eos_id=tokenizer.eos_id)
-lora_meta = dict(rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout, targets=list(lora_targets),
-                 rslora=lora_rslora) if lora_rank > 0 else None
-quant_meta = dict(backbone=quant_backbone, double_quant=nf4_double_quant) if quant_backbone else None
-model_args = plugin_args(model_args, lora_meta, quant_meta)  # LoRA / NF4 on the backbone freeze the rest of it
+model_args, lora_meta, quant_meta = config_args(config, tokenizer)  # LoRA / NF4 on the backbone freeze the rest of it
 iter_num, best_val_loss, elapsed_before = 0, float('inf'), 0.0
 torch.manual_seed(seed)  # the same initial weights in every process
 if init_from == 'scratch':
     if master_process:
-        print(f"initializing a new {backbone} model from scratch" + (f" (pretrained={pretrained})" if pretrained else ""))
+        print(f"initializing a new {backbone} model from scratch" + (f" (pretrained={pretrained})" * bool(pretrained)))
     try:
         model = build_model(model_args, lora_meta, quant_meta, verbose=master_process)
     except (ValueError, FileNotFoundError, RuntimeError, KeyError) as e:
@@ -271,7 +250,7 @@ else:
     if master_process:
         print(f"resuming training from {ckpt_dir}")
     if ddp and not master_process:
-        dist.barrier()  # rank 0 first: it finishes an interrupted write of ckpt_last (checkpoint.recover_dir)
+        dist.barrier()  # rank 0 first: it finishes an interrupted write of ckpt_last (recover_dir)
     try:
         model, meta, ckpt_state = load_resume(out_dir)
     except (ValueError, FileNotFoundError) as e:
@@ -281,7 +260,8 @@ else:
     why = resume_mismatch(meta, model_args, lora_meta, quant_meta)  # it must be the model this config describes
     if why:
         die(f"{ckpt_dir} was trained with {why}; resume with the run's own config, or start a new out_dir")
-    iter_num, best_val_loss, elapsed_before = ckpt_state['iter_num'], ckpt_state['best_val_loss'], ckpt_state.get('elapsed_s', 0)
+    iter_num, best_val_loss = ckpt_state['iter_num'], ckpt_state['best_val_loss']
+    elapsed_before = ckpt_state.get('elapsed_s', 0)
 fitted = (ckpt_state or {}).get('fitted')  # (max_iters, lr_decay_iters) that fit_to_time chose: a resume keeps them
 if fitted:
     max_iters, lr_decay_iters = fitted
@@ -293,9 +273,8 @@ if master_process:
     print(f"parameters: {n_params / 1e6:.2f}M, trainable {n_trainable / 1e6:.2f}M")
 
 # knowledge distillation: a frozen teacher run on the same batch
-teacher = None
+teacher, kd_loss = None, functools.partial(distill.kd_loss, alpha=distill_alpha, T=distill_T)
 if teacher_dir:
-    import distill
     try:
         teacher = distill.load_teacher(teacher_dir, device)
         distill.check_compatible(teacher.config, model.config)  # the same tokenizer, or logits mean different tokens
@@ -327,17 +306,15 @@ def save(names, elapsed_s, record=None):
     """Append an eval's record to log.jsonl, write ckpt_last / ckpt_best (a collective under DDP: the RNG
     states). A full disk: one line and exit; atomic_dir has left the previous checkpoint whole."""
     if names:
-        mine = get_rng_state(device_type == 'cuda')
-        rng = [None] * ddp_world_size if ddp else [mine]
-        if ddp:
-            dist.all_gather_object(rng, mine)  # every process's own random stream, in rank order
+        rng = all_rng_states(device_type == 'cuda', ddp, ddp_world_size)
         state = dict(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), rng=rng, iter_num=iter_num,
                      epoch=iter_num // iters_per_epoch, window=window, best_val_loss=best_val_loss, elapsed_s=elapsed_s,
                      fitted=fitted,
                      data_position=dict(epoch=iter_num // iters_per_epoch, iter_in_epoch=iter_num % iters_per_epoch))
     if master_process:
-        meta = dict(model_args=raw_model.config.__dict__, train_config=config, iter_num=iter_num, best_val_loss=best_val_loss,
-                    lora=lora_meta, quant=quant_meta, decode=evaluation.better_decoding(record))
+        meta = dict(model_args=raw_model.config.__dict__, train_config=config, iter_num=iter_num,
+                    best_val_loss=best_val_loss, lora=lora_meta, quant=quant_meta,
+                    decode=evaluation.better_decoding(record))
         try:
             if record is not None:
                 runlog.append_log(out_dir, record, f"{backbone}: {out_dir}")
@@ -402,15 +379,10 @@ while True:
         val_loss, scores, rows = evaluate(raw_model, val_ds, eval_iters, eval_decode_samples)
         improved = math.isfinite(val_loss) and val_loss < best_val_loss  # a NaN model is never the best
         best_val_loss = min(best_val_loss, val_loss)
-        record = dict(iter=iter_num, epoch=iter_num / iters_per_epoch,
-                      train_loss=window['loss'] / window['n'] if window['n'] else None, val_loss=val_loss,
-                      val_ser=scores.get('ser'), val_cer=scores.get('cer'), val_bpe_ser=scores.get('bpe_ser'),
-                      val_seq_acc=scores.get('seq_acc'), val_ser_ctc=scores.get('ctc', {}).get('ser'),
-                      val_seq_acc_ctc=scores.get('ctc', {}).get('seq_acc'), samples_seen=iter_num * samples_per_iter,
-                      lr=get_lr(max(0, iter_num - 1)),
-                      samples_per_sec=window['samples'] / window['time'] if window['time'] else None,
-                      mfu=running_mfu if running_mfu >= 0 else None, peak_mem_mb=step.peak_mem_mb(device_type),
-                      elapsed_s=elapsed_before + time.time() - t_start)
+        record = evaluation.eval_record(iter_num, iter_num / iters_per_epoch, window, val_loss, scores,
+                                        iter_num * samples_per_iter, get_lr(max(0, iter_num - 1)),
+                                        running_mfu if running_mfu >= 0 else None, step.peak_mem_mb(device_type),
+                                        elapsed_before + time.time() - t_start)
         window = dict(loss=0.0, n=0, samples=0, time=0.0)
         saved = (['ckpt_last'] if always_save_checkpoint or iter_num >= max_iters or stop or preempted else []) + \
                 (['ckpt_best'] if improved else [])
@@ -423,7 +395,7 @@ while True:
             dist.barrier()  # nobody reads a checkpoint that is still being written
         t0 = time.time()  # don't count eval time in the next iteration
         eval_s = t0 - t_eval
-    elif preempted:  # off the eval grid: no eval (it would change the RNG stream), so a resume continues exactly
+    elif preempted:  # off the eval grid: no eval (it would change the RNG stream): a resume continues exactly
         save(['ckpt_last'], elapsed_before + time.time() - t_start)
     if iter_num >= max_iters or stop or preempted:
         break
@@ -433,9 +405,13 @@ while True:
     for param_group in optimizer.param_groups:
         param_group['lr'] = lr
 
-    # forward backward update, with gradient accumulation to simulate a larger batch (step.py)
-    loss_accum, (images, idx, _, _) = step.train_step(model, optimizer, scaler, ctx, batches, gradient_accumulation_steps,
-                                                      grad_clip, teacher, distill_alpha, distill_T, ddp, skip_nonfinite=True)
+    # forward backward update, with gradient accumulation to simulate a larger batch. step.train_step:
+    #   for each of the gradient_accumulation_steps micro-batches: loss = model(images, idx, targets) (+ the
+    #   teacher's KD term), scaler.scale(loss / steps).backward() (DDP syncs gradients on the last one only);
+    #   then unscale, clip the global norm at grad_clip, optimizer.step() (skipped on inf/NaN), zero_grad
+    loss_accum, (images, idx, _, _) = step.train_step(model, optimizer, scaler, ctx, batches,
+                                                      gradient_accumulation_steps, grad_clip, teacher, kd_loss, ddp,
+                                                      skip_nonfinite=True)
 
     # timing and logging
     t1 = time.time()
@@ -459,8 +435,8 @@ while True:
             if mfu is not None:
                 running_mfu = mfu if running_mfu == -1.0 else 0.9 * running_mfu + 0.1 * mfu
         mfu_str = f"{running_mfu * 100:.2f}%" if running_mfu >= 0 else "n/a"
-        print(f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, time {dt * 1000:.2f}ms, "
-              f"{samples_per_iter / dt:.1f} samples/s, mfu {mfu_str}, mem {step.peak_mem_mb(device_type):.0f} MiB", flush=True)
+        print(f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, time {dt * 1000:.2f}ms, {samples_per_iter / dt:.1f} "
+              f"samples/s, mfu {mfu_str}, mem {step.peak_mem_mb(device_type):.0f} MiB", flush=True)
     iter_num += 1
     local_iter_num += 1
     steps_s += dt
@@ -506,20 +482,16 @@ n_test = len(test_ds) if eval_test_samples < 0 else min(eval_test_samples, len(t
 t_eval = time.time()
 test_loss, test_scores, rows_test = evaluate(eval_model, test_ds, eval_iters, n_test)
 if master_process:
-    speeds = [r['samples_per_sec'] for r in runlog.read_jsonl(os.path.join(out_dir, 'log.jsonl')) if r.get('samples_per_sec')]
-    final = dict(split='test', weights=weights, weights_iter=weights_iter, n_samples=n_test, test_loss=test_loss,
-                 ser=test_scores.get('ser'), cer=test_scores.get('cer'), bpe_ser=test_scores.get('bpe_ser'),
-                 seq_acc=test_scores.get('seq_acc'), ctc=test_scores.get('ctc'), by_font=test_scores.get('by_font'),
-                 by_kind=test_scores.get('by_kind'),
-                 holdout_font=holdout_font, best_val_loss=best_val_loss, iters=iter_num,
-                 samples_per_sec=sum(speeds) / len(speeds) if speeds else None,
-                 mfu=running_mfu if running_mfu >= 0 else None, peak_mem_mb=step.peak_mem_mb(device_type),
-                 train_time_s=elapsed_before + train_time, test_decode_s=time.time() - t_eval,
-                 backbone=backbone, img_height=img_height, n_params=n_params, n_trainable=n_trainable,
-                 world_size=ddp_world_size, device=torch.cuda.get_device_name() if device_type == 'cuda' else 'cpu')
+    final = evaluation.final_record(
+        weights, weights_iter, n_test, test_loss, test_scores, os.path.join(out_dir, 'log.jsonl'),
+        holdout_font=holdout_font, best_val_loss=best_val_loss, iters=iter_num,
+        mfu=running_mfu if running_mfu >= 0 else None, peak_mem_mb=step.peak_mem_mb(device_type),
+        train_time_s=elapsed_before + train_time, test_decode_s=time.time() - t_eval, backbone=backbone,
+        img_height=img_height, n_params=n_params, n_trainable=n_trainable, world_size=ddp_world_size,
+        device=torch.cuda.get_device_name() if device_type == 'cuda' else 'cpu')
     if holdout_font:  # the held-out-font experiment: the font train never saw, against the four it did
         final['holdout'] = evaluation.holdout_scores(rows_test, test_ds, holdout_font, tokenizer)
-    atomic_write(os.path.join(out_dir, 'final_eval.json'), json.dumps(final, indent=2))
+    files.atomic_write(os.path.join(out_dir, 'final_eval.json'), json.dumps(final, indent=2))
     print(evaluation.test_report(final, out_dir))
     if wandb_log:
         wandb.log({f'test_{k}': v for k, v in final.items() if isinstance(v, (int, float))})

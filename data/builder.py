@@ -8,11 +8,15 @@ import contextlib
 import json
 import os
 import pickle
+import resource
 import shutil
 import sys
 import time
 from multiprocessing import Pipe, Process
 from multiprocessing.connection import wait
+
+from core.files import atomic_dir, atomic_write
+from data import train_tokenizer
 
 # -----------------------------------------------------------------------------
 # crash-proof process pool: one item at a time per worker; a worker killed by a signal (verovio abort or
@@ -78,7 +82,6 @@ def run_pool(fn, jobs, num_workers, on_result, unit='tune'):
 
 def cpu_seconds():
     """user+sys CPU time of this process and its finished children (the workers, once joined)."""
-    import resource
     return sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
                for f in ('ru_utime', 'ru_stime'))
 
@@ -91,8 +94,6 @@ def build(out_dir, jobs, splits, options, pool, columns, vocab_size=4096, num_wo
     'transcription' and `columns`); splits[i] = 'train'|'val'|'test' of job i. Finished shards of
     shard_size jobs are kept in <out_dir>.partial/ and reused when `options` are the same. -> meta."""
     import datasets
-    from checkpoint import atomic_dir, atomic_write
-    from data import train_tokenizer  # the repo's data.py (runtime), not this data/ directory
     num_workers = num_workers or os.cpu_count() or 1
     t0 = time.time()
     partial = out_dir.rstrip('/') + '.partial'

@@ -6,12 +6,14 @@ grayscale image cropped to the ink. For the held-out-font study, mix_glyphs turn
 font into a chimera of several (train images only).
 """
 import functools
-import io
 import os
 import re
 import xml.etree.ElementTree as ET
 
 import numpy as np
+from PIL import Image
+
+from inference.render import svg_to_gray, verovio_toolkit
 
 MEI_NS = '{http://www.music-encoding.org/ns/mei}'
 # key signature (sharps > 0, flats < 0) -> the major key that has it: how every label writes K:
@@ -29,11 +31,7 @@ def engrave(abc, font, layout):
     """canonical ABC, or MusicXML (text starting with '<'), -> (svg, mei) with verovio, forced onto a
     single system, no header/footer text. The multi-voice corpus passes MusicXML: verovio's ABC reader
     handles one voice only."""
-    import verovio
-    verovio.enableLog(verovio.LOG_OFF)  # verovio warns on stderr for every odd input; we check ourselves
-    # a fresh toolkit per excerpt (cheap): verovio 6.4's ABC reader keeps the previous tune's key signature
-    tk = verovio.toolkit()
-    tk.setOptions({'font': font, 'scale': layout['scale'], 'spacingLinear': layout['spacingLinear'],
+    tk = verovio_toolkit({'font': font, 'scale': layout['scale'], 'spacingLinear': layout['spacingLinear'],
                    'spacingNonLinear': layout['spacingNonLinear'], 'breaks': 'none', 'pageWidth': 60000,
                    'adjustPageWidth': True, 'adjustPageHeight': True, 'header': 'none', 'footer': 'none',
                    'pageMarginLeft': 20, 'pageMarginRight': 20, 'pageMarginTop': 20, 'pageMarginBottom': 20})
@@ -200,10 +198,7 @@ def compare_events(got, want):
 
 def rasterize(svg, margin=10):
     """SVG -> grayscale PIL image, black on white, cropped to the ink plus `margin` white pixels."""
-    import resvg_py
-    from PIL import Image
-    png = resvg_py.svg_to_bytes(svg_string=svg, background='#ffffff', skip_system_fonts=True)
-    img = Image.open(io.BytesIO(bytes(png))).convert('L')
+    img = svg_to_gray(svg, skip_system_fonts=True)
     a = np.asarray(img)
     ys, xs = np.nonzero(a < 200)
     if len(ys) == 0:

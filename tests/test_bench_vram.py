@@ -9,6 +9,7 @@ import torch
 
 import bench_vram as bv
 import quant
+from bench import vram_report
 
 TINY = bv.CPU_TINY
 F32, I64 = 4, 8  # bytes per element
@@ -126,9 +127,9 @@ def test_predict_batch_from_two_points():
 
 def test_pareto_front():
     pts = [(10, 5.0), (20, 3.0), (15, 6.0), (30, 3.0), (40, 1.0)]
-    assert bv.pareto_front(pts) == [0, 1, 4]  # less memory and less SER
-    assert bv.pareto_front(pts, maximize_x=True) == [4]  # more samples/s and less SER: 40 dominates all
-    assert bv.pareto_front([(3, 2.0), (1, 4.0), (2, 3.0)], maximize_x=True) == [0]
+    assert vram_report.pareto_front(pts) == [0, 1, 4]  # less memory and less SER
+    assert vram_report.pareto_front(pts, maximize_x=True) == [4]  # more samples/s and less SER: 40 dominates all
+    assert vram_report.pareto_front([(3, 2.0), (1, 4.0), (2, 3.0)], maximize_x=True) == [0]
     assert bv.parse_mode('qlora_r8') == (False, 8, 'nf4') and bv.parse_mode('frozen') == (True, 0, None)
     with pytest.raises(ValueError):
         bv.parse_mode('lora_r0')
@@ -140,10 +141,10 @@ def test_recommend_uses_only_measured_fits():
             dict(backbone='b', mode='qlora_r8', img_height=224, samples_per_sec=20.0, fit=fit(12, 40)),
             dict(backbone='c', mode='lora_r8', img_height=224, samples_per_sec=90.0, fit=fit(4, 16))]
     runs = [dict(backbone='a', mode='full', ser=0.02), dict(backbone='b', mode='qlora_r8', ser=0.05)]
-    recs = bv.recommend(rows, runs)
+    recs = vram_report.recommend(rows, runs)
     assert recs['16']['backbone'] == 'b' and recs['16']['batch_size'] == 12 and recs['16']['expected_ser'] == 0.05
     assert recs['24']['backbone'] == 'a' and recs['24']['expected_ser'] == 0.02
-    recs = bv.recommend(rows, [])  # no SER known: fastest fitting config, said so
+    recs = vram_report.recommend(rows, [])  # no SER known: fastest fitting config, said so
     assert recs['16']['backbone'] == 'c' and recs['16']['expected_ser'] is None and recs['16']['ser_note']
 
 

@@ -15,8 +15,7 @@ import torch
 from PIL import Image
 
 import data
-import images
-import metrics
+from core import images, metrics
 
 
 def all_transcriptions(data_dir):

@@ -2,15 +2,13 @@
 student == teacher is 0, pad positions ignored), and load_teacher on a tiny real checkpoint."""
 
 import os
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import checkpoint  # noqa: E402
-import distill  # noqa: E402
+import distill
+from training import checkpoint
 
 
 def _logits(seed, B=3, T=5, V=11):

@@ -9,11 +9,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import checkpoint  # noqa: E402
-import lora  # noqa: E402
-import model as M  # noqa: E402
-import quant  # noqa: E402
+import lora
+import model as M
+import quant
+from training import checkpoint
 
 
 class Tiny(nn.Module):
@@ -228,9 +227,10 @@ def test_musictrocr_lora_checkpoint_round_trip(tmp_path, qlora):
 
 
 def test_adapter_command_line(tmp_path):
-    """python checkpoint.py save_adapter / load_adapter: a LoRA run's adapters alone, and put back into
+    """python -m training.checkpoint save_adapter / load_adapter: a LoRA run's adapters alone, and put back into
     the run's model as a new checkpoint; a run without LoRA and bad arguments are one line."""
     import subprocess
+
     import model as M
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     kw = dict(rank=4, alpha=8.0, dropout=0.0, targets=["backbone."], rslora=False)
@@ -241,7 +241,7 @@ def test_adapter_command_line(tmp_path):
     _randomize_B(m)
     run = tmp_path / "run"
     checkpoint.save_checkpoint(str(run / "ckpt_best"), m, dict(iter_num=1, best_val_loss=1.0, lora=kw, quant=None))
-    cli = lambda *a: subprocess.run([sys.executable, "checkpoint.py", *map(str, a)], cwd=root, capture_output=True,
+    cli = lambda *a: subprocess.run([sys.executable, "-m", "training.checkpoint", *map(str, a)], cwd=root, capture_output=True,
                                     text=True, timeout=120)
     r = cli("save_adapter", run, tmp_path / "a.safetensors")
     assert r.returncode == 0, r.stderr

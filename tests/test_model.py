@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import checkpoint
 import model as M
+from training import checkpoint
 
 V, EOS, BOS, PAD = 40, 2, 1, 0
 

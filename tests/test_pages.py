@@ -11,14 +11,13 @@ from fractions import Fraction
 import pytest
 import torch
 from PIL import Image, ImageDraw
+from test_sample import TUNES, one_error_line, run, run_dir  # noqa: F401 (run_dir: the fixture)
 
-import attention as A
-import metrics
 import model as M
-import musicxml
-import pages
-import staves
-from test_sample import TUNES, run, one_error_line, run_dir  # noqa: F401 (run_dir: the fixture)
+from core import metrics
+from inference import attention as A
+from inference import musicxml, pages, staves
+from inference.tune import join_lines
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # see tests/conftest.py
 
@@ -30,11 +29,11 @@ def test_join_lines_header_once_inline_changes_and_skips():
     lines = ['M:4/4\nL:1/8\nK:G\nGABc d2 e2 |', 'M:4/4\nL:1/8\nK:G\nf2 g2 a4 |',
              'garbage without a key', 'M:3/4\nL:1/8\nK:F\nA2 B2 c2 |', 'M:3/4\nL:1/8\nK:F clef=bass\nF,6 |]',
              'M:3/4\nL:1/8\nK:F\n']
-    tune, skipped = pages.join_lines(lines)
+    tune, skipped = join_lines(lines)
     assert tune == ('M:4/4\nL:1/8\nK:G\nGABc d2 e2 |\nf2 g2 a4 |\n[K:F][M:3/4] A2 B2 c2 |\n'
                     '[K:F clef=bass] F,6 |]')
     assert skipped == [2, 5]
-    assert pages.join_lines(['nothing', '']) == ('', [0, 1])
+    assert join_lines(['nothing', '']) == ('', [0, 1])
     # the page reference of bench_pages is built the same way, so a perfect page scores 0 SER
     import data
     assert metrics.score([tune], [tune])['ser'] == 0
@@ -44,7 +43,7 @@ def test_join_lines_header_once_inline_changes_and_skips():
 # PDFs
 
 def page_image(scale=60):
-    import bench_pages as B
+    from bench import pages as B
     tune = ('X:1\nT:PDF Page\nC:Someone\nM:6/8\nL:1/8\nK:D\n' + ' '.join(['d2e fed | A3 A2z | B,2C DEF | G2A Bcd |'] * 5) + ']\n')
     img, truth, _ = B.engrave_page(tune, 'Leland', scale=scale)
     return img, truth
@@ -140,7 +139,8 @@ def test_real_labels_round_trip_note_by_note():
     """Canonical labels of real test-split tunes (prepare.py's own writer): ABC -> MusicXML ->
     music21 gives the same pitches and durations, note by note, as music21 reading the ABC."""
     import music21
-    import bench_pages as B
+
+    from bench import pages as B
     P = B.load_prepare()
     checked = 0
     for src, rel, idx, text in P.list_tunes(['oneills1850'])[:60]:
@@ -288,7 +288,7 @@ def test_sample_page_errors(run_dir, tmp_path):
 def test_bench_pages_transcription_report_runs(run_dir):
     """bench_pages.py's model part (page SER vs line SER, s/page) on one page with the tiny checkpoint:
     the numbers' quality does not matter here, only that the report is computed."""
-    import bench_pages as B
+    from bench import pages as B
     out, _ = run_dir
     pgs = B.build_pages(1)
     assert len(pgs) == 1 and 3 <= len(pgs[0]['truth']) <= 10 and len(pgs[0]['lines']) == len(pgs[0]['truth'])

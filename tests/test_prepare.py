@@ -239,8 +239,7 @@ def test_mix_glyphs_swaps_definitions_only():
 
 
 def test_text_glyphs_fill_the_smufl_box_and_join_the_mix():
-    from engrave import (TEXT_BOX, TEXT_CHARS, TEXT_DONORS, engrave, font_glyphs, mix_glyphs, text_glyph,
-                         text_glyphs)
+    from engrave import TEXT_BOX, TEXT_CHARS, TEXT_DONORS, engrave, font_glyphs, mix_glyphs, text_glyph, text_glyphs
     for f in TEXT_DONORS:  # every donor draws all ten digits
         assert {f'E08{d}' for d in range(10)} <= set(text_glyphs(f))
     rng = np.random.default_rng(0)

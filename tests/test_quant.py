@@ -8,10 +8,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import checkpoint  # noqa: E402
-import ptq  # noqa: E402
-import quant  # noqa: E402
+import quant
+from bench import ptq
+from training import checkpoint
 
 # bitsandbytes get_4bit_type('nf4'), typed in independently of quant.py
 BNB_NF4 = [-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
@@ -192,6 +191,7 @@ def test_cli_on_tiny_checkpoint(tmp_path, tiny_corpus):
     merged before PTQ): the table and json are written; fp16 halves the file; bad input is one line."""
     import json
     import subprocess
+
     import data
     import model as M
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -209,7 +209,7 @@ def test_cli_on_tiny_checkpoint(tmp_path, tiny_corpus):
     checkpoint.save_checkpoint(str(run / "ckpt_best"), m, dict(
         iter_num=0, best_val_loss=9.0, lora=lora_kw, quant=dict(backbone="nf4", double_quant=True),
         train_config=dict(data_dir=tiny_corpus, max_width=512)))
-    r = subprocess.run([sys.executable, "ptq.py", f"--out_dir={run}", "--mode=fp16,int8", "--n_samples=2",
+    r = subprocess.run([sys.executable, "-m", "bench.ptq", f"--out_dir={run}", "--mode=fp16,int8", "--n_samples=2",
                         "--max_new_tokens=4", "--threads=1"], cwd=root, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     rows = {x["mode"]: x for x in json.loads((run / "quant.json").read_text())["rows"]}
@@ -219,9 +219,9 @@ def test_cli_on_tiny_checkpoint(tmp_path, tiny_corpus):
     assert 3.0 < rows["fp32"]["size_bytes"] / rows["int8"]["size_bytes"] < 4.0
     md = (run / "quant.md").read_text()
     assert "| fp32 | " in md and "| fp16 | " in md and "| int8 | " in md
-    r = subprocess.run([sys.executable, "ptq.py", f"--out_dir={run}", "--mode=int4"], cwd=root,
+    r = subprocess.run([sys.executable, "-m", "bench.ptq", f"--out_dir={run}", "--mode=int4"], cwd=root,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and r.stderr.startswith("error: unknown --mode") and r.stderr.count("\n") == 1
-    r = subprocess.run([sys.executable, "ptq.py", f"--out_dir={tmp_path / 'nope'}"], cwd=root,
+    r = subprocess.run([sys.executable, "-m", "bench.ptq", f"--out_dir={tmp_path / 'nope'}"], cwd=root,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1

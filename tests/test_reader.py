@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-import metrics
+from core import metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 READER = os.path.join(ROOT, 'reader')

@@ -8,7 +8,6 @@ held-out-font split.
 import math
 import os
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -168,7 +167,7 @@ def test_holdout_font_leaves_that_font_out(tiny_corpus, tmp_path):
 
 
 def test_holdout_ratio_and_its_bootstrap_interval():
-    import evaluation
+    from training import evaluation
     refs = ['M:4/4\nL:1/8\nK:G\nGABc d2 e2|', 'M:3/4\nL:1/8\nK:D\nFGA2 d2|', 'M:6/8\nL:1/8\nK:A\nABc cBA|']
     fonts = ['Leipzig', 'Petaluma'] * 3  # each excerpt in a seen font and in the held-out one: paired
     wrong = lambda t: t.replace('G', 'F', 1)  # one symbol wrong

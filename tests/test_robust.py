@@ -1,5 +1,5 @@
 """tests/test_robust.py: training that survives its cluster (the fast cases; the slow kill -9 loop is
-results/robustness/killloop.py, the full corrupt-file matrix results/robustness/faults.py).
+bench/killloop.py, the full corrupt-file matrix bench/faults.py).
 
     atomic_dir        a kill -9 at every step of a directory swap: recover_dir gives a whole old or new dir
     corrupt files     every file train.py / sample.py / checkpoint.py read, truncated, empty, garbage and
@@ -26,8 +26,9 @@ import numpy as np
 import pytest
 import torch
 
-import checkpoint
 import data
+from core import files
+from training import checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONHASHSEED='0')
@@ -98,7 +99,7 @@ def _version(d):
 @pytest.mark.parametrize('stage', ['fill', 'rename1', 'rename2', 'rename3', 'rmtree', 'done'])
 def test_atomic_dir_killed_at_any_step(tmp_path, stage):
     path = str(tmp_path / 'ckpt_last')
-    with checkpoint.atomic_dir(path) as tmp:
+    with files.atomic_dir(path) as tmp:
         for n in 'ab':
             (tmp_path / os.path.basename(tmp) / n).write_text('old')
     pid = os.fork()
@@ -114,14 +115,14 @@ def test_atomic_dir_killed_at_any_step(tmp_path, stage):
             real_rename(a, b)
         os.rename = rename
         shutil.rmtree = lambda p, **kw: os._exit(9) if stage == 'rmtree' else real_rmtree(p, **kw)
-        with checkpoint.atomic_dir(path) as tmp:
+        with files.atomic_dir(path) as tmp:
             open(os.path.join(tmp, 'a'), 'w').write('new')
             if stage == 'fill':
                 os._exit(9)
             open(os.path.join(tmp, 'b'), 'w').write('new')
         os._exit(0)
     os.waitpid(pid, 0)
-    checkpoint.recover_dir(path)
+    files.recover_dir(path)
     # before the full new dir was renamed into *.new-*, the old one stays; after it, the new one wins
     assert _version(path) == ('old' if stage in ('fill', 'rename1') else 'new')
     assert os.listdir(tmp_path) == ['ckpt_last']
@@ -167,7 +168,7 @@ def lora_run(tiny_corpus, tmp_path_factory):
     out = str(tmp_path_factory.mktemp('lora'))
     p = run(train_cmd(tiny_corpus, out, '--max_iters=2', '--eval_interval=2', '--lora_rank=2'))
     assert p.returncode == 0, p.stderr[-3000:]
-    p = run([sys.executable, 'checkpoint.py', 'save_adapter', out, f'{out}/adapter.safetensors'])
+    p = run([sys.executable, '-m', 'training.checkpoint', 'save_adapter', out, f'{out}/adapter.safetensors'])
     assert p.returncode == 0, p.stderr
     return out
 
@@ -308,7 +309,7 @@ def test_disk_full_during_training_is_one_line(tiny_corpus, tmp_path):
 
 
 def test_nan_gradients_skip_the_step():
-    import step
+    from training import step
     lin = torch.nn.Linear(2, 1)
 
     class M(torch.nn.Module):

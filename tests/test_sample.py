@@ -17,10 +17,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import checkpoint
 import data
 import model as M
 import sample
+from inference import render
+from training import checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TUNES = ['M:4/4\nL:1/8\nK:G\nGABc d2 e2 | f2 g2 a4 |]',
@@ -43,7 +44,7 @@ def run_dir(tmp_path_factory):
     imgs.mkdir()
     tok = data.Tokenizer(data.train_tokenizer(CORPUS, str(out / 'tokenizer'), vocab_size=300))
     for i, abc in enumerate(TUNES):
-        engraved, _ = sample.engrave(abc)
+        engraved, _ = render.engrave(abc)
         engraved.save(imgs / f'tune{i}.png')
     # the training batch is built exactly like sample.py builds its batch from the folder
     xs = [sample.load_image(str(imgs / f'tune{i}.png'), IMG_H, 1024, 10**8) for i in range(2)]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-import bench_pages as B
-import staves
+from bench import pages as B
+from inference import staves
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # a tune of 6+ systems with lyrics, a tempo text, ledger lines above and below, and a key change

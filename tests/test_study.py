@@ -8,14 +8,15 @@ import sys
 
 import pytest
 
-import study
+from bench import study
+from training import runlog
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKBONES = ['cnn_tiny', 'efficientnet_b0']  # our tiny CNN and one real encoder of the study
 
 
 def cli(*args, check=True):
-    p = subprocess.run([sys.executable, 'study.py', *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    p = subprocess.run([sys.executable, '-m', 'bench.study', *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
     if check and p.returncode != 0:
         raise AssertionError(f"study.py {' '.join(args)} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
     return p
@@ -111,10 +112,10 @@ def test_align_symbols():
 
 
 def test_run_mode_and_config_resolution(tmp_path):
-    assert study.run_mode(dict(lora_rank=0)) == 'full'
-    assert study.run_mode(dict(lora_rank=0, freeze_backbone=True)) == 'frozen'
-    assert study.run_mode(dict(lora_rank=16)) == 'lora_r16'
-    assert study.run_mode(dict(lora_rank=8, quant_backbone='nf4')) == 'qlora_r8'
+    assert runlog.run_mode(dict(lora_rank=0)) == 'full'
+    assert runlog.run_mode(dict(lora_rank=0, freeze_backbone=True)) == 'frozen'
+    assert runlog.run_mode(dict(lora_rank=16)) == 'lora_r16'
+    assert runlog.run_mode(dict(lora_rank=8, quant_backbone='nf4')) == 'qlora_r8'
     a, b = tmp_path / 'a.py', tmp_path / 'b.py'
     cwd = os.getcwd()
     os.chdir(ROOT)

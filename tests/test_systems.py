@@ -6,20 +6,17 @@ system and joins the systems' multi-voice ABC voice by voice (the model replaced
 returns given transcriptions, so the test checks the plumbing, not a model).
 """
 import os
-import sys
 import types
 
 import pytest
 from PIL import Image
-
-import bench_pages as B
-import bench_systems as BS
-import musicxml
-import pages
-import sample
-import staves
-import systems
 from test_voices import GRAND, HEAD
+
+import sample
+from bench import pages as B
+from bench import systems as BS
+from inference import musicxml, pages, render, staves, systems
+from inference.tune import join_lines
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -28,7 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
                                             ('haydn/opus74no1/movement3', 'Petaluma', 9),
                                             ('schubert/Lindenbaum', 'Leland', 10), ('joplin/maple_leaf_rag', 'Gootville', 9)])
 def test_systems_are_verovios(work, font, unit):
-    img, truth = BS.engrave(BS.musicxml_of(work), font, unit)
+    img, truth, _ = B.engrave_page(BS.musicxml_of(work), font, unit=unit)
     page = staves.find_staves(img)
     found = systems.find_systems(page)
     assert [len(s.staves) for s in found] == [t['staves'] for t in truth]
@@ -47,7 +44,7 @@ def test_systems_are_verovios(work, font, unit):
 
 @pytest.mark.parametrize('deg', [2.0, -2.5])
 def test_systems_of_a_tilted_page(deg):
-    img, truth = BS.engrave(BS.musicxml_of('joplin/maple_leaf_rag'), 'Bravura', 10)
+    img, truth, _ = B.engrave_page(BS.musicxml_of('joplin/maple_leaf_rag'), 'Bravura', unit=10)
     found = systems.find_systems(staves.find_staves(img.rotate(-deg, resample=Image.Resampling.BILINEAR, fillcolor=255)))
     assert [len(s.staves) for s in found] == [t['staves'] for t in truth] == [2] * 5
 
@@ -80,7 +77,7 @@ def _fake_reader(transcriptions):
 
 
 def _run_sample(monkeypatch, capsys, transcriptions, **config):
-    import checkpoint
+    from training import checkpoint
     monkeypatch.setattr(pages, 'Reader', _fake_reader(transcriptions))
     monkeypatch.setattr(checkpoint, 'find_checkpoint', lambda d: d)
     monkeypatch.setattr(checkpoint, 'read_meta', lambda c: {'model_args': {'img_height': 64}, 'train_config': {'max_width': 1024}})
@@ -91,14 +88,14 @@ def _run_sample(monkeypatch, capsys, transcriptions, **config):
 
 
 def test_sample_page_systems_joins_voices(monkeypatch, capsys, tmp_path):
-    img, truth = BS.engrave(BS.musicxml_of('bach/bwv66.6'), 'Leipzig', 9)
+    img, truth, _ = B.engrave_page(BS.musicxml_of('bach/bwv66.6'), 'Leipzig', unit=9)
     assert [t['staves'] for t in truth] == [4, 4]
     img.save(tmp_path / 'page.png')
     four = GRAND.replace('{ ( 1 2 ) | ( 3 4 ) }', '[ 1 | 2 | 3 | 4 ]')
     second = "%%score [ 1 | 2 | 3 | 4 ]\n" + HEAD + "[V:1] A4 |\n[V:2] E4 |\n[V:3] C4 |\n[V:4] A,,4 |"
     out = _run_sample(monkeypatch, capsys, [four, second], image=str(tmp_path / 'page.png'), page='systems',
                       save_dir=str(tmp_path / 'pred'))
-    want, skipped = pages.join_lines([four, second])
+    want, skipped = join_lines([four, second])
     assert skipped == [] and out.out == want + '\n'  # stdout: exactly the tune, its newlines intact
     assert want.split('\n')[8].endswith('B2 F2 E2 | A4 |') and len(want.split('\n')) == 12
     xml = (tmp_path / 'pred' / 'page.musicxml').read_text()
@@ -112,7 +109,7 @@ def test_sample_page_systems_joins_voices(monkeypatch, capsys, tmp_path):
 
 
 def test_sample_prints_a_multi_voice_line_as_it_is(monkeypatch, capsys, tmp_path):
-    im, _ = sample.engrave(GRAND)
+    im, _ = render.engrave(GRAND)
     im.save(tmp_path / 'line.png')
     out = _run_sample(monkeypatch, capsys, [GRAND], image=str(tmp_path / 'line.png'), page='no',
                       save_dir=str(tmp_path / 'pred'))

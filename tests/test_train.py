@@ -208,7 +208,7 @@ def test_outputs(run_full):
     # checkpoints: complete, loadable, nothing half-written (*.tmp-*, *.old-*) left behind
     assert sorted(os.listdir(out)) == ['ckpt_best', 'ckpt_last', 'final_eval.json', 'log.jsonl', 'loss.png',
                                        'tokenizer.model', 'tokenizer.vocab']
-    from checkpoint import load_checkpoint_state, load_model
+    from training.checkpoint import load_checkpoint_state, load_model
     model, meta = load_model(os.path.join(out, 'ckpt_last'))
     assert meta['iter_num'] == 4 and meta['train_config']['batch_size'] == 2 and meta['lora'] is None
     assert load_checkpoint_state(os.path.join(out, 'ckpt_last'))['iter_num'] == 4
@@ -348,22 +348,21 @@ def test_holdout_font_run_scores_it_apart(recipe_corpus, tmp_path):
         final = json.load(f)
     assert final['holdout_font'] == font and final['holdout']['holdout_font']['n'] == fonts.count(font)
     assert final['holdout'].get('seen_fonts', {'n': 0})['n'] == len(fonts) - fonts.count(font)
-    # results/holdout/report.py prints the run's own unseen/seen ratio
-    out = subprocess.run([sys.executable, os.path.join(ROOT, 'results', 'holdout', 'report.py'), str(tmp_path)],
-                         capture_output=True, text=True, check=True).stdout
+    # bench/holdout_report.py prints the run's own unseen/seen ratio
+    out = subprocess.run([sys.executable, '-m', 'bench.holdout_report', str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
     h = final['holdout']
     assert f"**{h['holdout_font']['ser'] / h['seen_fonts']['ser']:.2f}×**" in out.splitlines()[2]
-    # results/holdout/errors.py splits the same decodings' edits by symbol kind: they add up to the SER
-    out = subprocess.run([sys.executable, os.path.join(ROOT, 'results', 'holdout', 'errors.py'), str(tmp_path),
-                          recipe_corpus], capture_output=True, text=True, check=True).stdout
+    # bench/holdout_errors.py splits the same decodings' edits by symbol kind: they add up to the SER
+    out = subprocess.run([sys.executable, '-m', 'bench.holdout_errors', str(tmp_path),
+                          recipe_corpus], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     last = out.strip().splitlines()[-1]
     assert f"(SER {100 * h['seen_fonts']['ser']:.1f}%)" in last and f"(SER {100 * h['holdout_font']['ser']:.1f}%)" in last
 
 
 def test_errors_by_kind_add_up_to_the_edit_distance():
-    sys.path.insert(0, os.path.join(ROOT, 'results', 'holdout'))
-    import errors
-    import metrics
+    from bench import holdout_errors as errors
+    from core import metrics
     ref = metrics.abc_symbols('M:6/8\nL:1/8\nK:D\nA|dfa agf|gfe dcB|]')
     for hyp_text, want in (('M:6/8\nL:1/8\nK:D\nA|dfa agf|gfe dcB|]', {}),
                            ('M:3/4\nL:1/8\nK:D\nA|dfa agf|gfe dcB|]', {'M:': 1}),
@@ -391,7 +390,7 @@ def test_max_samples_sets_max_iters(tiny_corpus, tmp_path):
 
 def test_fit_iters_arithmetic():
     """preempt.fit_iters: the steps left at the measured speed, evals included, 5% to spare."""
-    import preempt
+    from training import preempt
     assert preempt.fit_iters(20, 1100, 0.5, 5.0, 300, 1000.0) == 1100  # 945 s buy 1,829 steps: all fit
     assert preempt.fit_iters(20, 1100, 1.0, 10.0, 100, 500.0) == 20 + 422  # (475 - 10) / (1 + 0.1)
     assert preempt.fit_iters(20, 1100, 1.0, 10.0, 100, -5.0) == 21  # the clock has run out: one more step

@@ -1,6 +1,6 @@
 """
 Multi-voice labels (issue 12) through the exports: musicxml.repair_bars per voice, to_musicxml ->
-music21 note by note against the corpus score the label was made from, and pages.join_lines joining
+music21 note by note against the corpus score the label was made from, and tune.join_lines joining
 the systems of a page voice by voice.
 
 The labels are bwv66.6's first five bars (music21's corpus, through abctoolkit.xml2abc, trimmed by
@@ -8,15 +8,12 @@ hand to the label format: no text, no fermatas, L:1/8), as four staves and as a 
 bwv250's first five (six staves: two horns and a choir, the tenor in treble-8, ending in a repeat).
 """
 
-import os
-import sys
 from fractions import Fraction
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import musicxml  # noqa: E402
-import pages  # noqa: E402
+from inference import musicxml
+from inference.tune import join_lines
 
 BODY = """\
 [V:1] cB | A2 B2 c2 e2 | c2 B2 A2 c2 | AB G2 F2 A2 | B2 B2 F2 E2 |
@@ -182,7 +179,7 @@ def test_join_lines_appends_each_voice_to_its_line():
     voice's bars appended to that voice's line; single-voice joining is unchanged."""
     sys1 = GRAND
     sys2 = "%%score { ( 1 2 ) | ( 3 4 ) }\n" + HEAD + "[V:1] A4 |\n[V:2] E4 |\n[V:3] C4 |\n[V:4] A,,4 |"
-    tune, skipped = pages.join_lines([sys1, sys2])
+    tune, skipped = join_lines([sys1, sys2])
     assert skipped == []
     lines = tune.split('\n')
     assert lines[:8] == GRAND.split('\n')[:8]
@@ -191,12 +188,12 @@ def test_join_lines_appends_each_voice_to_its_line():
     assert len(lines) == 12
     # the voices of a system in another order: still appended to their own lines
     swapped = sys2.replace('[V:1] A4 |\n[V:2] E4 |', '[V:2] E4 |\n[V:1] A4 |')
-    assert pages.join_lines([sys1, swapped]) == (tune, [])
+    assert join_lines([sys1, swapped]) == (tune, [])
     # a key change in the second system: inline, in every voice
-    tune, _ = pages.join_lines([sys1, sys2.replace('K:A', 'K:D')])
+    tune, _ = join_lines([sys1, sys2.replace('K:A', 'K:D')])
     assert all('| [K:D] ' in ln for ln in tune.split('\n')[8:])
     # a system whose voices are not the page's (another score, a misread) is left out
-    tune, skipped = pages.join_lines([sys1, "%%score [ 1 | 2 ]\n" + HEAD[:16] + "V:1 treble\nV:2 bass\n[V:1] A4 |\n[V:2] C4 |"])
+    tune, skipped = join_lines([sys1, "%%score [ 1 | 2 ]\n" + HEAD[:16] + "V:1 treble\nV:2 bass\n[V:1] A4 |\n[V:2] C4 |"])
     assert skipped == [1] and tune == GRAND
     # music of one voice: as before
-    assert pages.join_lines(['M:4/4\nL:1/8\nK:G\nGABc |', 'M:4/4\nL:1/8\nK:G\ndefg |'])[0] == 'M:4/4\nL:1/8\nK:G\nGABc |\ndefg |'
+    assert join_lines(['M:4/4\nL:1/8\nK:G\nGABc |', 'M:4/4\nL:1/8\nK:G\ndefg |'])[0] == 'M:4/4\nL:1/8\nK:G\nGABc |\ndefg |'

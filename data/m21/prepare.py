@@ -41,6 +41,7 @@ for _p in (ROOT, os.path.dirname(HERE), HERE):  # the repo (data.py, checkpoint.
 from canonical import check_agreement, mark_ties, parse_abc, score_to_measures, write_excerpt  # noqa: E402
 from engrave import TEXT_DONORS, engrave, mix_glyphs, rasterize  # noqa: E402
 import builder  # noqa: E402  (data/builder.py)
+from data import Tokenizer, load_split  # noqa: E402
 
 # the ABC collections shipped with music21 (single-voice tunes). josquin (multi-voice) is left out.
 ABC_SOURCES = ['oneills1850', 'ryansMammoth', 'airdsAirs', 'essenFolksong', 'miscFolk', 'nottingham-dataset']
@@ -246,7 +247,6 @@ def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1
 def corpus_stats(data_dir):
     """tunes, excerpts, tokens per excerpt, vocabulary coverage and image sizes of a prepared corpus."""
     import datasets
-    from data import Tokenizer, load_split
     load_split(data_dir, 'train')  # a broken file: one line naming it, not datasets' traceback
     dd = datasets.load_from_disk(data_dir)
     tok = Tokenizer(os.path.join(data_dir, 'tokenizer.model'))

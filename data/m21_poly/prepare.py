@@ -38,6 +38,7 @@ import builder  # noqa: E402
 from agree import check_agreement  # noqa: E402
 from engrave import engrave, rasterize  # noqa: E402
 from voices import label_of, label_to_musicxml, read_musicxml, split_voices, xml_to_abc  # noqa: E402
+import report  # noqa: E402  (data/m21_poly/report.py)
 
 # music21 corpus folders -> what they hold. Quartets are 'b' (4 staves); chorales 'a' or 'b'; the rest 'c'.
 SOURCES = {'bach': 'chorale', 'beethoven': 'quartet', 'haydn': 'quartet', 'mozart': 'quartet', 'monteverdi': 'other',
@@ -211,7 +212,6 @@ def main(argv=None):
     a = ap.parse_args(argv)
     with builder.cli_errors(a.out_dir):
         if a.stats or a.plot or a.label_check:
-            import report
             if not os.path.isdir(a.out_dir):
                 raise FileNotFoundError(f'no prepared corpus in {a.out_dir}; run python data/m21_poly/prepare.py --out_dir={a.out_dir}')
             if a.stats:

@@ -12,6 +12,9 @@ from fractions import Fraction
 
 import numpy as np
 
+from data import Tokenizer, load_split
+from voices import label_to_musicxml, read_musicxml
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 for _p in (os.path.dirname(os.path.dirname(HERE)), os.path.dirname(HERE), HERE):  # repo, data/, this folder
     if _p not in sys.path:
@@ -20,7 +23,6 @@ for _p in (os.path.dirname(os.path.dirname(HERE)), os.path.dirname(HERE), HERE):
 
 def corpus_stats(data_dir):
     import datasets
-    from data import Tokenizer, load_split
     load_split(data_dir, 'train')  # a broken file: one line naming it
     dd = datasets.load_from_disk(data_dir)
     tok = Tokenizer(os.path.join(data_dir, 'tokenizer.model'))
@@ -74,7 +76,6 @@ def label_check(data_dir, n=500, split='train', seed=0):
     reads the source file? -> dict(checked, equal, examples of differences)."""
     import datasets
     import music21
-    from voices import label_to_musicxml, read_musicxml
     ds = datasets.load_from_disk(data_dir)[split].select_columns(['transcription', 'tune_id', 'bars', 'staff_map', 'kind'])
     order = np.random.default_rng(seed).permutation(len(ds))[:n]
     order = sorted(order.tolist(), key=lambda i: ds[i]['tune_id'])  # one parse per source piece

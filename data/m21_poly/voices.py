@@ -16,6 +16,8 @@ label_to_musicxml (abc2xml, the same converter's other half) is what the image i
 import contextlib
 import io
 import re
+import warnings
+import zipfile
 from fractions import Fraction
 
 from engrave import MAJOR  # data/engrave.py, shared with the one-line corpus
@@ -36,7 +38,6 @@ def read_musicxml(path):
         from music21.musicxml.m21ToXml import GeneralObjectExporter
         return GeneralObjectExporter(music21.converter.parse(path)).parse()
     if path.endswith('.mxl'):
-        import zipfile
         z = zipfile.ZipFile(path)
         name = next(n for n in z.namelist() if not n.startswith('META') and n.lower().endswith(('.xml', '.musicxml')))
         return z.read(name)
@@ -321,7 +322,6 @@ def _staff_of(staves, v):
 def label_to_musicxml(label):
     """the label -> MusicXML text with abc2xml: what verovio engraves and what the agreement check
     reads as the label's meaning. ValueError if abc2xml produces nothing."""
-    import warnings
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter('ignore')  # abc2xml uses pyparsing's deprecated camelCase names
         from abctoolkit.abc2xml import fixDoctype, getXmlDocs

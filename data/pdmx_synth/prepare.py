@@ -1,6 +1,6 @@
 """
 data/pdmx_synth/prepare.py: download PDMX-Synth (Hugging Face guangyangmusic/PDMX-Synth, image -> ABC pairs
-engraved from the PDMX MusicXML corpus) and write it in nanoOMR's on-disk layout (see CONTRACT.md):
+engraved from the PDMX MusicXML corpus) and write it in nanoOMR's on-disk layout (data/m21/README.md, "On disk"):
 a DatasetDict with splits train/val/test and columns image, transcription, source, tune_id, font,
 plus tokenizer.model trained on the train transcriptions and meta.json.
 
@@ -19,6 +19,13 @@ import os
 import sys
 import time
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if ROOT not in sys.path:  # run as a script: the repo (data.py, core/)
+    sys.path.insert(0, ROOT)
+from core.files import atomic_dir  # noqa: E402
+from core.images import to_gray  # noqa: E402
+from data import train_tokenizer  # noqa: E402
+
 REPO_ID = 'guangyangmusic/PDMX-Synth'
 OFFLINE_DEFAULT = 'python data/m21/prepare.py'
 # PDMX-Synth's split names -> ours (the first that exists wins)
@@ -28,7 +35,6 @@ SPLIT_NAMES = {'train': ('train',), 'val': ('validation', 'val', 'valid', 'dev')
 def _to_png_gray(img):
     """PIL image (any mode, maybe transparent) -> grayscale PNG bytes, ink dark on white paper,
     through images.py's own conversion (transparent pixels would otherwise turn black)."""
-    from images import to_gray
     buf = io.BytesIO()
     to_gray(img).save(buf, format='PNG')
     return buf.getvalue()
@@ -61,11 +67,6 @@ def load_splits(streaming=False, max_samples=None):
 
 def prepare(out_dir='data/pdmx_synth/full', streaming=False, max_samples=None, vocab_size=4096):
     import datasets
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    from checkpoint import atomic_dir
-    from data import train_tokenizer  # the repo's data.py
     t0 = time.time()
     splits = load_splits(streaming, max_samples)
     features = datasets.Features({'image': datasets.Image(), 'transcription': datasets.Value('string'),

@@ -1,0 +1,117 @@
+"""
+training/decoding.py: turning a MusicTrOCR's outputs into token ids. The KV cache the decoder's self-attention
+writes into, the autoregressive loop behind model.generate (greedy, sampling, beam search) and
+CTC's best path behind model.ctc_decode. Imports only torch: the model is passed in.
+"""
+
+import torch
+import torch.nn.functional as F
+
+
+class KVCache:
+    """Self-attention keys/values of one layer, preallocated for `max_len` positions.
+
+    Decoding token t then costs O(t) (attend to the cache) instead of O(t^2) (recompute
+    the whole prefix), which is what makes long ABC sequences affordable.
+    """
+
+    def __init__(self, max_len):
+        self.max_len, self.pos, self.k, self.v = max_len, 0, None, None
+
+    def append(self, k, v):
+        B, nh, T, hs = k.shape
+        if self.k is None:  # allocate on first use, to get device and dtype (autocast) right
+            self.k = k.new_zeros(B, nh, self.max_len, hs)
+            self.v = v.new_zeros(B, nh, self.max_len, hs)
+        assert self.pos + T <= self.max_len, "KV cache overflow"
+        self.k[:, :, self.pos:self.pos + T] = k
+        self.v[:, :, self.pos:self.pos + T] = v
+        self.pos += T
+        return self.k[:, :, :self.pos], self.v[:, :, :self.pos]
+
+    def reorder(self, index):
+        """Beam search: row i of the new cache is row index[i] of the old one."""
+        if self.k is not None:
+            self.k = self.k.index_select(0, index)
+            self.v = self.v.index_select(0, index)
+
+
+@torch.no_grad()
+def generate(model, images, max_new_tokens, temperature, top_k, K, use_cache, widths, ignore_eos):
+    """The loop of MusicTrOCR.generate (see its docstring), for a model in eval mode; K = beam size."""
+    cfg = model.config
+    B = images.size(0)
+    n_new = min(max_new_tokens, cfg.max_seq_len)
+    memory, mem_mask = model.encode(images, widths)  # (B, S, D), (B, S)
+    if K > 1:  # beams of one image are rows b*K .. b*K+K-1 and share its memory
+        memory = memory.repeat_interleave(K, dim=0)
+        mem_mask = None if mem_mask is None else mem_mask.repeat_interleave(K, dim=0)
+    N = B * K
+    dev = memory.device
+    caches = [KVCache(n_new) for _ in model.blocks] if use_cache else None
+    mem_kv = [blk.cross.memory_kv(memory) for blk in model.blocks] if use_cache else None
+
+    seq = torch.full((N, 1), cfg.bos_id, dtype=torch.long, device=dev)  # (N, 1 + t), bos first
+    finished = torch.zeros(N, dtype=torch.bool, device=dev)
+    scores = torch.zeros(B, K, device=dev)  # beam search: total log-prob of each beam
+    scores[:, 1:] = float('-inf')            # at the start only one (the bos-only) beam is alive
+    for t in range(n_new):
+        if use_cache:
+            x = model.decode(seq[:, -1:], memory, mem_mask, mem_kv, caches)  # only the newest position
+        else:
+            x = model.decode(seq, memory, mem_mask)  # the whole prefix, every step
+        logits = model.lm_head(x[:, -1, :]).float()  # (N, V)
+        V = logits.size(-1)
+        if K == 1:
+            if temperature == 0:
+                nxt = logits.argmax(dim=-1)  # (N,)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    v, _ = torch.topk(logits, min(top_k, V))
+                    logits[logits < v[:, [-1]]] = float('-inf')
+                nxt = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1).view(N)
+            nxt = torch.where(finished, torch.full_like(nxt, cfg.eos_id), nxt)  # done rows: keep eos
+        else:
+            logp = F.log_softmax(logits, dim=-1)  # (N, V)
+            if not ignore_eos:
+                # a finished beam can only "extend" by another eos, at zero cost: its score is final
+                logp[finished] = float('-inf')
+                logp[finished, cfg.eos_id] = 0.0
+            cand = (scores.view(N, 1) + logp).view(B, K * V)  # every (beam, token) continuation
+            scores, top = cand.topk(K, dim=1)  # (B, K)
+            src = (torch.arange(B, device=dev)[:, None] * K + top // V).view(N)  # parent row of each new beam
+            nxt = (top % V).view(N)
+            seq, finished = seq[src], finished[src]
+            if use_cache:
+                for c in caches:
+                    c.reorder(src)
+        seq = torch.cat([seq, nxt[:, None]], dim=1)
+        if not ignore_eos:
+            finished = finished | (nxt == cfg.eos_id)
+            if finished.all():
+                break
+
+    if K > 1:  # keep the best beam of each image
+        best = torch.arange(B, device=dev) * K + scores.argmax(dim=1)
+        seq = seq[best]
+    out = []
+    for row in seq[:, 1:].tolist():  # drop bos, cut at the first eos
+        if not ignore_eos and cfg.eos_id in row:
+            row = row[:row.index(cfg.eos_id)]
+        out.append(row)
+    return out
+
+
+def ctc_best_path(best, lens, blank):
+    """CTC greedy decoding (Graves et al. 2006): per image, the argmax label of every real column
+    (best (B, S) ids, lens = real columns per image), repeats merged, blanks dropped."""
+    out = []
+    for row, n in zip(best.tolist(), lens):
+        ids, prev = [], None
+        for t in row[:n]:
+            if t != prev and t != blank:
+                ids.append(t)
+            prev = t
+        out.append(ids)
+    return out

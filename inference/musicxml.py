@@ -1,0 +1,244 @@
+"""
+inference/musicxml.py: ABC (a transcription, one line or a joined page) -> MusicXML that MuseScore opens, with
+abctoolkit's bundled abc2xml (W. Vree, LGPL), after a repair pass that makes every bar add up to its
+meter. A model's ABC can have bars one eighth short or long; abc2xml would write them as they are, and
+MuseScore then shows corrupted measures. repair_bars decides:
+
+  - a bar shorter than the meter is padded with a rest at its end ('z' of the missing length);
+  - a bar longer than the meter is trimmed: whole events (a note, chord, rest, or a whole triplet)
+    are dropped from its end until it fits, then padded with a rest if it became short;
+  - left incomplete on purpose: the FIRST bar when short (a pickup/anacrusis), the LAST bar when short
+    (the pickup's complement at the end of a tune), and a short bar that ends a repeat (':|') whose
+    length plus the pickup's is exactly one meter (the usual way folk tunes are written).
+    An over-long first or last bar is still trimmed. Meter 'none' (free time) bars are left alone.
+  - multi-voice tunes (issue 12's labels: '%%score', 'V:n clef' lines, one '[V:n] ..' line per voice):
+    each voice is repaired on its own (its own first/last bar, pickup, meter); the header and '%%'
+    lines are kept as written. A bar left short (pickup, last bar) is padded to the longest voice's
+    bar of the same number, so that all voices of a measure add up alike (MuseScore flags a measure
+    whose voices do not).
+
+Durations follow ABC: L: unit lengths ('A2', 'A/', 'A3/2'), '(3' = three notes in the time of two,
+grace notes '{..}' take no time, a chord '[..]' lasts as long as its first note (the labels write the
+length on every chord note). Inline [M:..] / [L:..] / [K:..] fields change the meter/unit for what follows.
+Decorations ('!fermata!'), quoted text ('"^Allegro"') and '%' comments are kept as written and take
+no time (their letters are not notes). A tune with its own X: line (xml2abc's output) keeps it.
+"""
+
+import contextlib
+import io
+import re
+import warnings
+from fractions import Fraction
+
+from core.files import atomic_write
+
+_TOKEN = re.compile(r"""
+    (?P<field>\[[A-Za-z]:[^\]\n]*\])        # inline field [K:G] [M:3/4]
+  | (?P<bar>:*\|+[\]:]*\d*|\[\|\]?|:{2,}|\|)  # bar lines, repeats, thin-thick; an attached volta number
+  | (?P<chord>\[[^\]\[\n]*\]\d*/*\d*)       # [CEG] (a length after ] too)
+  | (?P<grace>\{[^}\n]*\})
+  | (?P<deco>![^!\n]*!|"[^"\n]*")          # !fermata!, "^text": kept as written, no time (not notes)
+  | (?P<comment>%.*)                       # a comment to the end of the line (xml2abc's bar numbers)
+  | (?P<tuplet>\(\d(?::\d*)*)
+  | (?P<note>[_^=]*[A-Ga-g][,']*\d*/*\d*)
+  | (?P<rest>[zxZX]\d*/*\d*)
+  | (?P<space>\s+)
+  | (?P<other>.)
+""", re.X)
+_LEN = re.compile(r"(\d*)(/*)(\d*)$")
+
+
+def parse_len(s):
+    """the length suffix of a note/rest ('', '2', '/', '//', '/4', '3/2') -> Fraction of the unit."""
+    m = _LEN.search(s)
+    num, slashes, den = m.group(1), m.group(2), m.group(3)
+    n = Fraction(int(num)) if num else Fraction(1)
+    if slashes:
+        n /= int(den) if den else 2 ** len(slashes)
+    return n
+
+
+def meter_len(m):
+    """'6/8' -> Fraction(6, 8) of a whole note; 'C' -> 1, 'C|' -> 1; None for free time / unreadable."""
+    m = (m or '').strip()
+    if m == 'C':
+        return Fraction(1)
+    if m == 'C|':
+        return Fraction(1)
+    mm = re.fullmatch(r'(\d+(?:\+\d+)*)/(\d+)', m)
+    if not mm:
+        return None
+    return Fraction(sum(int(x) for x in mm.group(1).split('+')), int(mm.group(2)))
+
+
+def _rest(units):
+    """a rest of `units` L-lengths as ABC: z, z2, z/, z3/2, z1/3."""
+    if units == 1:
+        return 'z'
+    if units.denominator == 1:
+        return f'z{units.numerator}'
+    return f'z{units.numerator if units.numerator != 1 else ""}/{units.denominator}'
+
+
+def _events(tokens):
+    """tokens of one bar -> list of [start index, end index (exclusive), duration in whole notes or
+    None for fields] per timed event; a '(3' groups the next three notes/rests/chords into one event."""
+    ev, i, n = [], 0, len(tokens)
+    while i < n:
+        kind, text, d = tokens[i]
+        if kind == 'tuplet':
+            p = int(text[1])
+            q = {2: 3, 3: 2, 4: 3, 6: 2, 8: 3}.get(p, 2)
+            j, got, dur = i + 1, 0, Fraction(0)
+            while j < n and got < p:
+                if tokens[j][0] in ('note', 'rest', 'chord'):
+                    got += 1
+                    dur += tokens[j][2]
+                j += 1
+            ev.append([i, j, dur * q / p])
+            i = j
+        elif kind in ('note', 'rest', 'chord'):
+            ev.append([i, i + 1, d])
+            i += 1
+        else:
+            i += 1
+    return ev
+
+
+_VOICE = re.compile(r'^\s*\[V:\s*([^\]\s]+)[^\]]*\]')
+
+
+def repair_bars(abc):
+    """ABC text -> ABC text whose bars add up to their meter (see the module docstring). Header
+    lines and '%' lines (%%score, comments) are kept as they are. A multi-voice tune (lines opened by
+    [V:n], or a V: line before its music) is repaired per voice: each voice has its own first bar
+    (pickup), last bar, and meter/unit from the header on, as abc2xml reads it."""
+    lines = abc.split('\n')
+    head = {'meter': None, 'unit': Fraction(1, 8)}
+    state = {}  # voice id (None: a tune without voices) -> {'meter', 'unit'} as that voice reads on
+    voice = None
+    out_lines, bars = [], []  # bars: (line index, voice, [(kind, text, duration)], meter length, unit length)
+    for li, ln in enumerate(lines):
+        if ln.lstrip().startswith('%'):
+            out_lines.append(ln)  # %%score, %%MIDI, comments: not music
+            continue
+        m = re.match(r'^([A-Za-z]):(.*)$', ln.strip())
+        if m:
+            if m.group(1) == 'V' and m.group(2).split():
+                voice = m.group(2).split()[0]  # music after a V: line is that voice's (ABC 2.1)
+            for st in ([head] + ([state[voice]] if voice in state else [])):
+                if m.group(1) == 'M':
+                    st['meter'] = meter_len(m.group(2))
+                elif m.group(1) == 'L':
+                    st['unit'] = parse_len('1' + m.group(2).strip()[1:]) if m.group(2).strip().startswith('1/') else st['unit']
+            out_lines.append(ln)
+            continue
+        vm = _VOICE.match(ln)
+        if vm:
+            voice = vm.group(1)
+        st = state.setdefault(voice, dict(head))
+        cur = []
+        for t in _TOKEN.finditer(ln):
+            kind, text = t.lastgroup, t.group()
+            if kind == 'field':
+                f, v = text[1], text[3:-1]
+                if f == 'V' and v.split():  # a voice change inside a line: that voice's meter/unit from now
+                    voice = v.split()[0]
+                    st = state.setdefault(voice, dict(head))
+                elif f == 'M':
+                    st['meter'] = meter_len(v)
+                elif f == 'L' and v.strip().startswith('1/'):
+                    st['unit'] = Fraction(1, int(v.strip()[2:]))
+            unit = st['unit']
+            if kind in ('note', 'rest'):
+                d = parse_len(text[1:] if kind == 'rest' else re.sub(r"^[_^=]*[A-Ga-g][,']*", '', text)) * unit
+            elif kind == 'chord':
+                inner = re.findall(r"[_^=]*[A-Ga-g][,']*(\d*/*\d*)", text[1:text.rindex(']')])
+                after = text[text.rindex(']') + 1:]
+                d = (parse_len(inner[0]) if inner else Fraction(1)) * (parse_len(after) if after else 1) * unit
+            else:
+                d = None
+            if kind == 'other' and text not in '-().~HLMOPSTuv!"+<>0123456789':
+                continue  # stray characters abc2xml would choke on
+            cur.append((kind, text, d))
+            if kind == 'bar':
+                bars.append((li, voice, cur, st['meter'], unit))
+                cur = []
+        bars.append((li, voice, cur, st['meter'], st['unit']))  # the rest of the line (no closing bar)
+        out_lines.append(None)  # rebuilt below
+
+    # first and last timed bar, and the pickup, are each voice's own
+    first, last, pickup, nth = {}, {}, {}, {}
+    for k, (_, v, toks, _, _) in enumerate(bars):
+        if _events(toks):
+            first.setdefault(v, k)
+            last[v] = k
+            nth[k] = sum(1 for j in nth if bars[j][1] == v)  # the bar's number within its voice
+    plan = {}  # bar -> (events kept, their length, closing bar line, may stay short)
+    for k, (li, v, toks, mlen, u) in enumerate(bars):
+        ev = _events(toks)
+        if not ev or mlen is None:
+            continue
+        total = sum(e[2] for e in ev)
+        closing = toks[-1][1] if toks and toks[-1][0] == 'bar' else None
+        if k == first[v] and total < mlen:
+            pickup[v] = total
+        keep_short = (k == first[v] or k == last[v] or
+                      (closing is not None and closing.startswith(':') and v in pickup and total + pickup[v] == mlen))
+        while ev and sum(e[2] for e in ev) > mlen:  # drop whole events from the end until it fits
+            ev.pop()
+            keep_short = False
+        plan[k] = (ev, sum(e[2] for e in ev), closing, keep_short)
+    # a bar that may stay short (pickup, last bar) is as long as the longest voice's bar of that
+    # number: the voices of one measure must add up alike, or MuseScore marks the measure corrupt
+    goal = {}
+    for k, (_, total, _, _) in plan.items():
+        goal[nth[k]] = max(goal.get(nth[k], 0), total)
+    texts = {}
+    for k, (li, v, toks, mlen, u) in enumerate(bars):
+        if k not in plan:
+            texts.setdefault(li, []).append(''.join(t[1] for t in toks))
+            continue
+        ev, total, closing, keep_short = plan[k]
+        body = list(toks[:-1]) if closing is not None else list(toks)
+        if len(ev) < len(_events(toks)):  # trimmed: cut the tokens after the last event kept
+            s = _events(toks)[len(ev)][0]
+            body = body[:s] + [t for t in body[s:] if t[0] in ('field',)]
+        text = ''.join(t[1] for t in body).rstrip()
+        want = goal[nth[k]] if keep_short else mlen
+        if total < want:
+            text += ' ' + _rest((want - total) / u)
+        texts.setdefault(li, []).append(text + (' ' + closing + ' ' if closing else ''))
+    for li in range(len(lines)):
+        if out_lines[li] is None:
+            out_lines[li] = re.sub(r' +', ' ', ''.join(texts.get(li, []))).strip()
+    return '\n'.join(out_lines)
+
+
+def to_musicxml(abc, title=None):
+    """ABC (no X: needed) -> MusicXML text (partwise 3.0) after repair_bars. ValueError if abc2xml
+    cannot read it. abc2xml reports on stderr; that is captured and only its first line is kept."""
+    fixed = repair_bars(abc)
+    body = [ln for ln in fixed.splitlines() if not re.match(r'^([A-Za-z]:|%)', ln.strip())]
+    if not any(t.lastgroup in ('note', 'rest', 'chord') for ln in body for t in _TOKEN.finditer(ln)):
+        raise ValueError('no music in the ABC (no note, chord or rest)')
+    head = 'X:1\n' + (f'T:{title}\n' if title else '')
+    if re.match(r'\s*X:', fixed):  # a whole tune (xml2abc's output) has its own X:; a second one would
+        head, fixed = fixed.split('\n', 1)[0] + '\n' + head[4:], fixed.split('\n', 1)[1]  # start an empty first tune
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # abc2xml uses pyparsing's deprecated camelCase names
+        from abctoolkit.abc2xml import fixDoctype, getXmlDocs
+        try:
+            docs = getXmlDocs(head + fixed + '\n')
+        except Exception:  # abc2xml's parser raises on odd input; reported below as no tune
+            docs = []
+    if not docs:
+        why = [ln for ln in err.getvalue().splitlines() if ln.strip() and 'skipped header' not in ln]
+        raise ValueError(f"abc2xml could not convert the ABC ({(why or ['no tune'])[0].strip('- ')})")
+    return fixDoctype(docs[0])
+
+
+def write_musicxml(abc, path, title=None):
+    """to_musicxml into path, atomically."""
+    atomic_write(path, to_musicxml(abc, title))

@@ -1,0 +1,161 @@
+"""
+inference/pages.py: read whole pages. Files in (images and PDFs), staves found and cut (staves.py), every
+staff transcribed by the model in batches (Reader), and the lines joined into one tune (tune.py).
+
+    path --read_image / read_pdf--> page images (PDF pages rendered one at a time with pypdfium2, at
+      the DPI that gives a staff space of ~20 px, the middle of the training range 18-27 px)
+    page --staves.find_staves--> crops --Reader.read--> one ABC per staff --tune.join_lines--> one tune
+
+A staff whose transcription is not ABC (no K: field, or no music) is left out and reported, and the
+rest of the page still comes out.
+"""
+
+import os
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import data
+from core import images
+from inference import staves
+from training.checkpoint import find_checkpoint, find_tokenizer, load_model
+
+PDF_DPI = 150            # first render; then re-rendered so the staff space is TARGET_SPACE
+TARGET_SPACE = 20.0      # px; training images have 18-27 px (prepare.py, verovio scale 100-150)
+MAX_DPI = 400
+
+
+# -----------------------------------------------------------------------------
+# files -> grayscale PIL images
+
+def read_image(path, max_pixels):
+    """An image file -> a loaded grayscale ('L', transparency as white paper) PIL image.
+    Any problem -> ValueError with one line naming the file."""
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{path}: empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('error', Image.DecompressionBombWarning)
+            with Image.open(path) as im:  # lazy: only the header is read here
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise ValueError(f"image too large ({w}x{h} = {w * h:,} pixels > max_pixels={max_pixels:,})")
+                gray = images.to_gray(im)
+                gray.load()
+                return gray
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    except Exception as e:  # PIL: UnidentifiedImageError, truncated files, bombs, OSError ...
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"{path}: not a readable image ({msg})") from None
+
+
+def _pdf_error(path, e):
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if 'password' in msg.lower() or 'security' in msg.lower():
+        return ValueError(f"{path}: the PDF is encrypted (password protected); decrypt it first")
+    return ValueError(f"{path}: not a readable PDF ({msg})")
+
+
+def read_pdf(path, max_pixels, dpi=None):
+    """Yield (page number from 1, grayscale PIL image) for each page of a PDF, one page in memory at
+    a time. With dpi=None a page is rendered at PDF_DPI, its staff space measured, and re-rendered at
+    the DPI that makes it TARGET_SPACE px (at most MAX_DPI), so the model sees staves at the size it
+    was trained on whatever the engraving's rastral size. Errors -> ValueError, one line."""
+    import pypdfium2 as pdfium
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{path}: empty file")
+    try:
+        pdf = pdfium.PdfDocument(path)
+    except Exception as e:  # PdfiumError: not a PDF, damaged, encrypted
+        raise _pdf_error(path, e) from None
+    try:
+        n = len(pdf)
+        if n == 0:
+            raise ValueError(f"{path}: the PDF has no pages")
+        for i in range(n):
+            try:
+                page = pdf[i]
+                w_pt, h_pt = page.get_size()  # points, 1/72 inch
+
+                def render(d):
+                    if (w_pt * d / 72) * (h_pt * d / 72) > max_pixels:
+                        raise ValueError(f"{path}: page {i + 1} at {d:.0f} dpi is larger than max_pixels={max_pixels:,}")
+                    return page.render(scale=d / 72, grayscale=True).to_pil().convert('L')
+
+                im = render(dpi or PDF_DPI)
+                if dpi is None:
+                    _, sp = staves.line_metrics(staves.ink_mask(np.asarray(im)))
+                    if sp >= 4:
+                        d = min(MAX_DPI, PDF_DPI * TARGET_SPACE / sp)
+                        if abs(d / PDF_DPI - 1) > 0.15:
+                            im = render(d)
+            except ValueError:
+                raise
+            except Exception as e:
+                raise _pdf_error(path, e) from None
+            yield i + 1, im
+    finally:
+        pdf.close()
+
+
+def is_pdf(path):
+    return path.lower().endswith('.pdf')
+
+
+# -----------------------------------------------------------------------------
+# the model
+
+def to_tensor(im, img_height, max_width):
+    """grayscale PIL image -> (3, img_height, W) float32 in [0, 1], exactly as data.OMRDataset does."""
+    arr = images.preprocess(im, img_height, max_width)
+    x = torch.from_numpy(arr).unsqueeze(0).float().div_(255.0)  # (1, H, W), paper = 1.0
+    return x.expand(3, -1, -1)  # (3, H, W)
+
+
+class Reader:
+    """A checkpoint and its tokenizer, ready to transcribe batches of line images."""
+
+    def __init__(self, out_dir, device='cpu', batch_size=8, beam_size=1, temperature=0.0, top_k=None,
+                 max_new_tokens=None, decode='auto'):
+        ckpt = find_checkpoint(out_dir)
+        self.model, self.meta = load_model(ckpt, device)
+        self.model.eval()
+        self.tok = data.Tokenizer(find_tokenizer(out_dir, self.meta))
+        cfg = self.model.config
+        if self.tok.vocab_size > cfg.vocab_size:
+            raise ValueError(f"tokenizer has {self.tok.vocab_size} pieces but the checkpoint was trained "
+                             f"with vocab_size={cfg.vocab_size}")
+        self.how = self.meta.get('decode', 'attention') if decode == 'auto' else decode
+        if self.how == 'ctc' and cfg.ctc_weight <= 0:
+            raise ValueError(f"--decode=ctc: the checkpoint in {ckpt} has no CTC head (trained with ctc_weight=0)")
+        self.img_height = self.meta['model_args'].get('img_height', 224)
+        self.max_width = (self.meta.get('train_config') or {}).get('max_width', 2048)
+        self.device, self.batch_size, self.beam_size = device, batch_size, beam_size
+        self.temperature, self.top_k = temperature, top_k
+        self.n_new = max_new_tokens or cfg.max_seq_len
+
+    def decode(self, xs):
+        """list of (3, H, W) tensors -> list of token-id lists, batch_size at a time."""
+        out = []
+        for i in range(0, len(xs), self.batch_size):
+            chunk = xs[i:i + self.batch_size]
+            wmax = max(x.shape[-1] for x in chunk)
+            # right-pad with white like data.collate; widths make the model ignore the padding
+            images = torch.stack([F.pad(x, (0, wmax - x.shape[-1]), value=1.0) for x in chunk]).to(self.device)
+            widths = torch.tensor([x.shape[-1] for x in chunk], device=self.device)
+            with torch.inference_mode():
+                if self.how == 'ctc':
+                    out += self.model.ctc_decode(images, widths)
+                else:
+                    out += self.model.generate(images, self.n_new, temperature=self.temperature, top_k=self.top_k,
+                                               beam_size=self.beam_size, widths=widths)
+        return out
+
+    def read(self, images):
+        """PIL line images -> (ABC per image, token ids per image)."""
+        ids = self.decode([to_tensor(im, self.img_height, self.max_width) for im in images]) if images else []
+        return [self.tok.decode(s) for s in ids], ids

@@ -1,0 +1,374 @@
+"""
+inference/staves.py: find the staves on a page image and cut each one out the way the training images look.
+
+    page (gray) --ink mask--> deskew (max projection-profile sharpness over angles in +-3 deg)
+      --vertical run lengths--> line thickness t, staff space sp (the most common black run, and
+        black + the most common white run between blacks; Fujinaga 1988, as oemer does)
+      --horizontal runs >= 2 sp, summed per row--> candidate staff-line rows --> thin bands = lines
+      --five lines, equally spaced at ~sp, overlapping in x--> staves
+      --grow up/down from the outer lines through connected ink (stems, ledger lines, not text)--> crop
+
+The training images (data/m21/prepare.py) are ONE line of music cropped to its ink plus a 6-19 px
+white margin at a staff space of 18-27 px, i.e. a margin of ~0.55 staff spaces. A crop here is the
+staff's ink (lines, and above/below only what is attached to it: ledger lines, stems, high/low notes)
+plus 0.55 sp of white, so that after images.preprocess's resize it looks like a training image.
+
+Only numpy and PIL: no OpenCV. Each Staff carries a `system` field: its own index here;
+systems.find_systems groups the staves by braces/brackets/bar lines and sets it.
+
+    $ python -m inference.staves page.png [out.png]      # prints the staves, writes the boxed page
+"""
+
+import os
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from core import images
+
+MAX_SKEW = 3.0          # degrees; deskew searches +-MAX_SKEW
+CROP_MARGIN = 0.55      # staff spaces of white around a crop (training: 6-19 px at 18-27 px per space)
+MAX_REACH = 6.0         # staff spaces above/below the outer lines a crop may grow (ledger lines)
+
+
+@dataclass
+class Staff:
+    box: tuple           # (x0, y0, x1, y1): the five lines' extent, in (deskewed) page pixels
+    lines: tuple         # the five line centres, y, top to bottom
+    space: float         # staff space (distance between lines), pixels
+    crop_box: tuple      # (x0, y0, x1, y1) of the crop: the staff's ink plus a margin
+    crop: object = field(repr=False, default=None)  # PIL 'L' image of crop_box
+    system: int = 0      # the system it belongs to (find_staves: its own; systems.find_systems sets it)
+    index: int = 0       # 0-based, top to bottom
+
+
+@dataclass
+class Page:
+    image: object        # the deskewed grayscale PIL image the coordinates refer to
+    angle: float         # degrees the input was rotated by (counter-clockwise) to deskew it
+    staves: list
+    line_thickness: float
+    space: float         # the page's staff space from run lengths (each Staff has its own too)
+    ink_outside: int = 0 # ink pixels outside every crop (titles, text, what no staff claimed)
+    ink_rows: tuple = (0, 0)  # first and last row holding ink
+
+
+# -----------------------------------------------------------------------------
+# pixels
+
+def ink_mask(gray):
+    """uint8 (H, W) -> bool ink mask. The threshold is 78% of the paper's brightness (200 on white,
+    as prepare.rasterize counts ink), so that antialiased 1-2 px staff lines stay whole and a grey
+    scan still separates ink from paper."""
+    paper = float(np.percentile(gray[::4, ::4], 90))
+    return gray < max(1.0, 0.78 * paper)
+
+
+def skew_angle(ink, max_deg=MAX_SKEW, max_points=200_000):
+    """Degrees by which the page's horizontal lines are tilted (y grows with x for a positive angle).
+    For each candidate angle the ink is sheared back and projected on the y axis; staff lines make
+    the sharpest profile (largest sum of squares) when they are horizontal (Postl 1986's criterion).
+    A coarse 0.25 deg grid, then 0.02 deg around the best."""
+    ys, xs = np.nonzero(ink)
+    if len(ys) < 10:
+        return 0.0
+    step = max(1, len(ys) // max_points)
+    ys, xs = ys[::step].astype(np.float64), xs[::step].astype(np.float64)
+    xs -= ink.shape[1] / 2  # rotate about the centre, as PIL does
+
+    def sharpness(deg):
+        yy = np.round(ys - xs * np.tan(np.radians(deg))).astype(np.int64)
+        h = np.bincount(yy - yy.min())
+        return float(np.dot(h, h))
+
+    coarse = np.arange(-max_deg, max_deg + 1e-9, 0.25)
+    best = coarse[int(np.argmax([sharpness(a) for a in coarse]))]
+    fine = np.arange(best - 0.24, best + 0.24 + 1e-9, 0.02)
+    return float(fine[int(np.argmax([sharpness(a) for a in fine]))])
+
+
+def _mode(values, lo=1):
+    """most common value >= lo of a non-negative int array, or 0 if none."""
+    values = values[values >= lo]
+    return int(np.argmax(np.bincount(values))) if len(values) else 0
+
+
+def line_metrics(ink, n_cols=300):
+    """(line thickness, staff space) in pixels from vertical run lengths of ~n_cols columns: the most
+    common black run is a staff line, the most common white run between two blacks is the gap
+    between lines (Fujinaga 1988; oemer and most OMR systems start this way)."""
+    cols = ink[:, ::max(1, ink.shape[1] // n_cols)].T.astype(np.int8)  # (C, H)
+    d = np.diff(np.pad(cols, ((0, 0), (1, 1))), axis=1)                # (C, H+1): +1 starts, -1 ends
+    r_s, s = np.nonzero(d == 1)
+    r_e, e = np.nonzero(d == -1)  # same count and order as the starts: runs pair up
+    if len(s) < 2:
+        return 0, 0
+    black = e - s
+    same = r_s[1:] == r_s[:-1]    # white runs between two black runs of the same column
+    white = (s[1:] - e[:-1])[same]
+    t, g = _mode(black), _mode(white, lo=2)
+    return t, t + g
+
+
+def row_runs(ink, min_len):
+    """Per row, the total length of horizontal black runs >= min_len, and each such run.
+    -> (score (H,), rows, starts, ends)."""
+    d = np.diff(np.pad(ink.astype(np.int8), ((0, 0), (1, 1))), axis=1)  # (H, W+1)
+    r, s = np.nonzero(d == 1)
+    _, e = np.nonzero(d == -1)
+    keep = (e - s) >= min_len
+    r, s, e = r[keep], s[keep], e[keep]
+    score = np.bincount(r, weights=e - s, minlength=ink.shape[0])
+    return score, r, s, e
+
+
+# -----------------------------------------------------------------------------
+# lines -> staves
+
+def find_lines(ink, t, sp):
+    """Staff-line candidates: bands of rows whose long horizontal runs add up to >= 6 staff spaces
+    (a clef, a key and a note), trimmed to the rows within 50% of the band's peak (a horizontal beam
+    touching a line must not make it thick; two lines joined by beams split apart again), and at most
+    max(3, 2.5 t) thick (dark blobs of a photo
+    are not lines). -> list of (y centre, x0, x1, strength = the peak row's long-run length)."""
+    score, r, s, e = row_runs(ink, max(10, int(2 * sp)))
+    on = score >= 6 * sp
+    lines = []
+    y, H = 0, len(score)
+    while y < H:
+        if not on[y]:
+            y += 1
+            continue
+        y2 = y
+        while y2 + 1 < H and on[y2 + 1]:
+            y2 += 1
+        band = np.arange(y, y2 + 1)
+        core = band[score[band] >= 0.5 * score[band].max()]
+        # a band can hold two lines joined by beams or slurs between them: each run of core rows is one
+        for grp in np.split(core, np.nonzero(np.diff(core) > 1)[0] + 1):
+            if grp[-1] - grp[0] + 1 <= max(3, 2.5 * t):
+                sel = (r >= grp[0]) & (r <= grp[-1])
+                cy = float(np.dot(grp, score[grp]) / score[grp].sum())
+                lines.append((cy, int(s[sel].min()), int(e[sel].max()), float(score[grp].max())))
+        y = y2 + 1
+    return lines
+
+
+def group_staves(lines, sp):
+    """Lines in a row spaced within 20% of each other (0.6-1.6 sp), whose x extents overlap by at
+    least 80% of the longer (among several candidates at the right distance, the strongest). Such a chain can be longer than five when ledger lines of many notes
+    line up above or below a staff; its five strongest consecutive lines are the staff (a ledger row
+    is short pieces, a staff line runs the whole width). Greedy from the top; lines are used once."""
+    out, i, n = [], 0, len(lines)
+    while i < n:
+        chain = [i]
+        while len(chain) < 9:
+            prev = lines[chain[-1]]
+            d0 = lines[chain[1]][0] - lines[chain[0]][0] if len(chain) > 1 else None
+            best = None
+            for j in range(chain[-1] + 1, n):
+                d = lines[j][0] - prev[0]
+                if d > 1.6 * sp * 1.2:
+                    break
+                ok = (0.6 * sp <= d <= 1.6 * sp) if d0 is None else abs(d - d0) <= 0.2 * d0
+                a, b = prev, lines[j]
+                overlap = min(a[2], b[2]) - max(a[1], b[1])
+                # the lines of one staff run equally far: a slanted beam's long runs between two lines,
+                # or a row of ledger lines, is much shorter than its neighbours and is passed over
+                if ok and overlap >= 0.8 * max(a[2] - a[1], b[2] - b[1]) and (best is None or b[3] > lines[best][3]):
+                    best = j
+            if best is None:
+                break
+            chain.append(best)
+        if len(chain) >= 5:
+            k = max(range(len(chain) - 4), key=lambda k: sum(lines[j][3] for j in chain[k:k + 5]))
+            out.append([lines[j] for j in chain[k:k + 5]])
+            i = chain[k + 4] + 1
+        else:
+            i += 1
+    return out
+
+
+def ink_extent(ink, staff, up_limit, down_limit):
+    """Rows [top, bottom] of the ink connected to a staff's lines: grown row by row outward from the
+    outer lines, a row's ink run is kept if it touches (8-connected) ink kept in the row before. So
+    stems, beams, ledger lines with their notes and slurs come along, while text that does not touch
+    the music (titles, tempo marks, measure numbers, lyrics) stays out, as it is absent from every
+    training image. Then nearby islands of ink that cover little of the width join (see attach). Stops at an empty row or at the limits (half way to the neighbouring staff, and
+    MAX_REACH staff spaces). Per row this is a 1-D run labelling, so no connected-components library."""
+    x0, x1 = staff[0], staff[2]
+
+    def grow(y, stop, step):
+        active = ink[y, x0:x1].copy()
+        last = y
+        while (y + step >= stop) if step < 0 else (y + step <= stop):
+            y += step
+            row = ink[y, x0:x1]
+            if not row.any():
+                break
+            seed = active.copy()  # 8-connectivity: a pixel diagonally above/below counts too
+            seed[1:] |= active[:-1]
+            seed[:-1] |= active[1:]
+            labels = np.cumsum(np.diff(np.concatenate(([False], row)).astype(np.int8)) == 1) * row  # run ids, 0 = paper
+            hit = np.unique(labels[seed & row])
+            if len(hit) == 0:
+                break
+            active = np.isin(labels, hit)
+            last = y
+        return last
+
+    def attach(y, stop, step):
+        """past the connected ink: the next band of rows with ink, at most a staff space away, joins
+        when it covers little of the staff's width (a grace note above the staff, a triplet's 3);
+        a band across the width is text (lyrics, a tempo line) and is left out. With this, every
+        ink pixel of 299 real training images falls inside its crop (11 of 145 did not without)."""
+        sp = (staff[3] - staff[1]) / 4
+        k = max(1, int(sp / 2))
+        rows = []
+        yy, empty = y, 0
+        while (yy + step >= stop) if step < 0 else (yy + step <= stop):
+            yy += step
+            if ink[yy, x0:x1].sum() >= 2:
+                rows.append(yy)
+            elif rows:
+                break
+            else:
+                empty += 1
+                if empty > sp:
+                    return y
+        if not rows:
+            return y
+        cols = ink[min(rows):max(rows) + 1, x0:x1].any(0)
+        covered = np.convolve(cols, np.ones(2 * k + 1), mode='same') > 0  # within sp/2 of ink
+        # one island deep only: a grace note or a triplet number sits next to the staff's own ink;
+        # further out (a composer's name above a tempo mark) is page text
+        return y if covered.mean() > 0.25 else rows[-1]
+
+    top, bot = grow(staff[1], up_limit, -1), grow(staff[3], down_limit, +1)
+    return attach(top, up_limit, -1), attach(bot, down_limit, +1)
+
+
+def find_staves(image, max_skew=MAX_SKEW, crops=True):
+    """PIL image (any mode) or uint8 (H, W) array of a page -> Page (deskewed image, angle, staves
+    top to bottom, each with its box, five lines, staff space, crop box and crop).
+    ValueError('no staff found') when there is none (a blank page, a photo, text only)."""
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image.astype(np.uint8))
+    gray_im = images.to_gray(image)
+    gray = np.asarray(gray_im)
+    if gray.size == 0 or gray.shape[0] < 8 or gray.shape[1] < 8:
+        raise ValueError('no staff found')
+    ink = ink_mask(gray)
+    angle = skew_angle(ink, max_skew) if max_skew > 0 else 0.0
+    if abs(angle) >= 0.05:
+        # lines that fall to the right (y grows with x) are turned counter-clockwise, PIL's positive
+        gray_im = gray_im.rotate(angle, resample=Image.Resampling.BILINEAR, fillcolor=255)
+        gray = np.asarray(gray_im)
+        ink = ink_mask(gray)
+    else:
+        angle = 0.0
+    t, sp = line_metrics(ink)
+    if t < 1 or sp < 4 or t > sp / 2:
+        raise ValueError('no staff found')
+    groups = group_staves(find_lines(ink, t, sp), sp)
+    if not groups:
+        raise ValueError('no staff found')
+    H, W = gray.shape
+    boxes = []
+    for g in groups:
+        ys = [l[0] for l in g]
+        x0, x1 = int(np.median([l[1] for l in g])), int(np.median([l[2] for l in g]))
+        boxes.append((x0, int(np.floor(ys[0] - t / 2)), x1, int(np.ceil(ys[-1] + t / 2)), ys))
+    staves = []
+    for k, (x0, y0, x1, y1, ys) in enumerate(boxes):
+        s = float(np.mean(np.diff(ys)))
+        up = max(0, int(y0 - MAX_REACH * s), (boxes[k - 1][3] + y0) // 2 + 1 if k else 0)
+        down = min(H - 1, int(y1 + MAX_REACH * s), (y1 + boxes[k + 1][1]) // 2 - 1 if k + 1 < len(boxes) else H - 1)
+        top, bot = ink_extent(ink, (x0, y0, x1, y1), up, down)
+        m = int(round(CROP_MARGIN * s))
+        cb = (max(0, x0 - m), max(0, top - m), min(W, x1 + m), min(H, bot + m + 1))
+        crop = gray_im.crop(cb) if crops else None
+        staves.append(Staff(box=(x0, y0, x1, y1), lines=tuple(round(y, 1) for y in ys), space=round(s, 2),
+                            crop_box=cb, crop=crop, system=k, index=k))
+    rows = np.nonzero(ink.any(1))[0]
+    inside = np.zeros_like(ink)
+    for st in staves:
+        x0, y0, x1, y1 = st.crop_box
+        inside[y0:y1, x0:x1] = True
+    return Page(image=gray_im, angle=round(angle, 2), staves=staves, line_thickness=t, space=sp,
+                ink_outside=int((ink & ~inside).sum()), ink_rows=(int(rows[0]), int(rows[-1])))
+
+
+def is_single_line(page):
+    """True if the image is already one cropped line of music (what sample.py used to be given):
+    exactly one staff, all ink within its ledger-line reach (MAX_REACH staff spaces above and below
+    its lines: no title or text further out) and not mostly empty paper (at most 3x the crop's
+    height). Such an image goes to the model as it is, exactly as before pages existed. (Zero ink
+    outside the crop would be too strict: grace notes and triplet numbers that touch nothing stay
+    outside a crop, see ink_extent, and 11 of 145 real training images have some.)"""
+    if len(page.staves) != 1:
+        return False
+    st = page.staves[0]
+    reach = MAX_REACH * st.space
+    return (page.ink_rows[0] >= st.box[1] - reach and page.ink_rows[1] <= st.box[3] + reach
+            and page.image.size[1] <= 3 * (st.crop_box[3] - st.crop_box[1]))
+
+
+def looks_like_line(image):
+    """The check for an image find_staves found no staff in, before sample.py reads it as one cropped
+    line anyway. Below ~40 px high a line's staff lines blur into each other and find_staves cannot
+    measure them, but the line still has paper around a few rows that are dark across most of its
+    width. A blank or uniform image has no contrast, a photo or noise no paper: False."""
+    g = np.asarray(images.to_gray(image), dtype=np.float32)
+    if g.size == 0:
+        return False
+    paper, lo = np.percentile(g, 90), np.percentile(g, 1)
+    contrast = paper - lo
+    if contrast < 64 or (g >= paper - 0.1 * contrast).mean() < 0.35:
+        return False
+    dark = g < paper - 0.08 * contrast  # faint: a blurred staff line is a light gray
+    cols = np.nonzero(dark.any(0))[0]
+    rows = (dark[:, cols[0]:cols[-1] + 1].mean(1) >= 0.5).sum()  # rows crossed by (staff) lines
+    return bool(1 <= rows <= 0.85 * g.shape[0])
+
+
+def draw_staves(page):
+    """RGB picture of the page with each staff boxed (red: the crop, blue: the five lines) and
+    numbered from 1, as sample.py writes it to <stem>.staves.png."""
+    im = page.image.convert('RGB')
+    dr = ImageDraw.Draw(im)
+    size = max(12, int(2 * page.space))
+    try:
+        font = ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has one bitmap size
+        font = ImageFont.load_default()
+    w = max(1, int(page.space / 6))
+    for st in page.staves:
+        dr.rectangle(st.crop_box, outline=(220, 0, 0), width=w)
+        for y in st.lines:
+            dr.line((st.box[0], y, st.box[2], y), fill=(0, 90, 255), width=1)
+        dr.text((max(0, st.crop_box[0] - 1.6 * size), st.box[1]), str(st.index + 1), fill=(220, 0, 0), font=font)
+    return im
+
+
+def main(argv):
+    if len(argv) not in (2, 3):
+        sys.exit('usage: python -m inference.staves page.png [boxed.png]')
+    try:
+        with Image.open(argv[1]) as im:
+            page = find_staves(im)
+    except (OSError, ValueError) as e:
+        sys.exit(f'error: {argv[1]}: {e}')
+    print(f'{argv[1]}: {len(page.staves)} staves, deskewed by {page.angle} deg, staff space {page.space} px')
+    for st in page.staves:
+        print(f'  {st.index + 1}: box {st.box} crop {st.crop_box} space {st.space}')
+    if len(argv) == 3:
+        tmp = argv[2] + '.tmp.png'
+        draw_staves(page).save(tmp)
+        os.replace(tmp, argv[2])
+
+
+if __name__ == '__main__':
+    main(sys.argv)
