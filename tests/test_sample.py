@@ -42,9 +42,12 @@ def run_dir(tmp_path_factory):
     out.mkdir()
     imgs.mkdir()
     tok = data.Tokenizer(data.train_tokenizer(CORPUS, str(out / 'tokenizer'), vocab_size=300))
+    import staves
     for i, abc in enumerate(TUNES):
         engraved, _ = sample.engrave(abc)
-        engraved.save(imgs / f'tune{i}.png')
+        # cropped to its staff as the page reader crops one (staves.py): tests/test_pages.py pastes these
+        # lines on a page and checks that each staff reads back as its tune
+        staves.find_staves(engraved.convert('L')).staves[0].crop.save(imgs / f'tune{i}.png')
     # the training batch is built exactly like sample.py builds its batch from the folder
     xs = [sample.load_image(str(imgs / f'tune{i}.png'), IMG_H, 1024, 10**8) for i in range(2)]
     wmax = max(x.shape[-1] for x in xs)
