@@ -53,9 +53,38 @@ def iter_lines(stdout):
                                                                          stdout, re.M)}
 
 
+def final_data_dir(out_dir):
+    with open(os.path.join(out_dir, 'ckpt_last', 'config.json')) as f:
+        return json.load(f)['train_config']['data_dir']
+
+
 def weights(ckpt_dir):
     from safetensors.torch import load_file
     return load_file(os.path.join(ckpt_dir, 'model.safetensors'))
+
+
+def rescore(ckpt_dir, data_dir, split, n_decode):
+    """(loss, scores) that train.py reports for `split`, recomputed here from the checkpoint alone: the
+    same images (data.eval_batches with the run's seed and sizes), greedy (and CTC) decoding, one thread
+    like the run's, evaluation.score_rows. The numbers in log.jsonl / final_eval.json must equal these."""
+    from contextlib import nullcontext
+    import data
+    import evaluation
+    from checkpoint import load_model
+    model, meta = load_model(ckpt_dir)
+    tc, ma = meta['train_config'], meta['model_args']
+    tok = data.Tokenizer(os.path.join(os.path.dirname(ckpt_dir), 'tokenizer.model'))
+    ds = data.OMRDataset(data_dir, split, tokenizer=tok, img_height=ma['img_height'], max_width=tc['max_width'],
+                         max_len=ma['max_seq_len'])
+    loss_b, decode_b = data.eval_batches(len(ds), tc['batch_size'], tc['eval_iters'], n_decode, tc['seed'])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        loss, scores, _ = evaluation.evaluate(model, ds, loss_b, decode_b, data.Collate(tok.pad_id, tok.bos_id, tok.eos_id),
+                                              tok, nullcontext(), 'cpu', ma['max_seq_len'] - 1)
+    finally:
+        torch.set_num_threads(threads)
+    return loss, scores
 
 
 @pytest.fixture(scope='module')
@@ -198,7 +227,7 @@ def test_outputs(run_full):
     assert [r['iter'] for r in log] == [0, 2, 4]
     for r in log:
         assert LOG_KEYS <= set(r), LOG_KEYS - set(r)
-        assert math.isfinite(r['val_loss']) and r['val_ser'] >= 0 and 0 <= r['val_seq_acc'] <= 1
+        assert math.isfinite(r['val_loss']) and 0 <= r['val_seq_acc'] <= 1
     assert log[0]['train_loss'] is None and all(r['train_loss'] > 0 for r in log[1:])
     assert os.path.getsize(os.path.join(out, 'loss.png')) > 1000
     # the lr schedule: 1 warmup iteration at lr/2, then cosine from 1e-3 to 1e-4 over iterations 1..4
@@ -216,7 +245,14 @@ def test_outputs(run_full):
         final = json.load(f)
     assert final['split'] == 'test' and final['n_samples'] == 2 and final['weights'] == 'ckpt_best'
     assert final['weights_iter'] == min(log, key=lambda r: r['val_loss'])['iter']
-    assert final['ser'] >= 0 and math.isfinite(final['test_loss'])
+    # the numbers are those of the weights they name: the last eval's from ckpt_last (val), the test's
+    # from ckpt_best, recomputed here from the checkpoint alone
+    loss, scores = rescore(os.path.join(out, 'ckpt_last'), final_data_dir(out), 'val', 2)
+    assert (log[-1]['val_ser'], log[-1]['val_cer'], log[-1]['val_seq_acc']) == (scores['ser'], scores['cer'], scores['seq_acc'])
+    assert log[-1]['val_loss'] == pytest.approx(loss, rel=1e-5)
+    loss, scores = rescore(os.path.join(out, 'ckpt_best'), final_data_dir(out), 'test', final['n_samples'])
+    assert (final['ser'], final['cer'], final['seq_acc']) == (scores['ser'], scores['cer'], scores['seq_acc'])
+    assert final['test_loss'] == pytest.approx(loss, rel=1e-5)
 
 
 def test_time_limit_stop_and_resume_reproduce_the_uninterrupted_run(run_full, run_resumed):
@@ -301,7 +337,10 @@ def test_recipe_outputs(run_recipe):
     assert Tokenizer(os.path.join(out, 'tokenizer.model')).vocab_size <= 320  # its own, not the corpus' 789
     with open(os.path.join(out, 'final_eval.json')) as f:
         final = json.load(f)
-    assert final['ctc']['ser'] >= 0 and sum(f['n'] for f in final['by_font'].values()) == final['n_samples']
+    assert sum(f['n'] for f in final['by_font'].values()) == final['n_samples']
+    _, scores = rescore(os.path.join(out, 'ckpt_best'), final_data_dir(out), 'test', final['n_samples'])
+    assert (final['ser'], final['ctc']['ser'], final['ctc']['seq_acc']) == (scores['ser'], scores['ctc']['ser'],
+                                                                            scores['ctc']['seq_acc'])
 
 
 def test_recipe_checkpoint_names_the_better_decoding(run_recipe):
