@@ -298,6 +298,35 @@ def test_ddp_two_processes_match_one(run_full, tiny_corpus, tmp_path):
         torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5, msg=k)
 
 
+@pytest.fixture(scope='module')
+def run_accum4(tiny_corpus, tmp_path_factory):
+    """One process, 4 micro-steps of 2 images per optimizer step."""
+    out = str(tmp_path_factory.mktemp('accum4'))
+    p = train(f'--data_dir={tiny_corpus}', f'--out_dir={out}', '--gradient_accumulation_steps=4')
+    return out, p.stdout
+
+
+def test_ddp_with_accumulation_matches_one_process(run_accum4, tiny_corpus, tmp_path):
+    """2 gloo processes x 2 micro-steps = 1 process x 4: under DDP the gradients are all-reduced on the
+    last micro-step only (step.py sets require_backward_grad_sync), after each process has summed its
+    own two; the optimizer step must see the same gradient, so the losses and weights are the same."""
+    single_out, single_stdout = run_accum4
+    assert '8 images per iteration: 1 process(es) x batch_size 2 x 4 accumulation step(s)' in single_stdout
+    p = train(f'--data_dir={tiny_corpus}', f'--out_dir={tmp_path}', '--gradient_accumulation_steps=4', torchrun=True)
+    assert '8 images per iteration: 2 process(es) x batch_size 2 x 2 accumulation step(s)' in p.stdout
+    single, ddp = iter_lines(single_stdout), iter_lines(p.stdout)
+    assert sorted(ddp) == sorted(single) == [0, 1, 2, 3]
+    for it in single:
+        assert ddp[it] == pytest.approx(single[it], abs=2e-4)  # (loss, lr), printed with 4 decimals
+    for ra, rb in zip(read_log(single_out), read_log(str(tmp_path))):
+        assert (ra['iter'], ra['samples_seen']) == (rb['iter'], rb['samples_seen'])
+        if ra['train_loss'] is not None:
+            assert rb['train_loss'] == pytest.approx(ra['train_loss'], abs=1e-5)
+    wa, wb = weights(os.path.join(single_out, 'ckpt_last')), weights(os.path.join(tmp_path, 'ckpt_last'))
+    for k in [k for k in wa if not k.endswith(('running_mean', 'running_var', 'num_batches_tracked'))]:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
 def test_ddp_resplits_an_accumulation_that_does_not_divide(run_full, tiny_corpus, tmp_path):
     """The card's `torchrun --nproc_per_node=8 train.py config/deit_small.py` with the seed's 8 x 4: an
     accumulation the processes cannot share is re-split into micro-batches of the same global batch.
