@@ -480,3 +480,31 @@ def test_fit_to_time_ends_the_schedule_and_resume_keeps_it(tiny_corpus, tmp_path
     train(*args, '--init_from=resume', '--max_time_minutes=0')  # no clock now: it still ends at the fit
     with open(os.path.join(out, 'final_eval.json')) as f:
         assert json.load(f)['iters'] == fit
+
+
+# -----------------------------------------------------------------------------
+# the efficiency plug-ins through train.py: distillation from a teacher run, QLoRA
+
+def test_distillation_through_train_py(run_full, tiny_corpus, tmp_path):
+    """--teacher_dir: the 4-iteration run teaches a fresh student of the same seed (so the two start
+    from the same weights, 4 steps apart). distill_alpha=1: the KD term has no weight, and the student's
+    run is run_full's, losses and weights. distill_alpha=0: the loss is the KD term alone,
+    T^2 KL(teacher || student) -- small and positive at iteration 0 where the CE is ~6.5 -- and it alone
+    moves the weights, elsewhere than the labels do."""
+    teacher, full_stdout = run_full
+    full = iter_lines(full_stdout)
+    a = train(f'--data_dir={tiny_corpus}', f'--out_dir={tmp_path}/a', f'--teacher_dir={teacher}', '--distill_alpha=1.0')
+    la = iter_lines(a.stdout)
+    assert sorted(la) == sorted(full)
+    for it in full:
+        assert la[it] == pytest.approx(full[it], abs=1e-4)
+    wf, wa = weights(os.path.join(teacher, 'ckpt_last')), weights(os.path.join(tmp_path, 'a', 'ckpt_last'))
+    for k in wf:
+        torch.testing.assert_close(wa[k], wf[k], rtol=1e-5, atol=1e-6, msg=k)
+    b = train(f'--data_dir={tiny_corpus}', f'--out_dir={tmp_path}/b', f'--teacher_dir={teacher}', '--distill_alpha=0.0',
+              '--distill_T=2.0')
+    lb = iter_lines(b.stdout)
+    assert full[0][0] > 5 and 0 < lb[0][0] < 0.05, (lb[0], full[0])  # measured 0.0013 against CE 6.4656
+    wb = weights(os.path.join(tmp_path, 'b', 'ckpt_last'))
+    diff = max((wb[k] - wf[k]).abs().max().item() for k in wf if wf[k].is_floating_point())
+    assert diff > 1e-2, diff  # measured 0.119
