@@ -508,3 +508,36 @@ def test_distillation_through_train_py(run_full, tiny_corpus, tmp_path):
     wb = weights(os.path.join(tmp_path, 'b', 'ckpt_last'))
     diff = max((wb[k] - wf[k]).abs().max().item() for k in wf if wf[k].is_floating_point())
     assert diff > 1e-2, diff  # measured 0.119
+
+
+def test_qlora_through_train_py(tiny_corpus, tmp_path):
+    """--quant_backbone=nf4 with --lora_rank (config/qlora_r8.py's keys on the tiny model): the backbone's
+    4-bit weights are frozen and come out bit-identical to those train.py quantized at the start (the
+    same model rebuilt here from the seed); its other weights (BatchNorm) are frozen too; the adapters
+    and the decoder move."""
+    from checkpoint import read_meta
+    from model import build_model
+    out = str(tmp_path / 'run')
+    p = train(f'--data_dir={tiny_corpus}', f'--out_dir={out}', '--quant_backbone=nf4', '--nf4_double_quant=True',
+              '--lora_rank=4', '--lora_alpha=8.0', '--learning_rate=1e-2')
+    n_nf4 = int(re.search(r'^NF4: quantized (\d+) backbone modules', p.stdout, re.M)[1])
+    n_lora = int(re.search(r'^LoRA: rank 4 adapters on (\d+) modules', p.stdout, re.M)[1])
+    assert n_lora >= n_nf4 > 0  # adapters on every Linear/Conv2d; NF4 on those of >= 4096 weights
+    meta = read_meta(os.path.join(out, 'ckpt_last'))
+    assert meta['iter_num'] == 4 and meta['quant'] == dict(backbone='nf4', double_quant=True)
+    torch.manual_seed(meta['train_config']['seed'])  # train.py seeds, then builds: the run's initial weights
+    start = build_model(meta['model_args'], meta['lora'], meta['quant']).state_dict()
+    end = weights(os.path.join(out, 'ckpt_last'))
+    assert set(end) == set(start) - {'lm_head.weight'}  # tied to the token embedding: saved once
+    nf4 = [k for k in end if k.startswith('backbone.') and '.weight_' in k]  # packed codes, absmax constants
+    assert len([k for k in nf4 if k.endswith('weight_packed')]) == n_nf4
+    assert all(end[k].dtype == torch.uint8 for k in nf4 if k.endswith('weight_packed'))
+    assert all(torch.equal(end[k], start[k]) for k in nf4)
+    adapters = [k for k in end if k.endswith(('lora_A', 'lora_B'))]
+    assert len(adapters) == 2 * n_lora
+    assert all(not start[k].any() for k in adapters if k.endswith('lora_B'))  # LoRA's B starts at zero ...
+    assert all(end[k].abs().max() > 1e-4 for k in adapters if k.endswith('lora_B'))  # ... and has learned
+    frozen = [k for k in end if k.startswith('backbone.') and k not in nf4 and k not in adapters]
+    assert frozen and all(torch.equal(end[k], start[k]) for k in frozen)  # BatchNorm: eval mode, no grad
+    decoder = [k for k in end if not k.startswith('backbone.') and end[k].is_floating_point()]
+    assert sum(not torch.equal(end[k], start[k]) for k in decoder) >= len(decoder) // 2
