@@ -178,25 +178,68 @@ def train_defaults():
 
 BACKBONE_CONFIGS = ['resnet50', 'efficientnet_b0', 'convnext_tiny', 'vit_small', 'deit_small', 'swin_tiny',
                     'mobilevit_small']
-
-
-@pytest.mark.parametrize('files', [[f'config/{b}.py'] for b in BACKBONE_CONFIGS] + [
+ADD_ON_CONFIGS = ['lora_r4', 'lora_r8', 'lora_r16', 'qlora_r8', 'frozen_backbone']  # after a backbone config
+CONFIG_RUNS = [[f'config/{b}.py'] for b in BACKBONE_CONFIGS] + [
     ['config/resnet50.py', 'config/lora_r8.py'], ['config/resnet50.py', 'config/lora_r4.py'],
     ['config/vit_small.py', 'config/lora_r16.py'], ['config/convnext_tiny.py', 'config/qlora_r8.py'],
-    ['config/swin_tiny.py', 'config/frozen_backbone.py'], ['config/quickstart.py'], ['config/tiny_test.py']])
-def test_every_config_file_is_valid(files, monkeypatch):
+    ['config/swin_tiny.py', 'config/frozen_backbone.py'], ['config/quickstart.py'], ['config/tiny_test.py'],
+    ['config/reader.py'], ['config/poly.py'], ['config/distill_convnext_to_mobilevit.py']]
+
+
+def configured(files, monkeypatch):
+    """train.py's config after config files `files` (its defaults, then configurator.py), as a dict."""
     defaults = train_defaults()
     g = dict(defaults, config_keys=list(defaults))
     monkeypatch.chdir(ROOT)
     monkeypatch.setattr(sys, 'argv', ['train.py', *files])
     exec(open(os.path.join(ROOT, 'configurator.py')).read(), g)
+    return g
+
+
+def train_checks(g):
+    """The error lines train.py's own cheap checks give for config g (its block before the data loads)."""
+    src = open(os.path.join(ROOT, 'train.py')).read()
+    errors = []
+    exec(src[src.index('# cheap checks first'):src.index("if init_from == 'auto':")], dict(g, die=errors.append))
+    return errors
+
+
+def test_every_config_file_is_covered():
+    have = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, 'config')) if f.endswith('.py'))
+    runs = {os.path.basename(f)[:-3] for files in CONFIG_RUNS for f in files}
+    assert sorted(runs) == have  # a new config file needs a line in CONFIG_RUNS
+
+
+@pytest.mark.parametrize('files', CONFIG_RUNS, ids=lambda fs: '+'.join(os.path.basename(f)[:-3] for f in fs))
+def test_every_config_file_is_valid(files, monkeypatch):
+    """Each config (an add-on after a backbone config) parses with configurator.py, passes train.py's
+    checks, names a known backbone and a model that can be built from its keys, and keeps its promises."""
+    import backbones
+    from model import MusicTrOCRConfig
+    g = configured(files, monkeypatch)
+    assert train_checks(g) == []
+    assert g['backbone'] in backbones.BACKBONES and g['img_height'] % 16 == 0 and g['max_width'] >= g['img_height']
+    keys = ('backbone', 'n_layer', 'n_head', 'd_model', 'd_ff', 'max_seq_len', 'dropout', 'img_height',
+            'collapse_height', 'ctc_weight', 'label_smoothing')
+    MusicTrOCRConfig(vocab_size=512, **{k: g[k] for k in keys})  # the model keys are the model's
+    assert g['d_model'] % g['n_head'] == 0
     name = os.path.basename(files[0])[:-3]
     if name in BACKBONE_CONFIGS:  # the seed recipe at 224 px: 8 x 4 = 32 images per step, AdamW 3e-4
         assert (g['backbone'], g['img_height'], g['batch_size'] * g['gradient_accumulation_steps']) == (name, 224, 32)
         assert (g['learning_rate'], g['beta1'], g['beta2'], g['weight_decay']) == (3e-4, 0.9, 0.99, 0.01)
     if len(files) == 2:  # an add-on config extends the backbone config's out_dir
         suffix = os.path.basename(files[1])[:-3].replace('frozen_backbone', 'frozen')
-        assert g['out_dir'] == f'out-{name}-{suffix}'
+        assert os.path.basename(files[1])[:-3] in ADD_ON_CONFIGS and g['out_dir'] == f'out-{name}-{suffix}'
+    if g['quant_backbone']:  # QLoRA: the 4-bit backbone trains through adapters only
+        assert g['lora_rank'] > 0 and any(t.startswith('backbone') for t in g['lora_targets'])
+    if name in ('reader', 'poly', 'quickstart'):  # the CPU recipes: one step is the whole global batch
+        assert g['device'] == 'cpu' and g['gradient_accumulation_steps'] == 1 and g['cache_images']
+    if name == 'quickstart':  # the README's one command prepares its own corpus
+        assert g['prepare_args'] and g['data_dir'] == 'data/m21/quick' and g['max_time_minutes'] > 0
+    if name == 'distill_convnext_to_mobilevit':  # the teacher is what config/convnext_tiny.py trains, on the same data
+        teacher = configured(['config/convnext_tiny.py'], monkeypatch)
+        assert g['teacher_dir'] == teacher['out_dir'] and g['data_dir'] == teacher['data_dir']
+        assert g['backbone'] == 'mobilevit_small' and 0 <= g['distill_alpha'] <= 1 and g['distill_T'] > 0
 
 
 def test_configurator_missing_config_file(monkeypatch):
