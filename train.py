@@ -191,7 +191,7 @@ ctx, scaler = step.amp_context(device_type, dtype)  # scaler: a no-op GradScaler
 
 # -----------------------------------------------------------------------------
 # data: a prepared dataset directory (see data/m21/prepare.py); the quick start builds its own
-if not os.path.isdir(data_dir) and prepare_args is not None:
+if not os.path.isfile(os.path.join(data_dir, 'dataset_dict.json')) and prepare_args is not None:  # missing, empty or half-built
     if master_process:
         try:
             data.prepare_missing(data_dir, prepare_args)

@@ -584,3 +584,32 @@ def test_qlora_through_train_py(tiny_corpus, tmp_path):
     assert frozen and all(torch.equal(end[k], start[k]) for k in frozen)  # BatchNorm: eval mode, no grad
     decoder = [k for k in end if not k.startswith('backbone.') and end[k].is_floating_point()]
     assert sum(not torch.equal(end[k], start[k]) for k in decoder) >= len(decoder) // 2
+
+
+# -----------------------------------------------------------------------------
+# the quick start's first command on a clean clone: no corpus yet
+
+def test_quickstart_prepares_its_missing_corpus(tmp_path):
+    """config/quickstart.py with its data_dir empty (made by hand, or left by an interrupted prepare; a
+    missing one is the same case): train.py builds the corpus first (data.prepare_missing runs
+    data/m21/prepare.py with the config's prepare_args), then trains on it. Here 6 tunes and a 2-step
+    run of a small model; the rest is the quick start's recipe (own BPE, image cache, CTC head)."""
+    import data
+    corpus, out = tmp_path / 'm21' / 'quick', tmp_path / 'out'
+    corpus.mkdir(parents=True)
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONHASHSEED='0')
+    env.pop('RANK', None)
+    p = subprocess.run([sys.executable, 'train.py', 'config/quickstart.py', f'--data_dir={corpus}', f'--out_dir={out}',
+                        '--prepare_args=--max_tunes=6 --num_workers=2', '--max_iters=2', '--batch_size=2',
+                        '--eval_interval=2', '--eval_iters=1', '--eval_decode_samples=1', '--eval_test_samples=1',
+                        '--max_time_minutes=0', '--cpu_threads=1', '--n_layer=1', '--n_head=2', '--d_model=32',
+                        '--d_ff=64'], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert f"{corpus} is missing, preparing it: " in p.stdout
+    assert f"prepare.py --out_dir={corpus} --max_tunes=6 --num_workers=2" in p.stdout
+    n = {s: len(data.load_split(str(corpus), s)) for s in ('train', 'val', 'test')}
+    assert all(n.values()), n
+    assert f"data: {corpus}, {n['train']} train / {n['val']} val / {n['test']} test images" in p.stdout
+    with open(out / 'final_eval.json') as f:
+        final = json.load(f)
+    assert final['iters'] == 2 and final['n_samples'] == 1 and final['ctc'] is not None
