@@ -94,9 +94,9 @@ def checksums(y):
 
 
 def import_timm():
-    """import timm, or None if it is not installed. With a CUDA-built torchvision on a CPU-only torch,
-    torchvision's C ops do not load and its meta registrations raise at import; timm never calls those
-    ops (nms, roi_align), so they are skipped."""
+    """import timm, or None if it is not installed (or does not import: the committed references still
+    stand). With a CUDA-built torchvision on a CPU-only torch, torchvision's C ops do not load and its
+    meta registrations raise at import; timm never calls those ops (nms, roi_align), so they are skipped."""
     import importlib.util
     if importlib.util.find_spec('timm') is None:
         return None
@@ -106,7 +106,10 @@ def import_timm():
         for m in [m for m in sys.modules if m.startswith('torchvision')]:
             del sys.modules[m]
         sys.modules['torchvision._meta_registrations'] = types.ModuleType('torchvision._meta_registrations')
-    import timm
+    try:
+        import timm
+    except (ImportError, RuntimeError):
+        return None
     return timm
 
 

@@ -9,6 +9,11 @@ module fixtures shared by several tests:
     run_resumed   stopped by max_time_minutes after 1 iteration (mid-epoch, off the eval
                   grid), then init_from=resume to 4                       (must equal run_full)
     DDP           2 gloo processes under torchrun, same global batch      (must equal run_full)
+    run_accum4    1 process x 4 micro-steps; DDP 2 x 2 micro-steps          (must equal run_accum4)
+
+and the paths a user reaches through train.py: distillation from a teacher run, QLoRA, every
+config/*.py, and the quick start preparing its own corpus. The numbers a run reports (log.jsonl,
+final_eval.json) are recomputed from its checkpoints (rescore).
 """
 
 import json
