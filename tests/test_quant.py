@@ -1,5 +1,6 @@
 """tests/test_quant.py: NF4 code book and bitsandbytes packing on hand-made tensors, round-trip error
-bounds, double quantization, bytes/param from the real buffers, NF4/INT8 modules, PTQ storage ratios."""
+bounds, double quantization, bytes/param from the real buffers, NF4/INT8 modules, PTQ storage ratios,
+and ptq.py in every mode on the shipped reader, each within 1 SER point of fp32."""
 
 import os
 import sys
