@@ -186,8 +186,8 @@ torch.backends.cudnn.allow_tf32 = True
 ctx, scaler = step.amp_context(device_type, dtype)  # scaler: a no-op GradScaler unless fp16
 
 # -----------------------------------------------------------------------------
-# data: a prepared dataset directory (see data/m21/prepare.py); the quick start builds its own
-if not os.path.isdir(data_dir) and prepare_args is not None:
+# data: a prepared dataset directory (data/m21/prepare.py); the quick start builds its own if missing or half-built
+if not os.path.isfile(os.path.join(data_dir, 'dataset_dict.json')) and prepare_args is not None:
     if master_process:
         try:
             data.prepare_missing(data_dir, prepare_args)

@@ -7,7 +7,6 @@ import io
 import os
 import pickle
 import random
-import time
 
 import numpy as np
 import pytest
@@ -95,7 +94,10 @@ REF = "L:1/8\nK:G\nA2 Bc d2|]"  # 9 symbols: L:1/8 K:G A2 ' ' B c ' ' d2 |]
 
 def test_ser_exact_values():
     assert len(metrics.abc_symbols(REF)) == 9
-    assert metrics.score([REF], [REF])["ser"] == 0.0
+    # a prediction that differs only in layout (a doubled space, a comment) has the same symbols: SER 0,
+    # while CER counts the characters (and seq_acc the string)
+    m = metrics.score(["L:1/8\nK:G\nA2  Bc d2|] % end"], [REF])
+    assert (m["ser"], m["seq_acc"]) == (0.0, 0.0) and m["cer"] == pytest.approx(7 / len(REF))
     assert metrics.score(["L:1/8\nK:G\nA2 Bc e2|]"], [REF])["ser"] == pytest.approx(1 / 9)   # substitution
     assert metrics.score(["L:1/8\nK:G\nA2 B^c d2|]"], [REF])["ser"] == pytest.approx(1 / 9)  # accidental: still 1
     assert metrics.score(["L:1/8\nK:G\nA2 Bcc d2|]"], [REF])["ser"] == pytest.approx(1 / 9)  # insertion
@@ -117,7 +119,8 @@ def test_cer_and_bpe_ser_exact(tok):
     m = metrics.score([p], [r], tok)
     want = metrics.levenshtein(tok.encode(p), tok.encode(r)) / len(tok.encode(r))
     assert m["bpe_ser"] == pytest.approx(want) and m["bpe_ser"] > 0
-    assert metrics.score([r], [r], tok)["bpe_ser"] == 0.0
+    m = metrics.score([r + "\n"], [r], tok)  # a trailing line break: no symbol, one character
+    assert (m["ser"], m["cer"]) == (0.0, pytest.approx(1 / len(r)))
 
 
 def test_levenshtein_matches_dp():
@@ -138,16 +141,24 @@ def test_levenshtein_matches_dp():
     assert metrics.levenshtein("", "abc") == 3 and metrics.levenshtein("abc", "abc") == 0
 
 
-def test_metric_speed(tiny_corpus, tok):
+def test_metric_score_on_800_noisy_samples(tiny_corpus, tok):
+    """score() on 800 real labels with ~5% of their notes edited (metrics.corrupt): corpus-level rates,
+    total edits over total reference symbols, in proportion to the notes edited. How long it takes is
+    bench_data.py's 'metrics real' line (a benchmark's figure: a wall-clock bound fails on a busy machine)."""
     texts = all_transcriptions(tiny_corpus)
     refs = [texts[i % len(texts)] for i in range(800)]
     rng = random.Random(0)
     preds = [metrics.corrupt(r, 0.05, rng) for r in refs]
-    t0 = time.perf_counter()
     m = metrics.score(preds, refs, tok)
-    dt = time.perf_counter() - t0
-    assert 0 < m["ser"] < 0.5 and m["n"] == 800
-    assert dt < 3.0, f"score() on 800 samples took {dt:.2f}s"  # ~0.3-0.5 s measured; loose for shared CPUs
+    ref_syms = [metrics.abc_symbols(r) for r in refs]
+    n_sym = sum(map(len, ref_syms))
+    edits = sum(metrics.levenshtein(metrics.abc_symbols(p), rs) for p, rs in zip(preds, ref_syms))
+    assert m["n"] == 800 and m["ser"] == pytest.approx(edits / n_sym, rel=1e-12)  # not a mean of rates
+    assert m["seq_acc"] == sum(p == r for p, r in zip(preds, refs)) / 800
+    # one edit per corrupted note on average (a doubled note can also re-split its neighbours):
+    # measured SER 3.37% against 5% of the notes and rests = 2.80% of the symbols
+    noted = 0.05 * sum(metrics._kind(x) in ("note", "rest") for rs in ref_syms for x in rs) / n_sym
+    assert 0.8 * noted < m["ser"] < 1.5 * noted, (m["ser"], noted)
 
 
 # -----------------------------------------------------------------------------

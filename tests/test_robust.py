@@ -359,4 +359,10 @@ def test_no_music_is_no_staff_found(tmp_path):
     assert 'blank.png: no staff found' in err, err
     p = run([sys.executable, 'sample.py', f'--image={folder}'])
     assert p.returncode == 1 and p.stdout.count('% ') == 1 and '% low_res.png' in p.stdout, p.stdout + p.stderr
+    # the 32 px line reads as well as the original: measured 0 symbol errors (the bound allows 2 of its 49)
+    from core import metrics
+    with open(os.path.join(ROOT, 'reader', 'samples', 'test_1.abc')) as f:
+        truth = f.read().rstrip('\n')
+    low_res = p.stdout.split('% low_res.png\n', 1)[1].rstrip('\n')
+    assert metrics.score([low_res], [truth])['ser'] <= 0.05, low_res
     assert p.stderr.count('no staff found') == 3 and '3 of 4 image(s) could not be read' in p.stderr, p.stderr

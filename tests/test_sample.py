@@ -20,7 +20,7 @@ import torch.nn.functional as F
 import data
 import model as M
 import sample
-from inference import render
+from inference import render, staves
 from training import checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,7 +45,9 @@ def run_dir(tmp_path_factory):
     tok = data.Tokenizer(data.train_tokenizer(CORPUS, str(out / 'tokenizer'), vocab_size=300))
     for i, abc in enumerate(TUNES):
         engraved, _ = render.engrave(abc)
-        engraved.save(imgs / f'tune{i}.png')
+        # cropped to its staff as the page reader crops one (staves.py): tests/test_pages.py pastes these
+        # lines on a page and checks that each staff reads back as its tune
+        staves.find_staves(engraved.convert('L')).staves[0].crop.save(imgs / f'tune{i}.png')
     # the training batch is built exactly like sample.py builds its batch from the folder
     xs = [sample.load_image(str(imgs / f'tune{i}.png'), IMG_H, 1024, 10**8) for i in range(2)]
     wmax = max(x.shape[-1] for x in xs)

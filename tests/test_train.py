@@ -9,6 +9,11 @@ module fixtures shared by several tests:
     run_resumed   stopped by max_time_minutes after 1 iteration (mid-epoch, off the eval
                   grid), then init_from=resume to 4                       (must equal run_full)
     DDP           2 gloo processes under torchrun, same global batch      (must equal run_full)
+    run_accum4    1 process x 4 micro-steps; DDP 2 x 2 micro-steps          (must equal run_accum4)
+
+and the paths a user reaches through train.py: distillation from a teacher run, QLoRA, every
+config/*.py, and the quick start preparing its own corpus. The numbers a run reports (log.jsonl,
+final_eval.json) are recomputed from its checkpoints (rescore).
 """
 
 import json
@@ -53,9 +58,38 @@ def iter_lines(stdout):
                                                                          stdout, re.M)}
 
 
+def final_data_dir(out_dir):
+    with open(os.path.join(out_dir, 'ckpt_last', 'config.json')) as f:
+        return json.load(f)['train_config']['data_dir']
+
+
 def weights(ckpt_dir):
     from safetensors.torch import load_file
     return load_file(os.path.join(ckpt_dir, 'model.safetensors'))
+
+
+def rescore(ckpt_dir, data_dir, split, n_decode):
+    """(loss, scores) that train.py reports for `split`, recomputed here from the checkpoint alone: the
+    same images (data.eval_batches with the run's seed and sizes), greedy (and CTC) decoding, one thread
+    like the run's, evaluation.score_rows. The numbers in log.jsonl / final_eval.json must equal these."""
+    from contextlib import nullcontext
+    import data
+    from training import evaluation
+    from training.checkpoint import load_model
+    model, meta = load_model(ckpt_dir)
+    tc, ma = meta['train_config'], meta['model_args']
+    tok = data.Tokenizer(os.path.join(os.path.dirname(ckpt_dir), 'tokenizer.model'))
+    ds = data.OMRDataset(data_dir, split, tokenizer=tok, img_height=ma['img_height'], max_width=tc['max_width'],
+                         max_len=ma['max_seq_len'])
+    loss_b, decode_b = data.eval_batches(len(ds), tc['batch_size'], tc['eval_iters'], n_decode, tc['seed'])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        loss, scores, _ = evaluation.evaluate(model, ds, loss_b, decode_b, data.Collate(tok.pad_id, tok.bos_id, tok.eos_id),
+                                              tok, nullcontext(), 'cpu', ma['max_seq_len'] - 1)
+    finally:
+        torch.set_num_threads(threads)
+    return loss, scores
 
 
 @pytest.fixture(scope='module')
@@ -149,25 +183,68 @@ def train_defaults():
 
 BACKBONE_CONFIGS = ['resnet50', 'efficientnet_b0', 'convnext_tiny', 'vit_small', 'deit_small', 'swin_tiny',
                     'mobilevit_small']
-
-
-@pytest.mark.parametrize('files', [[f'config/{b}.py'] for b in BACKBONE_CONFIGS] + [
+ADD_ON_CONFIGS = ['lora_r4', 'lora_r8', 'lora_r16', 'qlora_r8', 'frozen_backbone']  # after a backbone config
+CONFIG_RUNS = [[f'config/{b}.py'] for b in BACKBONE_CONFIGS] + [
     ['config/resnet50.py', 'config/lora_r8.py'], ['config/resnet50.py', 'config/lora_r4.py'],
     ['config/vit_small.py', 'config/lora_r16.py'], ['config/convnext_tiny.py', 'config/qlora_r8.py'],
-    ['config/swin_tiny.py', 'config/frozen_backbone.py'], ['config/quickstart.py'], ['config/tiny_test.py']])
-def test_every_config_file_is_valid(files, monkeypatch):
+    ['config/swin_tiny.py', 'config/frozen_backbone.py'], ['config/quickstart.py'], ['config/tiny_test.py'],
+    ['config/reader.py'], ['config/poly.py'], ['config/distill_convnext_to_mobilevit.py']]
+
+
+def configured(files, monkeypatch):
+    """train.py's config after config files `files` (its defaults, then configurator.py), as a dict."""
     defaults = train_defaults()
     g = dict(defaults, config_keys=list(defaults))
     monkeypatch.chdir(ROOT)
     monkeypatch.setattr(sys, 'argv', ['train.py', *files])
     exec(open(os.path.join(ROOT, 'configurator.py')).read(), g)
+    return g
+
+
+def train_checks(g):
+    """The error lines train.py's own cheap checks give for config g (its block before the data loads)."""
+    src = open(os.path.join(ROOT, 'train.py')).read()
+    errors = []
+    exec(src[src.index('# cheap checks first'):src.index("if init_from == 'auto':")], dict(g, die=errors.append))
+    return errors
+
+
+def test_every_config_file_is_covered():
+    have = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, 'config')) if f.endswith('.py'))
+    runs = {os.path.basename(f)[:-3] for files in CONFIG_RUNS for f in files}
+    assert sorted(runs) == have  # a new config file needs a line in CONFIG_RUNS
+
+
+@pytest.mark.parametrize('files', CONFIG_RUNS, ids=lambda fs: '+'.join(os.path.basename(f)[:-3] for f in fs))
+def test_every_config_file_is_valid(files, monkeypatch):
+    """Each config (an add-on after a backbone config) parses with configurator.py, passes train.py's
+    checks, names a known backbone and a model that can be built from its keys, and keeps its promises."""
+    import backbones
+    from model import MusicTrOCRConfig
+    g = configured(files, monkeypatch)
+    assert train_checks(g) == []
+    assert g['backbone'] in backbones.BACKBONES and g['img_height'] % 16 == 0 and g['max_width'] >= g['img_height']
+    keys = ('backbone', 'n_layer', 'n_head', 'd_model', 'd_ff', 'max_seq_len', 'dropout', 'img_height',
+            'collapse_height', 'ctc_weight', 'label_smoothing')
+    MusicTrOCRConfig(vocab_size=512, **{k: g[k] for k in keys})  # the model keys are the model's
+    assert g['d_model'] % g['n_head'] == 0
     name = os.path.basename(files[0])[:-3]
     if name in BACKBONE_CONFIGS:  # the seed recipe at 224 px: 8 x 4 = 32 images per step, AdamW 3e-4
         assert (g['backbone'], g['img_height'], g['batch_size'] * g['gradient_accumulation_steps']) == (name, 224, 32)
         assert (g['learning_rate'], g['beta1'], g['beta2'], g['weight_decay']) == (3e-4, 0.9, 0.99, 0.01)
     if len(files) == 2:  # an add-on config extends the backbone config's out_dir
         suffix = os.path.basename(files[1])[:-3].replace('frozen_backbone', 'frozen')
-        assert g['out_dir'] == f'out-{name}-{suffix}'
+        assert os.path.basename(files[1])[:-3] in ADD_ON_CONFIGS and g['out_dir'] == f'out-{name}-{suffix}'
+    if g['quant_backbone']:  # QLoRA: the 4-bit backbone trains through adapters only
+        assert g['lora_rank'] > 0 and any(t.startswith('backbone') for t in g['lora_targets'])
+    if name in ('reader', 'poly', 'quickstart'):  # the CPU recipes: one step is the whole global batch
+        assert g['device'] == 'cpu' and g['gradient_accumulation_steps'] == 1 and g['cache_images']
+    if name == 'quickstart':  # the README's one command prepares its own corpus
+        assert g['prepare_args'] and g['data_dir'] == 'data/m21/quick' and g['max_time_minutes'] > 0
+    if name == 'distill_convnext_to_mobilevit':  # the teacher is what config/convnext_tiny.py trains, on the same data
+        teacher = configured(['config/convnext_tiny.py'], monkeypatch)
+        assert g['teacher_dir'] == teacher['out_dir'] and g['data_dir'] == teacher['data_dir']
+        assert g['backbone'] == 'mobilevit_small' and 0 <= g['distill_alpha'] <= 1 and g['distill_T'] > 0
 
 
 def test_configurator_missing_config_file(monkeypatch):
@@ -198,7 +275,7 @@ def test_outputs(run_full):
     assert [r['iter'] for r in log] == [0, 2, 4]
     for r in log:
         assert LOG_KEYS <= set(r), LOG_KEYS - set(r)
-        assert math.isfinite(r['val_loss']) and r['val_ser'] >= 0 and 0 <= r['val_seq_acc'] <= 1
+        assert math.isfinite(r['val_loss']) and 0 <= r['val_seq_acc'] <= 1
     assert log[0]['train_loss'] is None and all(r['train_loss'] > 0 for r in log[1:])
     assert os.path.getsize(os.path.join(out, 'loss.png')) > 1000
     # the lr schedule: 1 warmup iteration at lr/2, then cosine from 1e-3 to 1e-4 over iterations 1..4
@@ -216,7 +293,14 @@ def test_outputs(run_full):
         final = json.load(f)
     assert final['split'] == 'test' and final['n_samples'] == 2 and final['weights'] == 'ckpt_best'
     assert final['weights_iter'] == min(log, key=lambda r: r['val_loss'])['iter']
-    assert final['ser'] >= 0 and math.isfinite(final['test_loss'])
+    # the numbers are those of the weights they name: the last eval's from ckpt_last (val), the test's
+    # from ckpt_best, recomputed here from the checkpoint alone
+    loss, scores = rescore(os.path.join(out, 'ckpt_last'), final_data_dir(out), 'val', 2)
+    assert (log[-1]['val_ser'], log[-1]['val_cer'], log[-1]['val_seq_acc']) == (scores['ser'], scores['cer'], scores['seq_acc'])
+    assert log[-1]['val_loss'] == pytest.approx(loss, rel=1e-5)
+    loss, scores = rescore(os.path.join(out, 'ckpt_best'), final_data_dir(out), 'test', final['n_samples'])
+    assert (final['ser'], final['cer'], final['seq_acc']) == (scores['ser'], scores['cer'], scores['seq_acc'])
+    assert final['test_loss'] == pytest.approx(loss, rel=1e-5)
 
 
 def test_time_limit_stop_and_resume_reproduce_the_uninterrupted_run(run_full, run_resumed):
@@ -262,6 +346,35 @@ def test_ddp_two_processes_match_one(run_full, tiny_corpus, tmp_path):
         torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5, msg=k)
 
 
+@pytest.fixture(scope='module')
+def run_accum4(tiny_corpus, tmp_path_factory):
+    """One process, 4 micro-steps of 2 images per optimizer step."""
+    out = str(tmp_path_factory.mktemp('accum4'))
+    p = train(f'--data_dir={tiny_corpus}', f'--out_dir={out}', '--gradient_accumulation_steps=4')
+    return out, p.stdout
+
+
+def test_ddp_with_accumulation_matches_one_process(run_accum4, tiny_corpus, tmp_path):
+    """2 gloo processes x 2 micro-steps = 1 process x 4: under DDP the gradients are all-reduced on the
+    last micro-step only (step.py sets require_backward_grad_sync), after each process has summed its
+    own two; the optimizer step must see the same gradient, so the losses and weights are the same."""
+    single_out, single_stdout = run_accum4
+    assert '8 images per iteration: 1 process(es) x batch_size 2 x 4 accumulation step(s)' in single_stdout
+    p = train(f'--data_dir={tiny_corpus}', f'--out_dir={tmp_path}', '--gradient_accumulation_steps=4', torchrun=True)
+    assert '8 images per iteration: 2 process(es) x batch_size 2 x 2 accumulation step(s)' in p.stdout
+    single, ddp = iter_lines(single_stdout), iter_lines(p.stdout)
+    assert sorted(ddp) == sorted(single) == [0, 1, 2, 3]
+    for it in single:
+        assert ddp[it] == pytest.approx(single[it], abs=2e-4)  # (loss, lr), printed with 4 decimals
+    for ra, rb in zip(read_log(single_out), read_log(str(tmp_path))):
+        assert (ra['iter'], ra['samples_seen']) == (rb['iter'], rb['samples_seen'])
+        if ra['train_loss'] is not None:
+            assert rb['train_loss'] == pytest.approx(ra['train_loss'], abs=1e-5)
+    wa, wb = weights(os.path.join(single_out, 'ckpt_last')), weights(os.path.join(tmp_path, 'ckpt_last'))
+    for k in [k for k in wa if not k.endswith(('running_mean', 'running_var', 'num_batches_tracked'))]:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
 def test_ddp_resplits_an_accumulation_that_does_not_divide(run_full, tiny_corpus, tmp_path):
     """The card's `torchrun --nproc_per_node=8 train.py config/deit_small.py` with the seed's 8 x 4: an
     accumulation the processes cannot share is re-split into micro-batches of the same global batch.
@@ -301,7 +414,10 @@ def test_recipe_outputs(run_recipe):
     assert Tokenizer(os.path.join(out, 'tokenizer.model')).vocab_size <= 320  # its own, not the corpus' 789
     with open(os.path.join(out, 'final_eval.json')) as f:
         final = json.load(f)
-    assert final['ctc']['ser'] >= 0 and sum(f['n'] for f in final['by_font'].values()) == final['n_samples']
+    assert sum(f['n'] for f in final['by_font'].values()) == final['n_samples']
+    _, scores = rescore(os.path.join(out, 'ckpt_best'), final_data_dir(out), 'test', final['n_samples'])
+    assert (final['ser'], final['ctc']['ser'], final['ctc']['seq_acc']) == (scores['ser'], scores['ctc']['ser'],
+                                                                            scores['ctc']['seq_acc'])
 
 
 def test_recipe_checkpoint_names_the_better_decoding(run_recipe):
@@ -411,3 +527,93 @@ def test_fit_to_time_ends_the_schedule_and_resume_keeps_it(tiny_corpus, tmp_path
     train(*args, '--init_from=resume', '--max_time_minutes=0')  # no clock now: it still ends at the fit
     with open(os.path.join(out, 'final_eval.json')) as f:
         assert json.load(f)['iters'] == fit
+
+
+# -----------------------------------------------------------------------------
+# the efficiency plug-ins through train.py: distillation from a teacher run, QLoRA
+
+def test_distillation_through_train_py(run_full, tiny_corpus, tmp_path):
+    """--teacher_dir: the 4-iteration run teaches a fresh student of the same seed (so the two start
+    from the same weights, 4 steps apart). distill_alpha=1: the KD term has no weight, and the student's
+    run is run_full's, losses and weights. distill_alpha=0: the loss is the KD term alone,
+    T^2 KL(teacher || student) -- small and positive at iteration 0 where the CE is ~6.5 -- and it alone
+    moves the weights, elsewhere than the labels do."""
+    teacher, full_stdout = run_full
+    full = iter_lines(full_stdout)
+    a = train(f'--data_dir={tiny_corpus}', f'--out_dir={tmp_path}/a', f'--teacher_dir={teacher}', '--distill_alpha=1.0')
+    la = iter_lines(a.stdout)
+    assert sorted(la) == sorted(full)
+    for it in full:
+        assert la[it] == pytest.approx(full[it], abs=1e-4)
+    wf, wa = weights(os.path.join(teacher, 'ckpt_last')), weights(os.path.join(tmp_path, 'a', 'ckpt_last'))
+    for k in wf:
+        torch.testing.assert_close(wa[k], wf[k], rtol=1e-5, atol=1e-6, msg=k)
+    b = train(f'--data_dir={tiny_corpus}', f'--out_dir={tmp_path}/b', f'--teacher_dir={teacher}', '--distill_alpha=0.0',
+              '--distill_T=2.0')
+    lb = iter_lines(b.stdout)
+    assert full[0][0] > 5 and 0 < lb[0][0] < 0.05, (lb[0], full[0])  # measured 0.0013 against CE 6.4656
+    wb = weights(os.path.join(tmp_path, 'b', 'ckpt_last'))
+    diff = max((wb[k] - wf[k]).abs().max().item() for k in wf if wf[k].is_floating_point())
+    assert diff > 1e-2, diff  # measured 0.119
+
+
+def test_qlora_through_train_py(tiny_corpus, tmp_path):
+    """--quant_backbone=nf4 with --lora_rank (config/qlora_r8.py's keys on the tiny model): the backbone's
+    4-bit weights are frozen and come out bit-identical to those train.py quantized at the start (the
+    same model rebuilt here from the seed); its other weights (BatchNorm) are frozen too; the adapters
+    and the decoder move."""
+    from training.checkpoint import read_meta
+    from model import build_model
+    out = str(tmp_path / 'run')
+    p = train(f'--data_dir={tiny_corpus}', f'--out_dir={out}', '--quant_backbone=nf4', '--nf4_double_quant=True',
+              '--lora_rank=4', '--lora_alpha=8.0', '--learning_rate=1e-2')
+    n_nf4 = int(re.search(r'^NF4: quantized (\d+) backbone modules', p.stdout, re.M)[1])
+    n_lora = int(re.search(r'^LoRA: rank 4 adapters on (\d+) modules', p.stdout, re.M)[1])
+    assert n_lora >= n_nf4 > 0  # adapters on every Linear/Conv2d; NF4 on those of >= 4096 weights
+    meta = read_meta(os.path.join(out, 'ckpt_last'))
+    assert meta['iter_num'] == 4 and meta['quant'] == dict(backbone='nf4', double_quant=True)
+    torch.manual_seed(meta['train_config']['seed'])  # train.py seeds, then builds: the run's initial weights
+    start = build_model(meta['model_args'], meta['lora'], meta['quant']).state_dict()
+    end = weights(os.path.join(out, 'ckpt_last'))
+    assert set(end) == set(start) - {'lm_head.weight'}  # tied to the token embedding: saved once
+    nf4 = [k for k in end if k.startswith('backbone.') and '.weight_' in k]  # packed codes, absmax constants
+    assert len([k for k in nf4 if k.endswith('weight_packed')]) == n_nf4
+    assert all(end[k].dtype == torch.uint8 for k in nf4 if k.endswith('weight_packed'))
+    assert all(torch.equal(end[k], start[k]) for k in nf4)
+    adapters = [k for k in end if k.endswith(('lora_A', 'lora_B'))]
+    assert len(adapters) == 2 * n_lora
+    assert all(not start[k].any() for k in adapters if k.endswith('lora_B'))  # LoRA's B starts at zero ...
+    assert all(end[k].abs().max() > 1e-4 for k in adapters if k.endswith('lora_B'))  # ... and has learned
+    frozen = [k for k in end if k.startswith('backbone.') and k not in nf4 and k not in adapters]
+    assert frozen and all(torch.equal(end[k], start[k]) for k in frozen)  # BatchNorm: eval mode, no grad
+    decoder = [k for k in end if not k.startswith('backbone.') and end[k].is_floating_point()]
+    assert sum(not torch.equal(end[k], start[k]) for k in decoder) >= len(decoder) // 2
+
+
+# -----------------------------------------------------------------------------
+# the quick start's first command on a clean clone: no corpus yet
+
+def test_quickstart_prepares_its_missing_corpus(tmp_path):
+    """config/quickstart.py with its data_dir empty (made by hand, or left by an interrupted prepare; a
+    missing one is the same case): train.py builds the corpus first (data.prepare_missing runs
+    data/m21/prepare.py with the config's prepare_args), then trains on it. Here 6 tunes and a 2-step
+    run of a small model; the rest is the quick start's recipe (own BPE, image cache, CTC head)."""
+    import data
+    corpus, out = tmp_path / 'm21' / 'quick', tmp_path / 'out'
+    corpus.mkdir(parents=True)
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONHASHSEED='0')
+    env.pop('RANK', None)
+    p = subprocess.run([sys.executable, 'train.py', 'config/quickstart.py', f'--data_dir={corpus}', f'--out_dir={out}',
+                        '--prepare_args=--max_tunes=6 --num_workers=2', '--max_iters=2', '--batch_size=2',
+                        '--eval_interval=2', '--eval_iters=1', '--eval_decode_samples=1', '--eval_test_samples=1',
+                        '--max_time_minutes=0', '--cpu_threads=1', '--n_layer=1', '--n_head=2', '--d_model=32',
+                        '--d_ff=64'], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert f"{corpus} is missing, preparing it: " in p.stdout
+    assert f"prepare.py --out_dir={corpus} --max_tunes=6 --num_workers=2" in p.stdout
+    n = {s: len(data.load_split(str(corpus), s)) for s in ('train', 'val', 'test')}
+    assert all(n.values()), n
+    assert f"data: {corpus}, {n['train']} train / {n['val']} val / {n['test']} test images" in p.stdout
+    with open(out / 'final_eval.json') as f:
+        final = json.load(f)
+    assert final['iters'] == 2 and final['n_samples'] == 1 and final['ctc'] is not None
