@@ -244,7 +244,7 @@ def test_sample_reads_a_page_into_one_tune(run_dir, tmp_path):
     assert [ln[:2] for ln in lines[:3]] == ['M:', 'L:', 'K:']
     assert not any(ln[:2] in ('M:', 'L:', 'K:') for ln in lines[3:])  # the header once
     # every staff read back as the tune the tiny model memorized, joined under one header
-    want, _ = pages.join_lines([TUNES[0], TUNES[1], TUNES[0]])
+    want, _ = join_lines([TUNES[0], TUNES[1], TUNES[0]])
     assert r.stdout.rstrip('\n') == want and 'left out' not in r.stderr, (r.stdout, r.stderr)
     for ext in ('.abc', '.musicxml', '.staves.png'):
         assert (save / f'page{ext}').exists(), ext
@@ -260,7 +260,7 @@ def test_sample_reads_a_page_into_one_tune(run_dir, tmp_path):
     page.convert('RGB').save(pdf, save_all=True, append_images=[page.convert('RGB')], resolution=100)
     r = run(f'--out_dir={out}', f'--image={pdf}', f'--save_dir={save}', '--max_new_tokens=60')
     assert r.returncode == 0, r.stderr
-    assert r.stdout.rstrip('\n') == pages.join_lines([TUNES[0], TUNES[1], TUNES[0]] * 2)[0], r.stderr
+    assert r.stdout.rstrip('\n') == join_lines([TUNES[0], TUNES[1], TUNES[0]] * 2)[0], r.stderr
     assert (save / 'page.p1.staves.png').exists() and (save / 'page.p2.staves.png').exists()
 
 
