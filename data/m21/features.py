@@ -17,7 +17,7 @@ from transpose import STAFF, STEPS  # noqa: E402
 
 # what --stats reports, in this order
 FEATURES = ('chord', 'grace', 'tuplet', 'tie', 'clef_bass', 'clef_alto', 'clef_tenor', 'ledger2', 'ledger3',
-            'key5', 'no_meter', 'n16', 'n32', 'double_dot', 'rest_short')
+            'key5', 'no_meter', 'n16', 'n32', 'dotted', 'double_dot', 'rest', 'rest_short')
 KEYS5 = {'B', 'F#', 'C#', 'Db', 'Gb', 'Cb'}  # 5-7 sharps or flats
 _NOTE = re.compile(r"[_^=]*([A-Ga-g])([,']*)(\d*)(/*)(\d*)")
 _REST = re.compile(r"z(\d*)(/*)(\d*)")
@@ -37,7 +37,7 @@ def _eighths(n, d):
 def label_features(label):
     """canonical ABC label -> {feature: bool} for FEATURES. ledger2/ledger3: some note (grace notes too)
     needs at least 2/3 ledger lines on the label's clef; key5: 5-7 sharps or flats; n16/n32: a 16th/32nd
-    note or rest; double_dot: a double-dotted note or rest; rest_short: a rest of a 16th or shorter."""
+    note or rest; dotted/double_dot: a dotted/double-dotted note or rest; rest_short: a rest of a 16th or shorter."""
     lines = label.split('\n')
     fields = {ln[0]: ln[2:].strip() for ln in lines[:-1] if len(ln) > 1 and ln[1] == ':'}
     body = lines[-1]
@@ -63,7 +63,9 @@ def label_features(label):
         no_meter='M' not in fields,
         n16=any(_eighths(*x) in (0.5, 0.75, 0.875) for x in lengths + rests),  # 16th, dotted, double-dotted
         n32=any(_eighths(*x) in (0.25, 0.375) for x in lengths + rests),
+        dotted=any(n == 3 for n, _ in lengths + rests),
         double_dot=any(n == 7 for n, _ in lengths + rests),
+        rest=bool(rests),
         rest_short=any(_eighths(*x) < 1 for x in rests),
     )
 
@@ -79,7 +81,7 @@ def feature_shares(labels):
 
 def corpus_features(data_dir):
     """feature shares of a prepared corpus per split, and of its train split per source kind (the part of
-    `source` before ':', e.g. 'part', 'synth', 'transposed'; plain folk collections are 'folk')."""
+    `source` before ':': 'part', 'transposed'; 'synth'; the plain folk collections are 'folk')."""
     import datasets
     dd = datasets.load_from_disk(data_dir)
     out = {}
@@ -87,7 +89,7 @@ def corpus_features(data_dir):
         out[sp] = dict(excerpts=len(dd[sp]), **feature_shares(dd[sp]['transcription']))
     by = {}
     for t, s in zip(dd['train']['transcription'], dd['train']['source']):
-        by.setdefault(s.split(':')[0] if ':' in s else 'folk', []).append(t)
+        by.setdefault(s.split(':')[0] if ':' in s else s if s == 'synth' else 'folk', []).append(t)
     out['train_by_source'] = {k: dict(excerpts=len(v), **feature_shares(v)) for k, v in sorted(by.items())}
     return out
 

@@ -11,7 +11,8 @@ key, with chromatic notes, and excursions to the ledger lines.
 """
 from fractions import Fraction
 
-from canonical import TYPE_UNITS, key_alters
+from canonical import key_alters, mark_ties, write_excerpt
+from features import label_features
 from transpose import STAFF, STEPS
 
 F = Fraction
@@ -87,11 +88,30 @@ def _pitch(idx, alters, rng, chromatic):
     return (step, octave, a)
 
 
-def synth_line(rng, n_measures=None, want=None, max_events=32):
+# a feature wanted -> the label feature (features.label_features) that proves the line holds it
+PROOF = {'ledger': ('ledger3',), 'chord': ('chord',), 'grace': ('grace',), 'tuplet': ('tuplet',), 'tie': ('tie',),
+         'rest': ('rest',), 'dots': ('dotted', 'double_dot')}
+
+
+def synth_line(rng, n_measures=None, want=None, max_events=32, tries=30):
     """-> (measures, want): a random line in canonical.py's measure form (2-4 measures, one clef, key and
-    meter) and the set of features (FEATURES) it was made to hold. want: force a set of features."""
+    meter) and the set of features (FEATURES) it holds: each drawn with probability 0.45, or `want`. A
+    line is drawn again (up to `tries` times) until its label shows every wanted feature: ledger lines 3
+    deep, a chord, a grace group, a triplet, a tie, a rest, a dotted or double-dotted value."""
     if want is None:
         want = {f for f in FEATURES if rng.random() < 0.45}
+    for _ in range(tries):
+        measures = _line(rng, n_measures, want, max_events)
+        ex = [dict(m, events=[dict(e) for e in m['events']]) for m in measures]
+        mark_ties(ex)
+        got = label_features(write_excerpt(ex))
+        if all(any(got[p] for p in PROOF[f]) for f in want):
+            return measures, want
+    raise ValueError(f'no line with {sorted(want)} in {tries} tries')
+
+
+def _line(rng, n_measures, want, max_events):
+    """one draw of synth_line."""
     clef = CLEFS[int(rng.choice(len(CLEFS), p=CLEF_P))]
     sharps = int(rng.integers(-7, 8))
     meter = METERS[int(rng.integers(len(METERS)))]
@@ -156,4 +176,4 @@ def synth_line(rng, n_measures=None, want=None, max_events=32):
     measures[-1]['right'] = str(rng.choice(['|', '|', '||', '|]', ':|']))
     if rng.random() < 0.1:
         measures[0]['left'] = '|:'
-    return measures, want
+    return measures
