@@ -67,9 +67,10 @@ def select_pieces(pieces, n, seed):
     return [p for p in pieces if p in keep]
 
 
-def part_measures(part):
+def part_measures(part, rng=None):
     """music21 Part -> canonical.py measures; clefs the label cannot name become the clef that fits the
-    part's range. Raises ValueError (one-line reason) for parts we do not write."""
+    part's range (with rng, an alto or tenor clef that fits as well wins at times: transpose.fit_clef).
+    Raises ValueError (one-line reason) for parts we do not write."""
     from music21 import clef as m21clef
     from music21 import stream
     inst = part.getInstrument(returnDefault=False)
@@ -81,14 +82,14 @@ def part_measures(part):
         idx = [diatonic((p.step, p.octave, 0)) for n in part.recurse().notes for p in n.pitches if p.octave is not None]
         if not idx:
             raise ValueError('no notes')
-        fit = fit_clef(min(idx), max(idx), clefs=tuple(STAFF))
+        fit = fit_clef(min(idx), max(idx), rng, clefs=tuple(STAFF))
         new = {'treble': m21clef.TrebleClef, 'bass': m21clef.BassClef, 'alto': m21clef.AltoClef, 'tenor': m21clef.TenorClef}[fit]
         for m in odd:
             m.clef = new()
     return score_to_measures(part)
 
 
-def piece_parts(rel):
+def piece_parts(rel, rng=None):
     """corpus path -> [(part label, measures or the ValueError's reason)] for every part of the score."""
     import music21
     score = music21.converter.parse(os.path.join(os.path.dirname(music21.corpus.__file__), rel))
@@ -96,7 +97,7 @@ def piece_parts(rel):
     for i, part in enumerate(score.parts):
         name = (part.partName or part.id or f'part{i + 1}')
         try:
-            out.append((f'{i + 1}:{name}', part_measures(part)))
+            out.append((f'{i + 1}:{name}', part_measures(part, rng)))
         except ValueError as e:
             out.append((f'{i + 1}:{name}', str(e)))
     return out

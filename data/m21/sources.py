@@ -172,7 +172,7 @@ def process_part(job):
     P = _prepare()
     rng = np.random.default_rng([job['seed'], parts_mod.piece_hash(job['rel']) & 0xFFFFFFFF])
     try:
-        got = parts_mod.piece_parts(job['rel'])
+        got = parts_mod.piece_parts(job['rel'], np.random.default_rng([job['seed'], parts_mod.piece_hash(job['rel']) & 0xFFFFFFFF, 1]))
     except Exception as e:  # music21's readers raise many types on odd files
         return [], {f'piece: unreadable ({type(e).__name__})': 1}
     samples, skips = [], {}
