@@ -2,8 +2,8 @@
 data/m21/sources.py: the m21 corpus' sources beyond the folk tunes, as jobs for prepare.py's pool:
 
     part        single parts of music21's MusicXML and kern scores (parts.py)
-    transposed  a folk tune again, every excerpt moved into a random key (any of the 15 signatures) and
-                octave, in the clef that fits its range (transpose.py)
+    transposed  a folk tune or score again, every excerpt moved into a random key (any of the 15
+                signatures) and octave, in the clef that fits its range (transpose.py)
     synth       label-first synthetic lines with ledger lines, chords, grace groups, ... (synth.py)
 
 and, for any of them, page-like lines: with probability no_meter_share an excerpt is written as a later
@@ -112,9 +112,9 @@ def transposer(ex, rng):
 
 def extra_jobs(tunes, seed, excerpts_per_tune, parts=0, part_sources=None, excerpts_per_part=2, transpose=0.0,
                synth_share=0.0, no_meter_share=0.0):
-    """the jobs of the new sources and their splits: transposed copies of a `transpose` share of the tunes
-    (chosen by a seeded hash), `parts` score pieces (-1: all), and enough synthetic lines that they are
-    about synth_share of all excerpts. -> (jobs, splits)."""
+    """the jobs of the new sources and their splits: `parts` score pieces (-1: all), transposed copies of a
+    `transpose` share of the tunes and of those pieces (chosen by a seeded hash), and enough synthetic lines
+    that they are about synth_share of all excerpts. -> (jobs, splits)."""
     P = _prepare()
     jobs, splits = [], []
     if transpose > 0:
@@ -131,11 +131,16 @@ def extra_jobs(tunes, seed, excerpts_per_tune, parts=0, part_sources=None, excer
         jobs.append(dict(kind='part', src=src, rel=rel, seed=seed, excerpts_per_part=excerpts_per_part,
                          no_meter_share=no_meter_share))
         splits.append(parts_mod.split_of(rel))
+    for src, rel in pieces:  # score parts, transposed like the tunes (in their piece's split)
+        if transpose > 0 and parts_mod.piece_hash(rel, f'transpose{seed}') % 10000 < transpose * 10000:
+            jobs.append(dict(kind='part', src=src, rel=rel, seed=seed, excerpts_per_part=excerpts_per_part,
+                             no_meter_share=no_meter_share, transpose=True))
+            splits.append(parts_mod.split_of(rel))
     if synth_share > 0:
         if not 0 < synth_share < 1:
             raise ValueError('synth_share must lie in [0, 1)')
-        real = EXPECTED_PER_TUNE * (len(tunes) + len(jobs) - len(pieces)) + \
-            EXPECTED_PER_PIECE * len(pieces) * excerpts_per_part / 2
+        n_parts = sum(1 for j in jobs if j['kind'] == 'part')
+        real = EXPECTED_PER_TUNE * (len(tunes) + len(jobs) - n_parts) + EXPECTED_PER_PIECE * n_parts * excerpts_per_part / 2
         n_jobs = max(1, round(real * synth_share / (1 - synth_share) / SYNTH_PER_JOB))
         for i in range(n_jobs):
             jobs.append(dict(kind='synth', index=i, seed=seed, no_meter_share=no_meter_share))
@@ -170,7 +175,8 @@ def process_transposed(job):
 def process_part(job):
     """every part of a score -> up to excerpts_per_part windows per 32 measures (at most MAX_PART_EXCERPTS)."""
     P = _prepare()
-    rng = np.random.default_rng([job['seed'], parts_mod.piece_hash(job['rel']) & 0xFFFFFFFF])
+    moved = job.get('transpose', False)
+    rng = np.random.default_rng([job['seed'], parts_mod.piece_hash(job['rel']) & 0xFFFFFFFF] + [7] * moved)
     try:
         got = parts_mod.piece_parts(job['rel'], np.random.default_rng([job['seed'], parts_mod.piece_hash(job['rel']) & 0xFFFFFFFF, 1]))
     except Exception as e:  # music21's readers raise many types on odd files
@@ -187,7 +193,8 @@ def process_part(job):
             windows = [windows[i] for i in sorted(rng.choice(len(windows), size=n, replace=False).tolist())]
         if not windows:
             skips['part: no supported 2-8 measure excerpt'] = skips.get('part: no supported 2-8 measure excerpt', 0) + 1
-        s, k = render_windows(measures, windows, rng, f"part:{job['src']}", f"{job['rel']}#{name}", job['no_meter_share'])
+        s, k = render_windows(measures, windows, rng, f"{'transposed' if moved else 'part'}:{job['src']}",
+                              f"{job['rel']}#{name}", job['no_meter_share'], transposer if moved else None)
         samples += s
         for r, c in k.items():
             skips[r] = skips.get(r, 0) + c
