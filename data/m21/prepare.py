@@ -249,15 +249,15 @@ def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1
                                   excerpts_per_part=excerpts_per_part if parts else None, transpose=transpose,
                                   synth_share=synth_share, no_meter_share=no_meter_share).items() if v}
     if more:  # the new sources (sources.py): only when asked for, so the default corpus stays byte for byte
-        import sources
+        import sources as more_sources  # data/m21/sources.py (the parameter `sources` names folk folders)
         if fonts:
             raise ValueError('the held-out-font options and the new sources (parts, transpose, synth) do not mix yet')
         if not 0 <= no_meter_share <= 1 or not 0 <= transpose <= 1:
             raise ValueError('no_meter_share and transpose are shares: give a number from 0 to 1')
         if no_meter_share and not (parts or transpose or synth_share):
             raise ValueError('no_meter_share draws lines of the new sources: give --parts, --transpose or --synth_share too')
-        extra, extra_splits = sources.extra_jobs(tunes, seed, excerpts_per_tune, parts, part_sources, excerpts_per_part,
-                                                 transpose, synth_share, no_meter_share)
+        extra, extra_splits = more_sources.extra_jobs(tunes, seed, excerpts_per_tune, parts, part_sources, excerpts_per_part,
+                                                      transpose, synth_share, no_meter_share)
         jobs, splits = jobs + extra, splits + extra_splits
         options.update(more, sources_version=1)
     return builder.build(out_dir, jobs, splits,
