@@ -63,8 +63,11 @@ def main():
     if a.draw_every:
         pieces = [p for p in pieces if parts.piece_hash(p[1], 'draw') % a.draw_every == 0]
     t0 = time.time()
-    with Pool(a.workers) as pool:
-        rows = pool.map(draw if a.draw_every else count, pieces, chunksize=4)
+    rows = []
+    with Pool(a.workers) as pool:  # one JSON line per piece on stdout as it finishes: progress, and kept
+        for r in pool.imap_unordered(draw if a.draw_every else count, pieces, chunksize=2):
+            rows.append(r)
+            print(json.dumps(r), flush=True)
     agg = {}
     for r in rows:
         for key in (r['fmt'], r['src'], 'all'):
@@ -87,7 +90,7 @@ def main():
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, 'w') as f:
         json.dump(res, f, indent=1)
-    print(json.dumps(agg['all'], indent=1))
+    print(json.dumps(agg, indent=1))
 
 
 if __name__ == '__main__':
