@@ -188,7 +188,7 @@ def test_without_the_new_options_prepare_is_unchanged(monkeypatch):
               excerpts_per_part=5, part_sources=['bach'])
     assert calls[0] == calls[1]
     jobs, splits, options = calls[0]
-    assert all(isinstance(j, tuple) for j in jobs) and set(options) == {'max_tunes', 'excerpts_per_tune', 'seed',
-                                                                        'no_essen', 'sources', 'version'}
+    assert len(splits) == len(jobs) == 30 and all(isinstance(j, tuple) for j in jobs)
+    assert set(options) == {'max_tunes', 'excerpts_per_tune', 'seed', 'no_essen', 'sources', 'version'}
     with pytest.raises(ValueError, match='unknown part source'):
         P.prepare('/nonexistent', max_tunes=30, parts=2, part_sources=['nosuch'])
