@@ -176,6 +176,9 @@ def test_new_sources_through_prepare(tmp_path):
     assert meta['skipped'].get('excerpt: label/image mismatch', 0) == 0
     labels = [t for sp in dd for t in dd[sp]['transcription']]
     assert any('M:' not in t for t in labels) and any(t.startswith('M:') for t in labels)
+    from data import Tokenizer  # the corpus' tokenizer round-trips a label without M: as any other
+    tok = Tokenizer(os.path.join(out, 'tokenizer.model'))
+    assert all(tok.decode(tok.encode(t)) == t for t in labels if 'M:' not in t)
     assert meta['parts'] == 1 and meta['synth_share'] == 0.2
 
 
