@@ -223,6 +223,8 @@ def to_musicxml(abc, title=None):
     if not any(t.lastgroup in ('note', 'rest', 'chord') for ln in body for t in _TOKEN.finditer(ln)):
         raise ValueError('no music in the ABC (no note, chord or rest)')
     head = 'X:1\n' + (f'T:{title}\n' if title else '')
+    if not re.search(r'(?m)^\s*M:', fixed):  # a later line of a page shows no meter; abc2xml would invent 4/4
+        head += 'M:none\n'
     if re.match(r'\s*X:', fixed):  # a whole tune (xml2abc's output) has its own X:; a second one would
         head, fixed = fixed.split('\n', 1)[0] + '\n' + head[4:], fixed.split('\n', 1)[1]  # start an empty first tune
     err = io.StringIO()

@@ -24,7 +24,6 @@ switch verovio from breaks=none to its automatic breaks.
 """
 import argparse
 import glob
-import hashlib
 import io
 import json
 import os
@@ -39,19 +38,16 @@ for _p in (ROOT, os.path.dirname(HERE), HERE):  # the repo (data.py, checkpoint.
     if _p not in sys.path:
         sys.path.insert(0, _p)
 from canonical import check_agreement, mark_ties, parse_abc, score_to_measures, write_excerpt  # noqa: E402
+import features  # noqa: E402  (notational features per split and per source)
+from excerpts import FONTS, MAX_ASPECT, SPLIT_PCT, choose_excerpts, sample_layout, split_of, tune_hash  # noqa: E402
 from engrave import TEXT_DONORS, engrave, mix_glyphs, rasterize  # noqa: E402
 import builder  # noqa: E402  (data/builder.py)
+import sources as more_sources  # noqa: E402  (data/m21/sources.py; `sources` names prepare's folk folders)
 from data import Tokenizer, load_split  # noqa: E402
 
 # the ABC collections shipped with music21 (single-voice tunes). josquin (multi-voice) is left out.
 ABC_SOURCES = ['oneills1850', 'ryansMammoth', 'airdsAirs', 'essenFolksong', 'miscFolk', 'nottingham-dataset']
-FONTS = ['Leipzig', 'Bravura', 'Gootville', 'Leland', 'Petaluma']
-SPLIT_PCT = (90, 5, 5)  # train / val / test, by tune
 SHARD_SIZE = 32         # tunes per resumable shard
-# at most this many notes/rests per excerpt (but always >= 2 measures): 8 bars of a reel would give a
-# 6000 x 180 px strip, much longer than a printed system (aspect ~10:1) and than max_width at train time
-MAX_EVENTS = 32
-MAX_ASPECT = 16  # and at most 16:1 (width:height); long notes are wide, so this is checked on the image
 
 # -----------------------------------------------------------------------------
 # enumerate tunes (cheap text split on X: lines; music21 parses one tune at a time in the workers)
@@ -73,42 +69,8 @@ def list_tunes(sources, no_essen=False):
                 tunes.append((src, rel, i, p))
     return tunes
 
-def tune_hash(relpath, index, salt=''):
-    return int(hashlib.sha1(f'{salt}{relpath}#{index}'.encode()).hexdigest()[:12], 16)
-
-def split_of(relpath, index):
-    """train/val/test from a hash of (source file, tune index): stable, independent of seed and max_tunes."""
-    h = tune_hash(relpath, index) % 100
-    return 'train' if h < SPLIT_PCT[0] else 'val' if h < SPLIT_PCT[0] + SPLIT_PCT[1] else 'test'
-
 # -----------------------------------------------------------------------------
 # one tune -> excerpts (runs inside a worker process)
-
-def choose_excerpts(measures, rng, max_excerpts, min_len=2, max_len=8, max_events=MAX_EVENTS):
-    """cut the tune into consecutive windows of 2-8 measures (random lengths, shortened to at most
-    max_events notes/rests unless that leaves fewer than 2 measures), keep the windows whose measures
-    are all supported and share one (clef, key, meter), then keep up to max_excerpts of them.
-    Windows never overlap. -> list of (start, end) measure indices, in tune order."""
-    count = lambda w: sum(1 for m in w for e in m['events'] if not e['grace'])
-    windows, i = [], 0
-    while i + min_len <= len(measures):
-        n = int(rng.integers(min_len, max_len + 1))
-        while n > min_len and count(measures[i:i + n]) > max_events:
-            n -= 1
-        w = measures[i:i + n]
-        if len(w) >= min_len and all(m['ok'] for m in w) and len({m['ctx'] for m in w}) == 1:
-            windows.append((i, i + len(w)))
-        i += n
-    if len(windows) > max_excerpts:
-        keep = sorted(rng.choice(len(windows), size=max_excerpts, replace=False).tolist())
-        windows = [windows[k] for k in keep]
-    return windows
-
-def sample_layout(rng):
-    """per-sample engraving style, so the model does not learn one typeface or one spacing."""
-    return dict(font=FONTS[int(rng.integers(len(FONTS)))], scale=int(rng.integers(100, 151)),
-                spacingLinear=round(float(rng.uniform(0.15, 0.3)), 3),   # verovio's defaults: 0.25, 0.6
-                spacingNonLinear=round(float(rng.uniform(0.5, 0.7)), 3))
 
 def process_tune(job):
     """(source, relpath, index, abc_text, seed, max_excerpts[, fonts]) -> (samples, skip_counts).
@@ -188,7 +150,9 @@ def process_tune(job):
 def run_pool(jobs, num_workers, on_result):
     """process_tune on every job in crash-proof workers (data/builder.py); calls on_result(i, samples, skips).
     process_tune is looked up at call time, so a test can replace it."""
-    builder.run_pool(lambda job: process_tune(job), jobs, num_workers, on_result, unit='tune')
+    # the other sources' jobs are dicts (sources.py); a folk tune's is a tuple
+    builder.run_pool(lambda job: more_sources.process_job(job) if isinstance(job, dict) else process_tune(job),
+                     jobs, num_workers, on_result, unit='tune')
 
 # -----------------------------------------------------------------------------
 # the driver: select tunes, run shards (resumable), write the DatasetDict + tokenizer + meta atomically
@@ -209,7 +173,8 @@ def select_tunes(tunes, max_tunes, seed):
 
 def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1337, no_essen=False,
             num_workers=None, vocab_size=4096, sources=None, quiet=False, test_all_fonts=False, glyph_mix=0.0,
-            glyph_jitter=0.0, holdout_font=None, glyph_text=False):
+            glyph_jitter=0.0, holdout_font=None, glyph_text=False, parts=0, part_sources=None, excerpts_per_part=2,
+            transpose=0.0, synth_share=0.0, no_meter_share=0.0):
     """build the corpus into out_dir (see module docstring); returns the meta dict. Resumable: finished
     shards are cached in <out_dir>.partial/ and reused when the same options are given again.
 
@@ -218,7 +183,12 @@ def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1
     excerpts the seen fonts are (a paired comparison, 5x the test images); glyph_mix and glyph_jitter
     change the glyphs of train images (engrave.mix_glyphs: a chimeric font, reshaped glyphs), with
     holdout_font never a donor, so no train image holds a glyph of the font the study leaves out;
-    glyph_text lets time-signature digits and accidentals come from text fonts too (engrave.text_glyph)."""
+    glyph_text lets time-signature digits and accidentals come from text fonts too (engrave.text_glyph).
+
+    The sources beyond the folk tunes (sources.py; none by default): parts score pieces' single parts
+    (-1: every piece of part_sources), excerpts_per_part per 32 measures of a part; transpose, the share of
+    tunes drawn once more in random keys and octaves; synth_share, the share of synthetic lines among all
+    excerpts; no_meter_share, the share of those sources' excerpts written as a later line of a page (no M:)."""
     if holdout_font is not None and holdout_font not in FONTS:
         raise ValueError(f'unknown holdout_font {holdout_font!r}; choose from {FONTS}')
     if glyph_text and not glyph_mix:
@@ -237,7 +207,22 @@ def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1
     fonts = {k: v for k, v in dict(test_all_fonts=test_all_fonts, glyph_mix=glyph_mix, glyph_jitter=glyph_jitter,
                                    glyph_text=glyph_text, holdout_font=holdout_font).items() if v}
     options.update(fonts)  # only when set: the default corpus's options (and cached shards) stay as they were
-    return builder.build(out_dir, [t[:4] + (seed, excerpts_per_tune, fonts) for t in tunes], [split_of(t[1], t[2]) for t in tunes],
+    jobs, splits = [t[:4] + (seed, excerpts_per_tune, fonts) for t in tunes], [split_of(t[1], t[2]) for t in tunes]
+    more = {k: v for k, v in dict(parts=parts, part_sources=part_sources if parts else None,
+                                  excerpts_per_part=excerpts_per_part if parts else None, transpose=transpose,
+                                  synth_share=synth_share, no_meter_share=no_meter_share).items() if v}
+    if more:  # the new sources (sources.py): only when asked for, so the default corpus stays byte for byte
+        if fonts:
+            raise ValueError('the held-out-font options and the new sources (parts, transpose, synth) do not mix yet')
+        if not 0 <= no_meter_share <= 1 or not 0 <= transpose <= 1:
+            raise ValueError('no_meter_share and transpose are shares: give a number from 0 to 1')
+        if no_meter_share and not (parts or transpose or synth_share):
+            raise ValueError('no_meter_share draws lines of the new sources: give --parts, --transpose or --synth_share too')
+        extra, extra_splits = more_sources.extra_jobs(tunes, seed, excerpts_per_tune, parts, part_sources, excerpts_per_part,
+                                                      transpose, synth_share, no_meter_share)
+        jobs, splits = jobs + extra, splits + extra_splits
+        options.update(more, sources_version=1)
+    return builder.build(out_dir, jobs, splits,
                        options, run_pool, [('source', 'string'), ('tune_id', 'string'), ('font', 'string')],
                        vocab_size, num_workers, quiet, unit='tunes', shard_size=SHARD_SIZE)
 
@@ -268,6 +253,7 @@ def corpus_stats(data_dir):
                         share_used_in_train=round(len(used['train']) / tok.vocab_size, 3),
                         val_test_pieces_also_in_train=round(len((used['val'] | used['test']) & used['train']) /
                                                             max(1, len(used['val'] | used['test'])), 4))
+    out['features'] = features.corpus_features(data_dir)
     return out
 
 def plot_examples(data_dir, path, n=6, split='train'):
@@ -307,6 +293,12 @@ def main(argv=None):
     ap.add_argument('--glyph_jitter', type=float, default=0.0, help='held-out-font study: 0-1, reshape and embolden train glyphs')
     ap.add_argument('--glyph_text', action='store_true', help='held-out-font study: glyph_mix also draws digits and accidentals from text fonts')
     ap.add_argument('--holdout_font', default=None, help='held-out-font study: the font glyph_mix never draws from')
+    ap.add_argument('--parts', type=int, default=0, help='new source: single parts of this many score pieces (-1: all)')
+    ap.add_argument('--part_sources', default=None, help='comma-separated score folders for --parts (default: sources.py)')
+    ap.add_argument('--excerpts_per_part', type=int, default=2, help='excerpts of a part per 32 of its measures')
+    ap.add_argument('--transpose', type=float, default=0.0, help='new source: share of tunes drawn again in random keys/octaves')
+    ap.add_argument('--synth_share', type=float, default=0.0, help='new source: share of synthetic lines (e.g. 0.2)')
+    ap.add_argument('--no_meter_share', type=float, default=0.0, help='share of new-source lines without M: (later lines of a page)')
     ap.add_argument('--stats', action='store_true', help='print statistics of the corpus in out_dir and exit')
     ap.add_argument('--plot', default=None, help='save a PNG of examples from the corpus in out_dir and exit')
     a = ap.parse_args(argv)
@@ -322,7 +314,10 @@ def main(argv=None):
             return
         prepare(a.out_dir, a.max_tunes, a.excerpts_per_tune, a.seed, a.no_essen, a.num_workers, a.vocab_size,
                 [s for s in a.sources.split(',') if s], test_all_fonts=a.test_all_fonts, glyph_mix=a.glyph_mix,
-                glyph_jitter=a.glyph_jitter, holdout_font=a.holdout_font, glyph_text=a.glyph_text)
+                glyph_jitter=a.glyph_jitter, holdout_font=a.holdout_font, glyph_text=a.glyph_text, parts=a.parts,
+                part_sources=[s for s in (a.part_sources or '').split(',') if s] or None,
+                excerpts_per_part=a.excerpts_per_part, transpose=a.transpose, synth_share=a.synth_share,
+                no_meter_share=a.no_meter_share)
 
 if __name__ == '__main__':
     main()
