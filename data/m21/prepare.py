@@ -41,6 +41,7 @@ for _p in (ROOT, os.path.dirname(HERE), HERE):  # the repo (data.py, checkpoint.
 from canonical import check_agreement, mark_ties, parse_abc, score_to_measures, write_excerpt  # noqa: E402
 from engrave import TEXT_DONORS, engrave, mix_glyphs, rasterize  # noqa: E402
 import builder  # noqa: E402  (data/builder.py)
+import engravers  # noqa: E402  (data/engravers.py: verovio, LilyPond, abcm2ps behind one interface)
 
 # the ABC collections shipped with music21 (single-voice tunes). josquin (multi-voice) is left out.
 ABC_SOURCES = ['oneills1850', 'ryansMammoth', 'airdsAirs', 'essenFolksong', 'miscFolk', 'nottingham-dataset']
@@ -141,8 +142,15 @@ def process_tune(job):
     windows = choose_excerpts(measures, rng, max_excerpts)
     if not windows:
         skip('tune: no supported 2-8 measure excerpt')
+    shares, drawn, others = fonts.get('engravers'), [], []  # --engravers / --test_all_engravers (see prepare)
     for k, (a, b) in enumerate(windows):
         layout, margin = sample_layout(rng), int(rng.integers(6, 20))
+        if shares:  # the engraver, on a stream of its own per excerpt: the excerpts stay the default's
+            eng_rng = np.random.default_rng([seed, tune_hash(rel, idx) & 0xFFFFFFFF, 2, k])
+            eng = engravers.pick(shares, eng_rng)
+            if eng != 'verovio':
+                others.append((k, a, b, eng, engravers.sample_layout(eng, eng_rng)))
+                continue
         try:
             while True:  # drop measures from the end while the strip is longer than MAX_ASPECT : 1
                 ex = [dict(m, events=[dict(e) for e in m['events']]) for m in measures[a:b]]
@@ -179,7 +187,50 @@ def process_tune(job):
             im.save(buf, format='PNG')
             samples.append(dict(image=buf.getvalue(), transcription=abc, source=src,
                                 tune_id=f'{rel}#{idx}', font=f, excerpt=k))
+            if 'engravers' in fonts or 'test_all_engravers' in fonts:
+                samples[-1]['engraver'] = 'verovio'
+        drawn.append((k, a, b, 'verovio'))
+    if others or (split == 'test' and fonts.get('test_all_engravers')):
+        samples = sorted(samples + other_engravers(measures, others, drawn, split == 'test' and fonts.get('test_all_engravers'),
+                                                   [seed, tune_hash(rel, idx) & 0xFFFFFFFF], skip,
+                                                   dict(source=src, tune_id=f'{rel}#{idx}')), key=lambda r: r['excerpt'])
     return samples, skips
+
+def other_engravers(measures, others, drawn, pair, seed, skip, row):
+    """the excerpts --engravers gave to LilyPond or abcm2ps, drawn in one batch per engraver (LilyPond
+    starts slowly), each cut from the end while wider than MAX_ASPECT:1 as verovio's are; with pair
+    (--test_all_engravers, test split), every excerpt drawn also by each engraver it was not given to,
+    same label. others: [(k, a, b, engraver, layout)]; drawn: [(k, a, b, engraver)] verovio drew.
+    -> sample dicts; failures go to skip(reason)."""
+    def label_of(a, b):
+        ex = [dict(m, events=[dict(e) for e in m['events']]) for m in measures[a:b]]
+        mark_ties(ex)
+        return write_excerpt(ex), ex
+    def sample(k, label, img, eng, layout):
+        buf = io.BytesIO()
+        img.save(buf, format='PNG')
+        return dict(row, image=buf.getvalue(), transcription=label, excerpt=k, engraver=eng,
+                    font=engravers.FONT_OF.get(eng) or layout['font'])
+    out, drawn = [], list(drawn)
+    for eng in engravers.ENGRAVERS:
+        mine = [o for o in others if o[3] == eng]
+        got = engravers.draw_windows(label_of, [(a, b) for _, a, b, _, _ in mine], eng, [o[4] for o in mine], MAX_ASPECT)
+        for (k, a, _, _, lay), r in zip(mine, got):
+            if isinstance(r, ValueError):
+                skip('excerpt: ' + ('label/image mismatch' if str(r).startswith('mismatch') else str(r)) + f' ({eng})')
+            else:
+                out.append(sample(k, r[1], r[2], eng, lay))
+                drawn.append((k, a, r[0], eng))
+    for eng in engravers.ENGRAVERS if pair else ():  # the paired test: the same label by every engraver
+        mine = [(k, a, b) for k, a, b, e in drawn if e != eng]
+        lays = [engravers.sample_layout(eng, np.random.default_rng(seed + [3, k])) for k, _, _ in mine]
+        got = engravers.draw_windows(label_of, [(a, b) for _, a, b in mine], eng, lays)
+        for (k, _, _), lay, r in zip(mine, lays, got):
+            if isinstance(r, ValueError):
+                skip(f'excerpt by a second engraver: {r} ({eng})')
+            else:
+                out.append(sample(k, r[1], r[2], eng, lay))
+    return out
 
 # -----------------------------------------------------------------------------
 # the shared builder (data/builder.py): crash-proof workers, resumable shards, atomic writes
@@ -208,7 +259,7 @@ def select_tunes(tunes, max_tunes, seed):
 
 def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1337, no_essen=False,
             num_workers=None, vocab_size=4096, sources=None, quiet=False, test_all_fonts=False, glyph_mix=0.0,
-            glyph_jitter=0.0, holdout_font=None, glyph_text=False):
+            glyph_jitter=0.0, holdout_font=None, glyph_text=False, engraver_shares=None, test_all_engravers=False):
     """build the corpus into out_dir (see module docstring); returns the meta dict. Resumable: finished
     shards are cached in <out_dir>.partial/ and reused when the same options are given again.
 
@@ -217,7 +268,12 @@ def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1
     excerpts the seen fonts are (a paired comparison, 5x the test images); glyph_mix and glyph_jitter
     change the glyphs of train images (engrave.mix_glyphs: a chimeric font, reshaped glyphs), with
     holdout_font never a donor, so no train image holds a glyph of the font the study leaves out;
-    glyph_text lets time-signature digits and accidentals come from text fonts too (engrave.text_glyph)."""
+    glyph_text lets time-signature digits and accidentals come from text fonts too (engrave.text_glyph).
+
+    Three engravers (data/engravers.py): engraver_shares ('verovio:0.6,lilypond:0.2,abcm2ps:0.2' or a dict)
+    gives each excerpt to one engraver, drawn per excerpt; test_all_engravers draws every test excerpt
+    with every engraver too (a paired test). Either adds an `engraver` column; the `font` of a LilyPond or
+    abcm2ps image is the engraver's name, so train.py's holdout_font=lilypond leaves that engraver out."""
     if holdout_font is not None and holdout_font not in FONTS:
         raise ValueError(f'unknown holdout_font {holdout_font!r}; choose from {FONTS}')
     if glyph_text and not glyph_mix:
@@ -236,9 +292,17 @@ def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1
     fonts = {k: v for k, v in dict(test_all_fonts=test_all_fonts, glyph_mix=glyph_mix, glyph_jitter=glyph_jitter,
                                    glyph_text=glyph_text, holdout_font=holdout_font).items() if v}
     options.update(fonts)  # only when set: the default corpus's options (and cached shards) stay as they were
+    columns = [('source', 'string'), ('tune_id', 'string'), ('font', 'string')]
+    if engraver_shares or test_all_engravers:
+        shares = engravers.parse_shares(engraver_shares) if isinstance(engraver_shares, str) else engraver_shares
+        for e in set(shares or {}) | (set(engravers.ENGRAVERS) if test_all_engravers else set()):
+            if not engravers.available(e):
+                raise ValueError(f'engraver {e} is not installed (lilypond: pip install lilypond; abcm2ps: apt-get install abcm2ps)')
+        fonts.update({k: v for k, v in dict(engravers=shares, test_all_engravers=test_all_engravers).items() if v})
+        options.update(fonts)
+        columns.append(('engraver', 'string'))
     return builder.build(out_dir, [t[:4] + (seed, excerpts_per_tune, fonts) for t in tunes], [split_of(t[1], t[2]) for t in tunes],
-                       options, run_pool, [('source', 'string'), ('tune_id', 'string'), ('font', 'string')],
-                       vocab_size, num_workers, quiet, unit='tunes', shard_size=SHARD_SIZE)
+                       options, run_pool, columns, vocab_size, num_workers, quiet, unit='tunes', shard_size=SHARD_SIZE)
 
 # -----------------------------------------------------------------------------
 # reporting on a prepared corpus: statistics and a picture of examples
@@ -307,6 +371,8 @@ def main(argv=None):
     ap.add_argument('--glyph_jitter', type=float, default=0.0, help='held-out-font study: 0-1, reshape and embolden train glyphs')
     ap.add_argument('--glyph_text', action='store_true', help='held-out-font study: glyph_mix also draws digits and accidentals from text fonts')
     ap.add_argument('--holdout_font', default=None, help='held-out-font study: the font glyph_mix never draws from')
+    ap.add_argument('--engravers', default=None, help="share of excerpts per engraver, e.g. verovio:0.6,lilypond:0.2,abcm2ps:0.2")
+    ap.add_argument('--test_all_engravers', action='store_true', help='every test excerpt drawn by every engraver too (a paired test)')
     ap.add_argument('--stats', action='store_true', help='print statistics of the corpus in out_dir and exit')
     ap.add_argument('--plot', default=None, help='save a PNG of examples from the corpus in out_dir and exit')
     a = ap.parse_args(argv)
@@ -322,7 +388,8 @@ def main(argv=None):
             return
         prepare(a.out_dir, a.max_tunes, a.excerpts_per_tune, a.seed, a.no_essen, a.num_workers, a.vocab_size,
                 [s for s in a.sources.split(',') if s], test_all_fonts=a.test_all_fonts, glyph_mix=a.glyph_mix,
-                glyph_jitter=a.glyph_jitter, holdout_font=a.holdout_font, glyph_text=a.glyph_text)
+                glyph_jitter=a.glyph_jitter, holdout_font=a.holdout_font, glyph_text=a.glyph_text,
+                engraver_shares=a.engravers, test_all_engravers=a.test_all_engravers)
 
 if __name__ == '__main__':
     main()
