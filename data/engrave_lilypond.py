@@ -109,7 +109,7 @@ def read_label(label):
     music21's ABC reader finds no measures in a line without two plain bar lines, and turns a closing
     ':|' into a final bar, so it reads the line with plain bars and the label's own are put back."""
     from canonical import parse_abc
-    from music21 import bar, stream
+    from music21 import bar, clef, stream
     head, body = label.rsplit('\n', 1)
     toks = body.split()
     lead = bool(toks) and toks[0] == '|:'
@@ -127,6 +127,8 @@ def read_label(label):
             measures[i + 1].leftBarline = bar.Repeat(direction='start')
     if lead:
         measures[0].leftBarline = bar.Repeat(direction='start')
+    if measures and 'clef=' not in head.rsplit('\n', 1)[-1]:  # no clef= is treble; music21 picks by range
+        measures[0].clef = clef.TrebleClef()
     return score
 
 

@@ -280,6 +280,10 @@ def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1
         raise ValueError('glyph_text changes the glyphs glyph_mix swaps: give --glyph_mix too')
     if (glyph_mix or glyph_jitter) and holdout_font is None:
         raise ValueError('glyph_mix/glyph_jitter are for the held-out-font study: name the font it leaves out (--holdout_font)')
+    shares = engravers.parse_shares(engraver_shares) if isinstance(engraver_shares, str) else engraver_shares
+    for e in set(shares or {}) | (set(engravers.ENGRAVERS) if test_all_engravers else set()):
+        if not engravers.available(e):
+            raise ValueError(f'engraver {e} is not installed (lilypond: pip install lilypond; abcm2ps: apt-get install abcm2ps)')
     sources = list(sources or ABC_SOURCES)
     bad = [s for s in sources if s not in ABC_SOURCES]
     if bad:
@@ -293,11 +297,7 @@ def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1
                                    glyph_text=glyph_text, holdout_font=holdout_font).items() if v}
     options.update(fonts)  # only when set: the default corpus's options (and cached shards) stay as they were
     columns = [('source', 'string'), ('tune_id', 'string'), ('font', 'string')]
-    if engraver_shares or test_all_engravers:
-        shares = engravers.parse_shares(engraver_shares) if isinstance(engraver_shares, str) else engraver_shares
-        for e in set(shares or {}) | (set(engravers.ENGRAVERS) if test_all_engravers else set()):
-            if not engravers.available(e):
-                raise ValueError(f'engraver {e} is not installed (lilypond: pip install lilypond; abcm2ps: apt-get install abcm2ps)')
+    if shares or test_all_engravers:
         fonts.update({k: v for k, v in dict(engravers=shares, test_all_engravers=test_all_engravers).items() if v})
         options.update(fonts)
         columns.append(('engraver', 'string'))
