@@ -8,8 +8,8 @@ data/engrave_lilypond.py: the LilyPond engraver (pip `lilypond`, which ships the
 
 abc2ly is not used: it misplaces bar lines after broken rhythms. music21 ignores ABC's beaming, so the
 beams are set from the label, whose spacing between notes is its beaming (data/m21/README.md).
-One lilypond process takes ~0.5 s to start, so draw() engraves a batch of excerpts, each in its own
-\\book, in one call.
+Starting lilypond costs ~0.15 CPU-s and musicxml2ly ~0.3, so draw() engraves a batch of excerpts, each in
+its own \\book, in one lilypond call, and musicxml2ly runs as a server that stays up.
 """
 import functools
 import io
@@ -201,27 +201,35 @@ def check_musicxml(xml, label):
 # -----------------------------------------------------------------------------
 # MusicXML -> LilyPond music (musicxml2ly) -> SVG (lilypond, batched)
 
-# musicxml2ly, run in the Python that ships with LilyPond, once for a whole batch: its start-up (0.35 s of
-# imports) would otherwise be paid per excerpt. Output '-' (stdout) also skips its convert-ly pass.
-BATCH_M2L = r'''
-import io, runpy, sys
-script, files = sys.argv[1], sys.argv[2:]
-for xml in files:
-    mod = runpy.run_path(script, run_name='musicxml2ly_batch')
-    sys.argv = ['musicxml2ly', '--no-stem-directions', '--no-page-layout', '-o', '-', xml]
-    out, sys.stdout = sys.stdout, open(xml[:-4] + '.ly', 'w', encoding='utf-8')
-    try:
-        mod['main']()
-    except SystemExit:
-        pass
-    finally:
-        sys.stdout.close()
-        sys.stdout = out
+# musicxml2ly, run in the Python that ships with LilyPond as a server that stays up (one per process that
+# draws): its start-up (0.35 s of imports) would otherwise be paid per call. It reads a line of tab-separated
+# MusicXML paths, writes each one's .ly beside it, and answers 'done'. Output '-' (stdout, swapped for the
+# file) also skips musicxml2ly's convert-ly pass. The server ends when its stdin closes.
+SERVER_M2L = r'''
+import os, runpy, sys
+# lilylib (imported by musicxml2ly) detaches sys.stdin/stdout: the protocol uses copies of the descriptors
+script, inp, proto = sys.argv[1], os.fdopen(os.dup(0), 'r'), os.fdopen(os.dup(1), 'w')
+for line in inp:
+    for xml in line.rstrip('\n').split('\t'):
+        sys.stdout = open(xml[:-4] + '.ly', 'w', encoding='utf-8')
+        try:
+            mod = runpy.run_path(script, run_name='musicxml2ly_batch')
+            sys.argv = ['musicxml2ly', '--no-stem-directions', '--no-page-layout', '-o', '-', xml]
+            mod['main']()
+        except BaseException:
+            pass
+        finally:
+            sys.stdout.close()
+    proto.write('done\n')
+    proto.flush()
 '''
+_servers = {}  # os.getpid() -> the server: a forked worker starts its own rather than share its parent's pipes
 
 
-def musicxml2ly(xml_paths):
-    """MusicXML files -> the LilyPond file musicxml2ly writes beside each ('x.xml' -> 'x.ly')."""
+def musicxml2ly(xml_paths, timeout=300):
+    """MusicXML files -> the LilyPond file musicxml2ly writes beside each ('x.xml' -> 'x.ly'); a file it
+    could not convert is simply not written (draw() reports it)."""
+    import select
     import lilypond
     root = os.path.dirname(os.path.dirname(lilypond.executable()))
     py = os.path.join(root, 'libexec', 'python3.10')
@@ -229,9 +237,35 @@ def musicxml2ly(xml_paths):
     if not os.path.isfile(py):  # another packaging of lilypond: the plain wrapper, one call per file
         for x in xml_paths:
             subprocess.run([lilypond.executable('musicxml2ly'), '--no-stem-directions', '--no-page-layout',
-                            '-o', x[:-4] + '.ly', x], capture_output=True, timeout=120)
+                            '-o', x[:-4] + '.ly', x], capture_output=True, timeout=timeout)
         return
-    subprocess.run([py, '-c', BATCH_M2L, script] + list(xml_paths), capture_output=True, timeout=600)
+    p = _servers.get(os.getpid())
+    if p is None or p.poll() is not None:
+        p = _servers[os.getpid()] = subprocess.Popen([py, '-c', SERVER_M2L, script], stdin=subprocess.PIPE,
+                                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        p.stdin.write('\t'.join(xml_paths) + '\n')
+        p.stdin.flush()
+        if not select.select([p.stdout], [], [], timeout)[0] or p.stdout.readline() != 'done\n':
+            raise OSError('musicxml2ly server stopped')
+    except OSError:  # hung or died: the next call starts a fresh one
+        p.kill()
+        p.wait()
+        _servers.pop(os.getpid(), None)
+
+
+def server_cpu_seconds():
+    """CPU seconds the musicxml2ly servers of this process have used so far (os.times() does not count
+    a child that has not exited)."""
+    total = 0.0
+    for p in _servers.values():
+        try:
+            with open(f'/proc/{p.pid}/stat') as f:
+                fields = f.read().rsplit(')', 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')  # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
 
 
 def music_of(ly):
