@@ -228,8 +228,9 @@ def expected_symbols(measures):
             exp['heads'].append(sorted(7 * o + STEPS.index(s) - BOTTOM_LINE[clef] for s, o, _ in e['pitches']) + [kind])
         exp['triplets'] += n_trip // 3
         bar = m['bar_out']
-        # abcm2ps draws '||' and '|]' as two strokes, ':|' and '|:' as a thin and a thick one plus dots
-        exp['bars'] += {'|': 1}.get(bar, 2) + (1 if bar == ':||:' else 0) * 1
+        # abcm2ps draws every bar line but '|' as two strokes: '||', '|]', ':|' and '|:' (thin and thick,
+        # plus dots), and ':||:' as its %%dblrepbar ':][:' (two thick strokes between the dots)
+        exp['bars'] += 1 if bar == '|' else 2
         exp['rdots'] += {':|': 1, '|:': 1, ':||:': 2}.get(bar, 0)
     if measures[0]['left'] == '|:':
         exp['bars'] += 2
