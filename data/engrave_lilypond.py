@@ -243,6 +243,12 @@ def musicxml2ly(xml_paths, timeout=300):
     if p is None or p.poll() is not None:
         p = _servers[os.getpid()] = subprocess.Popen([py, '-c', SERVER_M2L, script], stdin=subprocess.PIPE,
                                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        # stop it when this process ends, and wait for it, so that its CPU time counts as this process's
+        # children's (builder.cpu_seconds); a forked pool worker runs multiprocessing's finalizers, not atexit
+        import atexit
+        import multiprocessing.util
+        atexit.register(_stop_server)
+        multiprocessing.util.Finalize(None, _stop_server, exitpriority=10)
     try:
         p.stdin.write('\t'.join(xml_paths) + '\n')
         p.stdin.flush()
@@ -252,6 +258,16 @@ def musicxml2ly(xml_paths, timeout=300):
         p.kill()
         p.wait()
         _servers.pop(os.getpid(), None)
+
+
+def _stop_server():
+    p = _servers.pop(os.getpid(), None)
+    if p is not None:
+        try:
+            p.stdin.close()
+            p.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            p.kill()
 
 
 def server_cpu_seconds():
