@@ -127,8 +127,14 @@ def read_label(label):
             measures[i + 1].leftBarline = bar.Repeat(direction='start')
     if lead:
         measures[0].leftBarline = bar.Repeat(direction='start')
-    if measures and 'clef=' not in head.rsplit('\n', 1)[-1]:  # no clef= is treble; music21 picks by range
-        measures[0].clef = clef.TrebleClef()
+    # the label's clef (none: treble), set here: music21 picks one by range and ignores clef=alto/tenor
+    m = re.search(r'clef=(\w+)', head.rsplit('\n', 1)[-1])
+    name = m.group(1) if m else 'treble'
+    if name not in ('treble', 'bass', 'alto', 'tenor'):
+        raise ValueError(f'unknown clef {name!r} in the label')
+    if measures:
+        measures[0].clef = {'treble': clef.TrebleClef, 'bass': clef.BassClef, 'alto': clef.AltoClef,
+                            'tenor': clef.TenorClef}[name]()
     return score
 
 

@@ -98,7 +98,7 @@ def test_abcm2ps_meter_digits_are_drawn(real):
 @need['lilypond']
 def test_lilypond_draws_real_labels_that_agree(real):
     rng = np.random.default_rng(0)
-    labels = [lb for lb, _ in real] + [RICH]
+    labels = [lb for lb, _ in real[:2]] + [RICH]
     imgs = E.engrave_images(labels, 'lilypond', [E.sample_layout('lilypond', rng) for _ in labels])
     for label, img in zip(labels, imgs):
         assert not isinstance(img, ValueError), (label, img)
@@ -124,6 +124,12 @@ def test_one_interface_for_every_engraver(real):
             continue
         img = E.engrave_image(label, eng, E.sample_layout(eng, np.random.default_rng(2)), ex)
         looks_like_verovio(img)
+    # the clef is the label's in every engraver: music21 ignores clef=alto, abcm2ps would pick by range
+    alto = 'M:3/4\nL:1/8\nK:A clef=alto\nA,2 CE A=G | A4 z2 | G3/2F/ E2 D2 |]'
+    for eng in E.ENGRAVERS:
+        if E.available(eng):
+            looks_like_verovio(E.engrave_image(alto, eng, E.sample_layout(eng, np.random.default_rng(3))))
+    assert A.svg_symbols(A.draw_svg(alto, E.sample_layout('abcm2ps', np.random.default_rng(3))))['clef'] == ('cclef', 4)
     with pytest.raises(ValueError, match='mismatch'):  # verovio's check through the same interface
         E.engrave_image(moved_up(label), 'verovio', E.sample_layout('verovio', np.random.default_rng(2)), ex)
     assert E.parse_shares('verovio:0.6,lilypond:0.2,abcm2ps:0.2') == {'verovio': 0.6, 'lilypond': 0.2, 'abcm2ps': 0.2}
