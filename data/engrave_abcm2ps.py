@@ -58,7 +58,7 @@ def sample_layout(rng):
                 maxshrink=round(float(rng.uniform(0.5, 1.0)), 3),   # default 0.65
                 stemheight=round(float(rng.uniform(18.5, 23.5)), 2),  # default 21
                 flatbeams=bool(rng.random() < 0.15), straightflags=bool(rng.random() < 0.2),
-                staffline=round(float(rng.uniform(0.5, 1.1)), 2),   # staff line width (default 0.7)
+                staffline=round(float(rng.uniform(0.45, 0.9)), 2),  # line width: staff, stems, ledgers (default 0.7)
                 text_font=list(TEXT_FONTS)[int(rng.integers(len(TEXT_FONTS)))])
 
 

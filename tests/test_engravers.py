@@ -159,6 +159,9 @@ def test_without_the_options_the_samples_are_unchanged():
     plain, skips = P.process_tune(_job_in('train'))
     assert skips == {} and len(plain) == 1 and 'engraver' not in plain[0]
     assert digest(plain) == 'cfce97040c5b07b3f269dee7d4ccbd1de8ff761e'
+    # all to verovio: the same samples, now saying which engraver drew them
+    allv, _ = P.process_tune(_job_in('train', dict(engravers={'verovio': 1.0})))
+    assert allv == [dict(s, engraver='verovio') for s in plain]
 
 
 @need['lilypond']
