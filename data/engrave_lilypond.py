@@ -4,6 +4,7 @@ data/engrave_lilypond.py: the LilyPond engraver (pip `lilypond`, which ships the
     canonical ABC label --music21--> score, beams set from the label --> MusicXML
     MusicXML --re-read by music21--> must rewrite to the very label (check_musicxml: the agreement check)
     MusicXML --musicxml2ly--> LilyPond music --our page settings, many excerpts in one call--> lilypond SVG
+    SVG --its bar lines counted--> must be the label's (check_bars)
     SVG --resvg--> grayscale image at a chosen staff space, cropped to the ink plus a white margin
 
 abc2ly is not used: it misplaces bar lines after broken rhythms. music21 ignores ABC's beaming, so the
@@ -344,6 +345,19 @@ def staff_box(svg):
     return min(l[0] for l in lines), max(l[1] for l in lines), ys[0], ys[-1]
 
 
+def check_bars(svg, label):
+    """the part of the agreement check made on LilyPond's own drawing: its bar lines (rectangles as
+    tall as the staff) against the label's, '|' one stroke, every other bar line two (thin and thick,
+    or two thick ones for ':||:'). ValueError('mismatch in bar lines ..') if musicxml2ly or LilyPond
+    moved, added or dropped one (e.g. a measure shorter than the meter in mid-line)."""
+    _, _, top, bottom = staff_box(svg)
+    got = sum(1 for h in re.findall(r'<rect x="0.0000" y="[-0-9.]+" width="[0-9.]+" height="([0-9.]+)" ry="0.0000"', svg)
+              if abs(float(h) - (bottom - top)) < 0.01)
+    want = sum(1 if t == '|' else 2 for t in label.rsplit('\n', 1)[1].split() if t in BARS)
+    if got != want:
+        raise ValueError(f'mismatch in bar lines: {got} != {want}')
+
+
 def rasterize(svg, layout):
     """LilyPond's SVG page -> grayscale PIL image at layout['space'] pixels per staff space, cropped to
     the ink plus layout['margin'] white pixels (as data/engrave.py's rasterize does for verovio). Only a
@@ -371,9 +385,9 @@ def rasterize(svg, layout):
     return out
 
 
-def draw(labels, layouts):
-    """engrave a batch of labels, one lilypond call -> list with, per label, a PIL image or the
-    ValueError that skipped it (agreement check, musicxml2ly or lilypond failure)."""
+def draw(labels, layouts, svg_only=False):
+    """engrave a batch of labels, one lilypond call -> list with, per label, a PIL image (svg_only:
+    LilyPond's SVG) or the ValueError that skipped it (agreement check, musicxml2ly or lilypond failure)."""
     import lilypond
     out = [None] * len(labels)
     with tempfile.TemporaryDirectory(prefix='nanoomr-ly-') as tmp:
@@ -398,7 +412,10 @@ def draw(labels, layouts):
         for k, path in xmls.items():
             try:
                 with open(path[:-4] + '.ly', encoding='utf-8') as f:
-                    books.append(book(k, music_of(f.read()), layouts[k]))
+                    music = music_of(f.read())
+                if labels[k].endswith(' |'):  # LilyPond leaves out the plain bar after an incomplete last measure
+                    music += ' \\bar "|"'
+                books.append(book(k, music, layouts[k]))
             except (OSError, ValueError) as e:
                 out[k] = ValueError(f'musicxml2ly: {e}')
         with open(os.path.join(tmp, 'all.ly'), 'w', encoding='utf-8') as f:
@@ -411,7 +428,9 @@ def draw(labels, layouts):
             path = os.path.join(tmp, f'p-{k}.svg')
             try:
                 with open(path, encoding='utf-8') as f:
-                    out[k] = rasterize(f.read(), layouts[k])
+                    svg = f.read()
+                check_bars(svg, labels[k])
+                out[k] = svg if svg_only else rasterize(svg, layouts[k])
             except OSError:
                 out[k] = ValueError('lilypond drew nothing')
             except ValueError as e:

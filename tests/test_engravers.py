@@ -110,6 +110,11 @@ def test_lilypond_draws_real_labels_that_agree(real):
         for wrong in (moved_up(label), label.replace(' | ', ' || ', 1)):
             with pytest.raises(ValueError, match='mismatch'):
                 L.check_musicxml(L.to_musicxml(L.label_score(wrong)), label)
+    # and LilyPond's own drawing: its bar lines are counted (an incomplete last bar keeps its '|')
+    svg = L.draw([real[0][0]], [E.sample_layout('lilypond', rng)], svg_only=True)[0]
+    L.check_bars(svg, real[0][0])
+    with pytest.raises(ValueError, match='mismatch in bar lines'):
+        L.check_bars(svg, real[0][0].replace(' | ', ' || ', 1))
     # the beams are the label's: written apart, two eighths are two groups
     split = RICH.replace('Acd', 'A c d', 1)
     with pytest.raises(ValueError, match='mismatch in beams'):
