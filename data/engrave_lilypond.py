@@ -97,7 +97,7 @@ def _set_beams(notes):
                 for k in range(i, j + 1):
                     notes[k].beams.append(beam.Beam('start' if k == i else 'stop' if k == j else 'continue'))
             i = j + 1
-        for k, n in enumerate(notes):  # Beams.append numbers the beams in order: keep level = number
+        for n in notes:  # level = number, whatever Beams.append numbered them
             for b_i, b in enumerate(n.beams.beamsList):
                 b.number = b_i + 1
 
@@ -415,6 +415,8 @@ def draw(labels, layouts, svg_only=False):
                     music = music_of(f.read())
                 if labels[k].endswith(' |'):  # LilyPond leaves out the plain bar after an incomplete last measure
                     music += ' \\bar "|"'
+                if labels[k].rsplit('\n', 1)[1].startswith('|:'):  # and a start repeat at the very start
+                    music = '\\bar ".|:" ' + music
                 books.append(book(k, music, layouts[k]))
             except (OSError, ValueError) as e:
                 out[k] = ValueError(f'musicxml2ly: {e}')
