@@ -42,6 +42,7 @@ import features  # noqa: E402  (notational features per split and per source)
 from excerpts import FONTS, MAX_ASPECT, SPLIT_PCT, choose_excerpts, sample_layout, split_of, tune_hash  # noqa: E402
 from engrave import TEXT_DONORS, engrave, mix_glyphs, rasterize  # noqa: E402
 import builder  # noqa: E402  (data/builder.py)
+import engravers  # noqa: E402  (data/engravers.py: verovio, LilyPond, abcm2ps behind one interface)
 import sources as more_sources  # noqa: E402  (data/m21/sources.py; `sources` names prepare's folk folders)
 from data import Tokenizer, load_split  # noqa: E402
 
@@ -104,8 +105,15 @@ def process_tune(job):
     windows = choose_excerpts(measures, rng, max_excerpts)
     if not windows:
         skip('tune: no supported 2-8 measure excerpt')
+    shares, drawn, others = fonts.get('engravers'), [], []  # --engravers / --test_all_engravers (see prepare)
     for k, (a, b) in enumerate(windows):
         layout, margin = sample_layout(rng), int(rng.integers(6, 20))
+        if shares:  # the engraver, on a stream of its own per excerpt: the excerpts stay the default's
+            eng_rng = np.random.default_rng([seed, tune_hash(rel, idx) & 0xFFFFFFFF, 2, k])
+            eng = engravers.pick(shares, eng_rng)
+            if eng != 'verovio':
+                others.append((k, a, b, eng, engravers.sample_layout(eng, eng_rng)))
+                continue
         try:
             while True:  # drop measures from the end while the strip is longer than MAX_ASPECT : 1
                 ex = [dict(m, events=[dict(e) for e in m['events']]) for m in measures[a:b]]
@@ -142,7 +150,50 @@ def process_tune(job):
             im.save(buf, format='PNG')
             samples.append(dict(image=buf.getvalue(), transcription=abc, source=src,
                                 tune_id=f'{rel}#{idx}', font=f, excerpt=k))
+            if 'engravers' in fonts or 'test_all_engravers' in fonts:
+                samples[-1]['engraver'] = 'verovio'
+        drawn.append((k, a, b, 'verovio'))
+    if others or (split == 'test' and fonts.get('test_all_engravers')):
+        samples = sorted(samples + other_engravers(measures, others, drawn, split == 'test' and fonts.get('test_all_engravers'),
+                                                   [seed, tune_hash(rel, idx) & 0xFFFFFFFF], skip,
+                                                   dict(source=src, tune_id=f'{rel}#{idx}')), key=lambda r: r['excerpt'])
     return samples, skips
+
+def other_engravers(measures, others, drawn, pair, seed, skip, row):
+    """the excerpts --engravers gave to LilyPond or abcm2ps, drawn in one batch per engraver (LilyPond
+    starts slowly), each cut from the end while wider than MAX_ASPECT:1 as verovio's are; with pair
+    (--test_all_engravers, test split), every excerpt drawn also by each engraver it was not given to,
+    same label. others: [(k, a, b, engraver, layout)]; drawn: [(k, a, b, engraver)] verovio drew.
+    -> sample dicts; failures go to skip(reason)."""
+    def label_of(a, b):
+        ex = [dict(m, events=[dict(e) for e in m['events']]) for m in measures[a:b]]
+        mark_ties(ex)
+        return write_excerpt(ex), ex
+    def sample(k, label, img, eng, layout):
+        buf = io.BytesIO()
+        img.save(buf, format='PNG')
+        return dict(row, image=buf.getvalue(), transcription=label, excerpt=k, engraver=eng,
+                    font=engravers.FONT_OF.get(eng) or layout['font'])
+    out, drawn = [], list(drawn)
+    for eng in engravers.ENGRAVERS:
+        mine = [o for o in others if o[3] == eng]
+        got = engravers.draw_windows(label_of, [(a, b) for _, a, b, _, _ in mine], eng, [o[4] for o in mine], MAX_ASPECT)
+        for (k, a, _, _, lay), r in zip(mine, got):
+            if isinstance(r, ValueError):
+                skip('excerpt: ' + ('label/image mismatch' if str(r).startswith('mismatch') else str(r)) + f' ({eng})')
+            else:
+                out.append(sample(k, r[1], r[2], eng, lay))
+                drawn.append((k, a, r[0], eng))
+    for eng in engravers.ENGRAVERS if pair else ():  # the paired test: the same label by every engraver
+        mine = [(k, a, b) for k, a, b, e in drawn if e != eng]
+        lays = [engravers.sample_layout(eng, np.random.default_rng(seed + [3, k])) for k, _, _ in mine]
+        got = engravers.draw_windows(label_of, [(a, b) for _, a, b in mine], eng, lays)
+        for (k, _, _), lay, r in zip(mine, lays, got):
+            if isinstance(r, ValueError):
+                skip(f'excerpt by a second engraver: {r} ({eng})')
+            else:
+                out.append(sample(k, r[1], r[2], eng, lay))
+    return out
 
 # -----------------------------------------------------------------------------
 # the shared builder (data/builder.py): crash-proof workers, resumable shards, atomic writes
@@ -174,7 +225,7 @@ def select_tunes(tunes, max_tunes, seed):
 def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1337, no_essen=False,
             num_workers=None, vocab_size=4096, sources=None, quiet=False, test_all_fonts=False, glyph_mix=0.0,
             glyph_jitter=0.0, holdout_font=None, glyph_text=False, parts=0, part_sources=None, excerpts_per_part=2,
-            transpose=0.0, synth_share=0.0, no_meter_share=0.0):
+            transpose=0.0, synth_share=0.0, no_meter_share=0.0, engraver_shares=None, test_all_engravers=False):
     """build the corpus into out_dir (see module docstring); returns the meta dict. Resumable: finished
     shards are cached in <out_dir>.partial/ and reused when the same options are given again.
 
@@ -188,13 +239,22 @@ def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1
     The sources beyond the folk tunes (sources.py; none by default): parts score pieces' single parts
     (-1: every piece of part_sources), excerpts_per_part per 32 measures of a part; transpose, the share of
     tunes drawn once more in random keys and octaves; synth_share, the share of synthetic lines among all
-    excerpts; no_meter_share, the share of those sources' excerpts written as a later line of a page (no M:)."""
+    excerpts; no_meter_share, the share of those sources' excerpts written as a later line of a page (no M:).
+    Three engravers (data/engravers.py): engraver_shares ('verovio:0.6,lilypond:0.2,abcm2ps:0.2' or a dict)
+    gives each excerpt to one engraver, drawn per excerpt; test_all_engravers draws every test excerpt
+    with every engraver too (a paired test). Either adds an `engraver` column; the `font` of a LilyPond or
+    abcm2ps image is the engraver's name, so train.py's holdout_font=lilypond leaves that engraver out.
+    The new sources draw with verovio only, for now: they refuse the font and engraver options."""
     if holdout_font is not None and holdout_font not in FONTS:
         raise ValueError(f'unknown holdout_font {holdout_font!r}; choose from {FONTS}')
     if glyph_text and not glyph_mix:
         raise ValueError('glyph_text changes the glyphs glyph_mix swaps: give --glyph_mix too')
     if (glyph_mix or glyph_jitter) and holdout_font is None:
         raise ValueError('glyph_mix/glyph_jitter are for the held-out-font study: name the font it leaves out (--holdout_font)')
+    shares = engravers.parse_shares(engraver_shares) if isinstance(engraver_shares, str) else engraver_shares
+    for e in set(shares or {}) | (set(engravers.ENGRAVERS) if test_all_engravers else set()):
+        if not engravers.available(e):
+            raise ValueError(f'engraver {e} is not installed (lilypond: pip install lilypond; abcm2ps: apt-get install abcm2ps)')
     sources = list(sources or ABC_SOURCES)
     bad = [s for s in sources if s not in ABC_SOURCES]
     if bad:
@@ -207,13 +267,19 @@ def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1
     fonts = {k: v for k, v in dict(test_all_fonts=test_all_fonts, glyph_mix=glyph_mix, glyph_jitter=glyph_jitter,
                                    glyph_text=glyph_text, holdout_font=holdout_font).items() if v}
     options.update(fonts)  # only when set: the default corpus's options (and cached shards) stay as they were
+    columns = [('source', 'string'), ('tune_id', 'string'), ('font', 'string')]
+    if shares or test_all_engravers:
+        fonts.update({k: v for k, v in dict(engravers=shares, test_all_engravers=test_all_engravers).items() if v})
+        options.update(fonts)
+        columns.append(('engraver', 'string'))
     jobs, splits = [t[:4] + (seed, excerpts_per_tune, fonts) for t in tunes], [split_of(t[1], t[2]) for t in tunes]
     more = {k: v for k, v in dict(parts=parts, part_sources=part_sources if parts else None,
                                   excerpts_per_part=excerpts_per_part if parts else None, transpose=transpose,
                                   synth_share=synth_share, no_meter_share=no_meter_share).items() if v}
     if more:  # the new sources (sources.py): only when asked for, so the default corpus stays byte for byte
         if fonts:
-            raise ValueError('the held-out-font options and the new sources (parts, transpose, synth) do not mix yet')
+            raise ValueError('the held-out-font and engraver options do not mix with the new sources (parts, transpose, '
+                             'synth) yet')
         if not 0 <= no_meter_share <= 1 or not 0 <= transpose <= 1:
             raise ValueError('no_meter_share and transpose are shares: give a number from 0 to 1')
         if no_meter_share and not (parts or transpose or synth_share):
@@ -222,9 +288,8 @@ def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1
                                                       transpose, synth_share, no_meter_share)
         jobs, splits = jobs + extra, splits + extra_splits
         options.update(more, sources_version=1)
-    return builder.build(out_dir, jobs, splits,
-                       options, run_pool, [('source', 'string'), ('tune_id', 'string'), ('font', 'string')],
-                       vocab_size, num_workers, quiet, unit='tunes', shard_size=SHARD_SIZE)
+    return builder.build(out_dir, jobs, splits, options, run_pool, columns, vocab_size, num_workers, quiet, unit='tunes',
+                         shard_size=SHARD_SIZE)
 
 # -----------------------------------------------------------------------------
 # reporting on a prepared corpus: statistics and a picture of examples
@@ -299,6 +364,8 @@ def main(argv=None):
     ap.add_argument('--transpose', type=float, default=0.0, help='new source: share of tunes drawn again in random keys/octaves')
     ap.add_argument('--synth_share', type=float, default=0.0, help='new source: share of synthetic lines (e.g. 0.2)')
     ap.add_argument('--no_meter_share', type=float, default=0.0, help='share of new-source lines without M: (later lines of a page)')
+    ap.add_argument('--engravers', default=None, help="share of excerpts per engraver, e.g. verovio:0.6,lilypond:0.2,abcm2ps:0.2")
+    ap.add_argument('--test_all_engravers', action='store_true', help='every test excerpt drawn by every engraver too (a paired test)')
     ap.add_argument('--stats', action='store_true', help='print statistics of the corpus in out_dir and exit')
     ap.add_argument('--plot', default=None, help='save a PNG of examples from the corpus in out_dir and exit')
     a = ap.parse_args(argv)
@@ -317,7 +384,7 @@ def main(argv=None):
                 glyph_jitter=a.glyph_jitter, holdout_font=a.holdout_font, glyph_text=a.glyph_text, parts=a.parts,
                 part_sources=[s for s in (a.part_sources or '').split(',') if s] or None,
                 excerpts_per_part=a.excerpts_per_part, transpose=a.transpose, synth_share=a.synth_share,
-                no_meter_share=a.no_meter_share)
+                no_meter_share=a.no_meter_share, engraver_shares=a.engravers, test_all_engravers=a.test_all_engravers)
 
 if __name__ == '__main__':
     main()
