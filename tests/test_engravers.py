@@ -22,6 +22,7 @@ spec.loader.exec_module(P)
 import engravers as E  # noqa: E402  (data/ is on sys.path after prepare.py's import)
 import engrave_abcm2ps as A  # noqa: E402
 import engrave_lilypond as L  # noqa: E402
+import sources as S  # noqa: E402  (data/m21/sources.py)
 
 need = {e: pytest.mark.skipif(not E.available(e), reason=f'{e} is not installed') for e in E.ENGRAVERS}
 # a label with a pickup, accidentals, a dotted rhythm, a triplet, a grace note, a chord, a tie and repeats
@@ -206,3 +207,26 @@ def test_prepare_cli_engravers(tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and 'Traceback' not in r.stderr and r.stderr.strip().count('\n') == 0
     assert "unknown engraver 'musescore'" in r.stderr
+
+
+@need['lilypond']
+@need['abcm2ps']
+def test_new_sources_take_the_engravers():
+    """a synthetic line and a transposed tune (data/m21/sources.py) drawn by the engraver drawn for each
+    excerpt; on the test split by every engraver, one label; without the options, verovio's rows as before."""
+    job = dict(kind='synth', index=0, seed=3, no_meter_share=0.0)
+    plain, _ = S.process_job(job)
+    mixed, skips = S.process_job(dict(job, engraving=dict(shares={'lilypond': 0.5, 'abcm2ps': 0.5}, all=False)))
+    assert {s['engraver'] for s in mixed} == {'lilypond', 'abcm2ps'} and all(s['font'] == s['engraver'] for s in mixed)
+    assert {s['transcription'] for s in mixed} <= {s['transcription'] for s in plain}  # the same lines, other pictures
+    assert len(mixed) + sum(skips.values()) >= len(plain) - 1
+    paired, _ = S.process_job(dict(job, engraving=dict(shares=None, all=True)))
+    for s in plain:
+        same = [p for p in paired if p['tune_id'] == s['tune_id']]
+        v = next(p for p in same if p['engraver'] == 'verovio')
+        assert dict(v, engraver=None) == dict(s, engraver=None)  # verovio's image is the default one
+        assert {p['transcription'] for p in same} == {s['transcription']} and len(same) >= 2
+    assert {p['engraver'] for p in paired} == set(E.ENGRAVERS)
+    # a line without meter stays verovio's (the other checks read the label through music21)
+    nm, _ = S.process_job(dict(job, no_meter_share=1.0, engraving=dict(shares={'abcm2ps': 1.0}, all=True)))
+    assert nm and all(s['engraver'] == 'verovio' and 'M:' not in s['transcription'] for s in nm)

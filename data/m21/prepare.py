@@ -244,7 +244,7 @@ def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1
     gives each excerpt to one engraver, drawn per excerpt; test_all_engravers draws every test excerpt
     with every engraver too (a paired test). Either adds an `engraver` column; the `font` of a LilyPond or
     abcm2ps image is the engraver's name, so train.py's holdout_font=lilypond leaves that engraver out.
-    The new sources draw with verovio only, for now: they refuse the font and engraver options."""
+    The new sources take the engraver options too (sources.render_windows), not the held-out-font ones."""
     if holdout_font is not None and holdout_font not in FONTS:
         raise ValueError(f'unknown holdout_font {holdout_font!r}; choose from {FONTS}')
     if glyph_text and not glyph_mix:
@@ -277,15 +277,14 @@ def prepare(out_dir='data/m21/full', max_tunes=None, excerpts_per_tune=4, seed=1
                                   excerpts_per_part=excerpts_per_part if parts else None, transpose=transpose,
                                   synth_share=synth_share, no_meter_share=no_meter_share).items() if v}
     if more:  # the new sources (sources.py): only when asked for, so the default corpus stays byte for byte
-        if fonts:
-            raise ValueError('the held-out-font and engraver options do not mix with the new sources (parts, transpose, '
-                             'synth) yet')
+        if set(fonts) - {'engravers', 'test_all_engravers'}:
+            raise ValueError('the held-out-font options do not mix with the new sources (parts, transpose, synth) yet')
         if not 0 <= no_meter_share <= 1 or not 0 <= transpose <= 1:
             raise ValueError('no_meter_share and transpose are shares: give a number from 0 to 1')
         if no_meter_share and not (parts or transpose or synth_share):
             raise ValueError('no_meter_share draws lines of the new sources: give --parts, --transpose or --synth_share too')
         extra, extra_splits = more_sources.extra_jobs(tunes, seed, excerpts_per_tune, parts, part_sources, excerpts_per_part,
-                                                      transpose, synth_share, no_meter_share)
+                                                      transpose, synth_share, no_meter_share, shares, test_all_engravers)
         jobs, splits = jobs + extra, splits + extra_splits
         options.update(more, sources_version=1)
     return builder.build(out_dir, jobs, splits, options, run_pool, columns, vocab_size, num_workers, quiet, unit='tunes',

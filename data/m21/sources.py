@@ -21,6 +21,7 @@ import numpy as np
 
 from canonical import expected_events, mark_ties, parse_abc, score_to_measures, write_excerpt
 from engrave import compare_events, engrave, mei_events, rasterize
+import engravers
 import excerpts
 import parts as parts_mod
 import synth as synth_mod
@@ -54,11 +55,17 @@ def check(mei, svg, ex, no_meter):
     compare_events(mei_events(mei), (want, ties))
 
 
-def render_windows(measures, windows, rng, source, tune_id, no_meter_share=0.0, transform=None):
+def render_windows(measures, windows, rng, source, tune_id, no_meter_share=0.0, transform=None, engraving=None):
     """measures + windows (choose_excerpts) -> (samples, skips): each window written, engraved from its
     label, checked and rasterized, as prepare.process_tune does; transform(window measures, rng) -> the
-    measures to write instead (a transposition), raising ValueError to skip the window."""
+    measures to write instead (a transposition), raising ValueError to skip the window.
+    engraving (prepare's --engravers / --test_all_engravers): dict(shares={engraver: share}, all=bool).
+    Each excerpt's engraver is drawn on a stream of its own, so the excerpts, their verovio layouts and
+    every draw from rng are those of a verovio-only build; with all (test split only) every engraver
+    draws the excerpt too, a paired test. A line without meter stays verovio's: the LilyPond and abcm2ps
+    checks read the label through music21, which cannot read a label without M: yet."""
     samples, skips = [], {}
+    shares, every = (engraving or {}).get('shares'), (engraving or {}).get('all', False)
 
     def skip(reason):
         skips[reason] = skips.get(reason, 0) + 1
@@ -66,30 +73,46 @@ def render_windows(measures, windows, rng, source, tune_id, no_meter_share=0.0, 
         layout, margin = excerpts.sample_layout(rng), int(rng.integers(6, 20))
         no_meter = bool(rng.random() < no_meter_share)
         tf_seed = int(rng.integers(2 ** 32))  # one transposition per window, whatever its final length
-        try:
-            while True:  # drop measures from the end while the strip is longer than MAX_ASPECT : 1
-                ex = [dict(m, events=[dict(e) for e in m['events']]) for m in measures[a:b]]
-                if transform is not None:
-                    ex = transform(ex, np.random.default_rng(tf_seed))
-                mark_ties(ex)
-                abc = write_excerpt(ex)
-                if no_meter:
-                    abc = strip_meter(abc)
-                svg, mei = engrave(abc, layout['font'], layout)
-                check(mei, svg, ex, no_meter)
-                img = rasterize(svg, margin)
+        eng_rng = np.random.default_rng([excerpts.tune_hash(tune_id, k, salt='engraver') & 0xFFFFFFFF, 2])
+        main = engravers.pick(shares, eng_rng) if shares and not no_meter else 'verovio'
+        want = ([main] + [e for e in engravers.ENGRAVERS if e != main]) if every and not no_meter else [main]
+
+        def label(b):
+            ex = [dict(m, events=[dict(e) for e in m['events']]) for m in measures[a:b]]
+            if transform is not None:
+                ex = transform(ex, np.random.default_rng(tf_seed))
+            mark_ties(ex)
+            abc = write_excerpt(ex)
+            return (strip_meter(abc) if no_meter else abc), ex
+
+        def draw(eng, b):  # -> (label, image, font, b): measures dropped from the end while wider than MAX_ASPECT : 1
+            lay = layout if eng == 'verovio' else engravers.sample_layout(eng, eng_rng)
+            while True:
+                abc, ex = label(b)
+                if eng == 'verovio':
+                    svg, mei = engrave(abc, layout['font'], layout)
+                    check(mei, svg, ex, no_meter)
+                    img = rasterize(svg, margin)
+                else:
+                    img = engravers.engrave_image(abc, eng, lay, measures=ex)
                 if img.width <= excerpts.MAX_ASPECT * img.height:
-                    break
+                    return abc, img, (layout['font'] if eng == 'verovio' else engravers.FONT_OF[eng]), b
                 if b - a <= 2:
                     raise ValueError(f'wider than {excerpts.MAX_ASPECT}:1 even with 2 measures')
                 b -= 1
-        except ValueError as e:
-            skip('excerpt: ' + ('label/image mismatch' if str(e).startswith('mismatch') else str(e)))
-            continue
-        buf = io.BytesIO()
-        img.save(buf, format='PNG')
-        samples.append(dict(image=buf.getvalue(), transcription=abc, source=source, tune_id=tune_id,
-                            font=layout['font'], excerpt=k))
+        for eng in want:  # the second engravers draw the window the first one kept: one label, if they can
+            try:
+                abc, img, font, b = draw(eng, b)
+            except ValueError as e:
+                skip(('excerpt: ' if eng == main else f'excerpt by a second engraver ({eng}): ') +
+                     ('label/image mismatch' if str(e).startswith('mismatch') else str(e)))
+                continue
+            buf = io.BytesIO()
+            img.save(buf, format='PNG')
+            row = dict(image=buf.getvalue(), transcription=abc, source=source, tune_id=tune_id, font=font, excerpt=k)
+            if engraving:
+                row['engraver'] = eng
+            samples.append(row)
     return samples, skips
 
 
@@ -106,10 +129,11 @@ def transposer(ex, rng):
 # the jobs (plain dicts; prepare.py's tune jobs are tuples)
 
 def extra_jobs(tunes, seed, excerpts_per_tune, parts=0, part_sources=None, excerpts_per_part=2, transpose=0.0,
-               synth_share=0.0, no_meter_share=0.0):
+               synth_share=0.0, no_meter_share=0.0, engravers_shares=None, all_engravers=False):
     """the jobs of the new sources and their splits: `parts` score pieces (-1: all), transposed copies of a
     `transpose` share of the tunes and of those pieces (chosen by a seeded hash), and enough synthetic lines
-    that they are about synth_share of all excerpts. -> (jobs, splits)."""
+    that they are about synth_share of all excerpts. engravers_shares / all_engravers: render_windows'
+    engraving, all_engravers on the test split only. -> (jobs, splits)."""
     jobs, splits = [], []
     if transpose > 0:
         for t in tunes:
@@ -139,6 +163,9 @@ def extra_jobs(tunes, seed, excerpts_per_tune, parts=0, part_sources=None, excer
         for i in range(n_jobs):
             jobs.append(dict(kind='synth', index=i, seed=seed, no_meter_share=no_meter_share))
             splits.append(synth_split(i))
+    if engravers_shares or all_engravers:
+        for job, split in zip(jobs, splits):
+            job['engraving'] = dict(shares=engravers_shares, all=all_engravers and split == 'test')
     return jobs, splits
 
 
@@ -161,7 +188,8 @@ def process_transposed(job):
     except Exception as e:  # music21 raises many exception types on malformed ABC
         return [], {f'tune: malformed ABC ({type(e).__name__})': 1}
     windows = excerpts.choose_excerpts(measures, rng, job['max_excerpts'])
-    return render_windows(measures, windows, rng, f'transposed:{src}', f'{rel}#{idx}', job['no_meter_share'], transposer)
+    return render_windows(measures, windows, rng, f'transposed:{src}', f'{rel}#{idx}', job['no_meter_share'], transposer,
+                          job.get('engraving'))
 
 
 def process_part(job):
@@ -185,7 +213,8 @@ def process_part(job):
         if not windows:
             skips['part: no supported 2-8 measure excerpt'] = skips.get('part: no supported 2-8 measure excerpt', 0) + 1
         s, k = render_windows(measures, windows, rng, f"{'transposed' if moved else 'part'}:{job['src']}",
-                              f"{job['rel']}#{name}", job['no_meter_share'], transposer if moved else None)
+                              f"{job['rel']}#{name}", job['no_meter_share'], transposer if moved else None,
+                              job.get('engraving'))
         samples += s
         for r, c in k.items():
             skips[r] = skips.get(r, 0) + c
@@ -205,7 +234,7 @@ def process_synth(job):
     for j in range(SYNTH_PER_JOB):
         measures, _ = synth_mod.synth_line(rng)
         s, k = render_windows(measures, [(0, len(measures))], rng, 'synth', f"synth#{job['index']}.{j}",
-                              job['no_meter_share'])
+                              job['no_meter_share'], engraving=job.get('engraving'))
         samples += s
         for r, c in k.items():
             skips[r] = skips.get(r, 0) + c
