@@ -83,6 +83,7 @@ attention_layer = 'last' # 'last' (mean of the last layer's heads) or 'all' (mea
 config_keys = [k for k, v in globals().items() if not k.startswith('_')
                and isinstance(v, (int, float, bool, str, type(None)))]
 
+PROGRESS_PAGES = 4       # a file of this many pages or more reports each page on stderr as it is read
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.pdf')
 
 
@@ -148,18 +149,24 @@ def load_input(path, img_height, max_width):
     in an image at most ~one staff tall (staves.is_single_line) is a line; an image where no staff
     is found but that is shaped like a line (at least twice as wide as high) and has staff-like dark
     rows on paper (staves.looks_like_line: a low-resolution line) is one too; a blank, uniform or
-    photo-like image is 'no staff found', in every mode; everything else is a page. PDFs are always pages. Problems -> ValueError, one line."""
-    if is_pdf(path):
+    photo-like image is 'no staff found', in every mode; everything else is a page. PDFs, and images
+    of several frames (a multi-page TIFF, an animated GIF or WebP), are always pages: all of them, one
+    tune, a page without a staff skipped with a note. Problems -> ValueError, one line."""
+    n_pages = pages.pdf_pages(path) if is_pdf(path) else pages.count_frames(path)
+    if is_pdf(path) or n_pages > 1:  # a PDF, a multi-page TIFF (a scanner's), GIF or WebP: one tune of all pages
         if page == 'no':
-            raise ValueError(f"{path}: a PDF holds pages; --page=no reads only cropped line images")
+            raise ValueError(f"{path}: it holds pages ({n_pages}); --page=no reads only cropped line images")
         found = []
-        for n, im in read_pdf(path, max_pixels):
+        frames = read_pdf(path, max_pixels) if is_pdf(path) else pages.read_frames(path, max_pixels)
+        for n, im in frames:
+            if n_pages >= PROGRESS_PAGES:
+                print(f"{path}: page {n} of {n_pages}", file=sys.stderr, flush=True)
             try:
                 found.append(staves.find_staves(im))
             except ValueError as e:
-                print(f"warning: {path}: page {n}: {e}", file=sys.stderr)
+                print(f"note: {path}: page {n} of {n_pages}: {e} (a title or blank page?); skipped", file=sys.stderr)
         if not found:
-            raise ValueError(f"{path}: no staff found")
+            raise ValueError(f"{path}: no staff found on any of its {n_pages} pages")
         return _page_input(found, img_height, max_width)
     im = read_image(path, max_pixels)
     if page == 'no' and not staves.looks_like_line(im):
@@ -212,70 +219,106 @@ def main():
     max_width = (meta.get('train_config') or {}).get('max_width', 2048)
 
     # load every input first: bad ones are reported and skipped, good ones decoded in batches
+    folder = os.path.isdir(str(image))
     jobs, failed = [], 0
     for p in paths:
         try:
             jobs.append(dict(load_input(p, img_height, max_width), path=p))
-        except (ValueError, OSError) as e:
-            if not os.path.isdir(str(image)):
-                raise  # one image asked for, and it is bad: that is the one error line
-            print(f"error: {e}", file=sys.stderr)
+        except Exception as e:  # any failure, a bug in the finder included, costs only this file
+            if not folder:
+                raise ValueError(_why(p, e)) from None  # one image asked for, and it is bad: the one error line
+            print(f"error: {_why(p, e)}", file=sys.stderr)
             failed += 1
 
     if not jobs:
         sys.exit(f"error: none of the {len(paths)} image(s) could be read")
     reader = pages.Reader(out_dir, device, batch_size, beam_size, temperature, top_k, max_new_tokens, decode)
     torch.manual_seed(seed)
-    # every line of every input in one stream of batches (a folder of line images batches as before)
-    ids = reader.decode([x for j in jobs for x in j['xs']])
-    many = len(paths) > 1
-    k = 0
-    for j in jobs:
-        p, n = j['path'], len(j['xs'])
-        jids, k = ids[k:k + n], k + n
-        abcs = [reader.tok.decode(s) for s in jids]
-        if j['kind'] == 'line':
-            abc = abcs[0]
-        else:
-            abc, skipped = tune.join_lines(abcs)
-            what = 'system' if j.get('systems') else 'staff'
-            for i in skipped:
-                print(f"warning: {p}: {what} {i + 1} of {n}: the model's transcription is not ABC "
-                      f"(no K: field or no music, or not the page's voices); left out", file=sys.stderr)
-            if not abc:
-                print(f"error: {p}: none of its {n} {'systems' if what == 'system' else 'staves'} could be transcribed",
-                      file=sys.stderr)
-                failed += 1
-                continue
-        if many:
-            print(f"% {os.path.basename(p)}")
-        print(abc, flush=True)
-        if many:
-            print()
-        if save_dir is not None:
-            why = write_outputs(save_dir, p, abc)
-            if why is not None:
-                print(f"warning: {p}: prediction could not be engraved ({why}); wrote only the .abc",
-                      file=sys.stderr)
-            stem = os.path.join(save_dir, os.path.splitext(os.path.basename(p))[0])
+    # every line of every input in one stream of batches (a folder of line images batches as before);
+    # if the model fails on that, file by file, so that a failing file is reported and the rest still read
+    try:
+        ids = reader.decode([x for j in jobs for x in j['xs']])
+        k = 0
+        for j in jobs:
+            j['ids'], k = ids[k:k + len(j['xs'])], k + len(j['xs'])
+    except Exception:
+        for j in jobs:
             try:
-                musicxml.write_musicxml(abc, stem + '.musicxml')
-            except ValueError as e:
-                print(f"warning: {p}: no MusicXML ({e})", file=sys.stderr)
-            if j['kind'] == 'page':
-                for i, pg in enumerate(j['pages']):
-                    name = '.staves.png' if len(j['pages']) == 1 else f'.p{i + 1}.staves.png'
-                    _save_png(systems.draw_systems(pg, j['systems'][i]) if j['systems'] else staves.draw_staves(pg),
-                              stem + name)
-        if attention is not None:
-            os.makedirs(attention, exist_ok=True)
-            stem = os.path.join(attention, os.path.splitext(os.path.basename(p))[0])
-            for i, (x, s) in enumerate(zip(j['xs'], jids)):
-                name = ('.attn.png' if j['kind'] == 'line' else
-                        f".{'system' if j.get('systems') else 'staff'}{i + 1}.attn.png")
-                _save_png(A.attention_picture(reader.model, x, s, reader.tok, layer=attention_layer), stem + name)
+                j['ids'] = reader.decode(j['xs'])
+            except Exception as e:
+                if not folder:
+                    raise ValueError(_why(j['path'], e)) from None
+                print(f"error: {_why(j['path'], e)}", file=sys.stderr)
+                j['ids'] = None
+                failed += 1
+    many = len(paths) > 1
+    for j in jobs:
+        if j['ids'] is None:
+            continue
+        try:
+            failed += _write_job(j, reader, many)
+        except Exception as e:
+            if not folder:
+                raise ValueError(_why(j['path'], e)) from None
+            print(f"error: {_why(j['path'], e)}", file=sys.stderr)
+            failed += 1
     if failed:
         sys.exit(f"error: {failed} of {len(paths)} image(s) could not be read")
+
+
+def _why(path, e):
+    """An exception while reading one file -> one line naming the file. A ValueError/OSError is the
+    expected kind (its message names the file already); anything else is a bug, named as such."""
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if isinstance(e, (ValueError, OSError)):
+        return msg if str(path) in msg else f"{path}: {msg}"
+    return f"{path}: unexpected {type(e).__name__}: {msg} (a bug: please report it with this file)"
+
+
+def _write_job(j, reader, many):
+    """Print (and with --save_dir write) one file's transcription. -> 1 if it failed, else 0."""
+    p, n, jids = j['path'], len(j['xs']), j['ids']
+    abcs = [reader.tok.decode(s) for s in jids]
+    if j['kind'] == 'line':
+        abc = abcs[0]
+    else:
+        abc, skipped = tune.join_lines(abcs)
+        what = 'system' if j.get('systems') else 'staff'
+        for i in skipped:
+            print(f"warning: {p}: {what} {i + 1} of {n}: the model's transcription is not ABC "
+                  f"(no K: field or no music, or not the page's voices); left out", file=sys.stderr)
+        if not abc:
+            print(f"error: {p}: none of its {n} {'systems' if what == 'system' else 'staves'} could be transcribed",
+                  file=sys.stderr)
+            return 1
+    if many:
+        print(f"% {os.path.basename(p)}")
+    print(abc, flush=True)
+    if many:
+        print()
+    if save_dir is not None:
+        why = write_outputs(save_dir, p, abc)
+        if why is not None:
+            print(f"warning: {p}: prediction could not be engraved ({why}); wrote only the .abc",
+                  file=sys.stderr)
+        stem = os.path.join(save_dir, os.path.splitext(os.path.basename(p))[0])
+        try:
+            musicxml.write_musicxml(abc, stem + '.musicxml')
+        except ValueError as e:
+            print(f"warning: {p}: no MusicXML ({e})", file=sys.stderr)
+        if j['kind'] == 'page':
+            for i, pg in enumerate(j['pages']):
+                name = '.staves.png' if len(j['pages']) == 1 else f'.p{i + 1}.staves.png'
+                _save_png(systems.draw_systems(pg, j['systems'][i]) if j['systems'] else staves.draw_staves(pg),
+                          stem + name)
+    if attention is not None:
+        os.makedirs(attention, exist_ok=True)
+        stem = os.path.join(attention, os.path.splitext(os.path.basename(p))[0])
+        for i, (x, s) in enumerate(zip(j['xs'], jids)):
+            name = ('.attn.png' if j['kind'] == 'line' else
+                    f".{'system' if j.get('systems') else 'staff'}{i + 1}.attn.png")
+            _save_png(A.attention_picture(reader.model, x, s, reader.tok, layer=attention_layer), stem + name)
+    return 0
 
 
 if __name__ == '__main__':
