@@ -22,6 +22,7 @@ import traceback
 import numpy as np
 from PIL import Image, ImageFilter
 
+from bench.pages import engrave_page
 from core import images
 from inference import staves, systems
 
@@ -37,7 +38,6 @@ def sources(verovio_page=False, page_scale=1.0):
         out.append(im.resize((round(im.size[0] * page_scale), round(im.size[1] * page_scale)), Image.Resampling.BOX))
     out += [images.to_gray(Image.open(p)).copy() for p in sorted(glob.glob(os.path.join(ROOT, 'reader', 'samples', '*.png')))]
     if verovio_page:
-        from bench.pages import engrave_page  # verovio + resvg: optional
         with open(os.path.join(ROOT, 'reader', 'samples', 'test_0.abc')) as f:
             abc = f.read()
         music = [ln for ln in abc.splitlines() if ln and not ln[1:2] == ':']
