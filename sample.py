@@ -6,17 +6,20 @@ sample.py: transcribe images of engraved music to ABC with a trained MusicTrOCR 
     $ python sample.py --out_dir=out-quick --image=score.pdf --save_dir=preds --attention=attn
     $ python sample.py --out_dir=out-quick --image=scans/ --beam_size=4 --save_dir=preds
 
---image is one image file, a PDF, or a folder (every *.png/.jpg/.jpeg/.bmp/.gif/.tif/.tiff/.webp/.pdf
+--image is one image file, a PDF, a multi-page TIFF (GIF, WebP), or a folder (every *.png/.jpg/.jpeg/.bmp/.gif/.tif/.tiff/.webp/.pdf
 file in it, sorted by name; other files are ignored). For one input stdout is exactly its ABC, so it
 can be piped into a file; for several, each transcription is preceded by an ABC comment line
 `% <file name>`.
 
 Pages (pages.py, staves.py): with --page=auto (the default) an image that is one cropped line of
 music goes to the model as it is, exactly as before; any other image, and every PDF (rendered a page
-at a time with pypdfium2), is a page: its staves are found, cut out like training images, transcribed
-in batches and joined into ONE tune (header once, one ABC line per staff, inline [K:..]/[M:..] where
-they change). --page=yes forces page mode, --page=no line mode. A staff the model cannot read is
-reported on stderr and left out; the rest still comes out.
+at a time with pypdfium2) or image of several frames (a scanner's multi-page TIFF), is a page: its
+staves are found, cut out like training images, transcribed in batches and joined into ONE tune
+(header once, one ABC line per staff, inline [K:..]/[M:..] where they change). A file of several pages
+is one tune of all of them; a page with no staff (a title or blank page) is skipped with a note, and
+from PROGRESS_PAGES pages on each page is reported on stderr. White ink on black reads as black on
+white (images.to_gray). --page=yes forces page mode, --page=no line mode. A staff the model cannot
+read is reported on stderr and left out; the rest still comes out.
 --page=systems (a multi-voice model, issue 12) is page mode by systems: staves joined by a brace, a
 bracket or a bar line through the gap between them are one system (systems.py), each system's crop
 is one transcription (multi-voice ABC: '%%score', 'V:n' lines, one '[V:n]' line per voice), and the
@@ -44,7 +47,8 @@ Errors: a missing/empty/corrupt/non-image file, a broken or encrypted PDF, an im
 staff (blank, uniform, a photo: 'no staff found', never invented ABC), or an absurdly large image
 prints one line on stderr.
 A single bad image is fatal (exit 1). In a folder the good images are still transcribed, each bad
-one is reported and skipped, and the exit status is 1 if any image failed (so scripts notice).
+one, or one that fails in any way (an unexpected exception in the staff finder or the model included),
+is reported on one line and skipped, and the exit status is 1 if any image failed (so scripts notice).
 A prediction that verovio cannot engrave still gets its .abc; a warning goes to stderr (exit 0).
 """
 

@@ -33,6 +33,7 @@ import tempfile
 import time
 from fractions import Fraction
 
+import data
 from inference import musicxml, tune
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,6 +57,16 @@ def damaged(abc, rng):
         out['long'] = head + '\n' + '|'.join(bars[:i] + [b[:m.end()] + ' G' + b[m.end():]] + bars[i + 1:])
         out['odd_len'] = head + '\n' + '|'.join(bars[:i] + [b[:m.start()] + 'G5/2' + b[m.end():]] + bars[i + 1:])
         out['dangling_tie'] = head + '\n' + body.rstrip('|] ') + '-'
+        # ties from every note of a bar to the next, whatever its pitch (the shipped reader's 'F2- E2- |')
+        out['ties_everywhere'] = head + '\n' + '|'.join(bars[:i] + [re.sub(r"([A-Ga-g][,']*\d*/*\d*)(?![-\d/,'])", r'\1-', b)]
+                                                        + bars[i + 1:])
+    # the last bar a note short, then bars with no music and bare volta numbers ('|4- |4- |', as the
+    # reader wrote at the end of a LilyPond page): music21 then sees a short bar in mid-tune
+    core = body.rstrip('|]: ').split('|')
+    last = list(re.finditer(r"[_^=]*[A-Ga-g][,']*\d*/*\d*", core[-1]))
+    if len(core) > 1 and last:
+        b = core[-1][:last[-1].start()] + core[-1][last[-1].end():]
+        out['short_end_empty_bars'] = head + '\n' + '|'.join(core[:-1] + [b]) + '|4- |4- |'
     out['garbage'] = head + '\n' + body.replace('|', '| }$ ', 1).replace(' ', ' ,# ', 1)
     out['empty_bar'] = head + '\n' + body.rstrip('|] ') + ' | | |'
     return out
@@ -81,7 +92,6 @@ def corpus(data_dir=None, abc_dir=None, seed=0, max_labels=200):
     out = [('samples', os.path.basename(p), _read(p)) for p in sorted(glob.glob(os.path.join(ROOT, 'reader', 'samples', '*.abc')))]
     labels = [a for _, _, a in out]
     if data_dir:
-        import data
         ds = data.load_split(data_dir, 'test')
         test = list(ds['transcription'])[:max_labels]
         out += [('corpus', f'test_{i}', a) for i, a in enumerate(test)]

@@ -17,6 +17,17 @@ MuseScore then shows corrupted measures. repair_bars decides:
     bar of the same number, so that all voices of a measure add up alike (MuseScore flags a measure
     whose voices do not).
 
+What MuseScore 3 imports without one complaint (bench/musicxml_check.py counts them):
+  - every note and rest has a written value: a length no single note value (with 0-2 dots) has, a
+    model's 'G5/2' or a padding rest of 5/32, is split into values (split_len: 5/32 = 1/8 + 1/32), tied
+    for notes and chords; a tuplet whose notes were split counts them ('(3:2:4');
+  - a bar with no music (a model's '| |', a bare volta number '|4') makes no measure: its bar line merges
+    into the one before (else music21 and MuseScore see an empty measure, and a short last bar kept as
+    the pickup's complement sits in mid-tune: the issue's "complete bar not its meter's length");
+  - a tie reaches the same pitch, or is dropped (abc2xml turns 'F2- E2' into a slur, a tie at the end
+    into one with no end);
+  - each part names an instrument (with_instruments; else "no instrument found for part 'P1'").
+
 Durations follow ABC: L: unit lengths ('A2', 'A/', 'A3/2'), '(3' = three notes in the time of two,
 grace notes '{..}' take no time, a chord '[..]' lasts as long as its first note (the labels write the
 length on every chord note). Inline [M:..] / [L:..] / [K:..] fields change the meter/unit for what follows.
