@@ -77,7 +77,8 @@ def test_undamaged_labels_keep_their_text():
     assert musicxml.repair_bars(tune) == tune
 
 
-@pytest.mark.parametrize('kind', ['short', 'long', 'odd_len', 'dangling_tie', 'garbage', 'empty_bar'])
+@pytest.mark.parametrize('kind', ['short', 'long', 'odd_len', 'dangling_tie', 'ties_everywhere', 'short_end_empty_bars',
+                                  'garbage', 'empty_bar'])
 def test_damaged_labels_export_with_every_bar_full_and_every_note_written(kind):
     for i, label in enumerate([LABEL, 'M:3/4\nL:1/8\nK:F\nA2 B2 c2 | d4 z2 | F6 | G2 A2 B2 |',
                                'M:6/8\nL:1/8\nK:D\nd2e fed | A3 A2 z | d2e fed | A3 A2 z |]']):
