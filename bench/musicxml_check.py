@@ -28,7 +28,6 @@ import random
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from fractions import Fraction
