@@ -36,6 +36,15 @@ def test_staff_line_on_the_lower_or_upper_edge_is_found_not_a_crash():
         staves.find_staves(im.crop((0, 0, im.size[0], bottom - 8)))
 
 
+def test_lilypond_line_cropped_at_its_bottom_line():
+    # the case as LilyPond draws it: a bass-clef line cropped by lilypond -dcrop to its ink,
+    # the bottom staff line on the last row (tests/data/lily_bass_edge.ly)
+    im = Image.open(os.path.join(ROOT, 'tests', 'data', 'lily_bass_edge.png'))
+    pg = staves.find_staves(im)
+    assert len(pg.staves) == 1 and pg.staves[0].box[3] == im.size[1] - 1 and staves.is_single_line(pg)
+    assert pg.staves[0].crop_box == (0, 0, im.size[0], im.size[1])  # the whole line, as it is
+
+
 @pytest.mark.parametrize('size', [(1, 1), (3, 500), (500, 3), (9000, 7)])
 def test_tiny_and_degenerate_images_are_no_staff(size):
     for fill in (0, 255):
