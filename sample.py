@@ -6,8 +6,8 @@ sample.py: transcribe images of engraved music to ABC with a trained MusicTrOCR 
     $ python sample.py --out_dir=out-quick --image=score.pdf --save_dir=preds --attention=attn
     $ python sample.py --out_dir=out-quick --image=scans/ --beam_size=4 --save_dir=preds
 
---image is one image file, a PDF, a multi-page TIFF (GIF, WebP), or a folder (every *.png/.jpg/.jpeg/.bmp/.gif/.tif/.tiff/.webp/.pdf
-file in it, sorted by name; other files are ignored). For one input stdout is exactly its ABC, so it
+--image is one image file, a PDF, a multi-page TIFF (GIF, WebP), or a folder (every
+*.png/.jpg/.jpeg/.bmp/.gif/.tif/.tiff/.webp/.pdf file in it, sorted by name; other files are ignored). For one input stdout is exactly its ABC, so it
 can be piped into a file; for several, each transcription is preceded by an ABC comment line
 `% <file name>`.
 
