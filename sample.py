@@ -6,17 +6,20 @@ sample.py: transcribe images of engraved music to ABC with a trained MusicTrOCR 
     $ python sample.py --out_dir=out-quick --image=score.pdf --save_dir=preds --attention=attn
     $ python sample.py --out_dir=out-quick --image=scans/ --beam_size=4 --save_dir=preds
 
---image is one image file, a PDF, or a folder (every *.png/.jpg/.jpeg/.bmp/.gif/.tif/.tiff/.webp/.pdf
-file in it, sorted by name; other files are ignored). For one input stdout is exactly its ABC, so it
+--image is one image file, a PDF, a multi-page TIFF (GIF, WebP), or a folder (every
+*.png/.jpg/.jpeg/.bmp/.gif/.tif/.tiff/.webp/.pdf file in it, sorted by name; other files are ignored). For one input stdout is exactly its ABC, so it
 can be piped into a file; for several, each transcription is preceded by an ABC comment line
 `% <file name>`.
 
 Pages (pages.py, staves.py): with --page=auto (the default) an image that is one cropped line of
 music goes to the model as it is, exactly as before; any other image, and every PDF (rendered a page
-at a time with pypdfium2), is a page: its staves are found, cut out like training images, transcribed
-in batches and joined into ONE tune (header once, one ABC line per staff, inline [K:..]/[M:..] where
-they change). --page=yes forces page mode, --page=no line mode. A staff the model cannot read is
-reported on stderr and left out; the rest still comes out.
+at a time with pypdfium2) or image of several frames (a scanner's multi-page TIFF), is a page: its
+staves are found, cut out like training images, transcribed in batches and joined into ONE tune
+(header once, one ABC line per staff, inline [K:..]/[M:..] where they change). A file of several pages
+is one tune of all of them; a page with no staff (a title or blank page) is skipped with a note, and
+from PROGRESS_PAGES pages on each page is reported on stderr. White ink on black reads as black on
+white (images.to_gray). --page=yes forces page mode, --page=no line mode. A staff the model cannot
+read is reported on stderr and left out; the rest still comes out.
 --page=systems (a multi-voice model, issue 12) is page mode by systems: staves joined by a brace, a
 bracket or a bar line through the gap between them are one system (systems.py), each system's crop
 is one transcription (multi-voice ABC: '%%score', 'V:n' lines, one '[V:n]' line per voice), and the
@@ -44,7 +47,8 @@ Errors: a missing/empty/corrupt/non-image file, a broken or encrypted PDF, an im
 staff (blank, uniform, a photo: 'no staff found', never invented ABC), or an absurdly large image
 prints one line on stderr.
 A single bad image is fatal (exit 1). In a folder the good images are still transcribed, each bad
-one is reported and skipped, and the exit status is 1 if any image failed (so scripts notice).
+one, or one that fails in any way (an unexpected exception in the staff finder or the model included),
+is reported on one line and skipped, and the exit status is 1 if any image failed (so scripts notice).
 A prediction that verovio cannot engrave still gets its .abc; a warning goes to stderr (exit 0).
 """
 
@@ -83,6 +87,7 @@ attention_layer = 'last' # 'last' (mean of the last layer's heads) or 'all' (mea
 config_keys = [k for k, v in globals().items() if not k.startswith('_')
                and isinstance(v, (int, float, bool, str, type(None)))]
 
+PROGRESS_PAGES = 4       # a file of this many pages or more reports each page on stderr as it is read
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.pdf')
 
 
@@ -148,18 +153,24 @@ def load_input(path, img_height, max_width):
     in an image at most ~one staff tall (staves.is_single_line) is a line; an image where no staff
     is found but that is shaped like a line (at least twice as wide as high) and has staff-like dark
     rows on paper (staves.looks_like_line: a low-resolution line) is one too; a blank, uniform or
-    photo-like image is 'no staff found', in every mode; everything else is a page. PDFs are always pages. Problems -> ValueError, one line."""
-    if is_pdf(path):
+    photo-like image is 'no staff found', in every mode; everything else is a page. PDFs, and images
+    of several frames (a multi-page TIFF, an animated GIF or WebP), are always pages: all of them, one
+    tune, a page without a staff skipped with a note. Problems -> ValueError, one line."""
+    n_pages = pages.pdf_pages(path) if is_pdf(path) else pages.count_frames(path)
+    if is_pdf(path) or n_pages > 1:  # a PDF, a multi-page TIFF (a scanner's), GIF or WebP: one tune of all pages
         if page == 'no':
-            raise ValueError(f"{path}: a PDF holds pages; --page=no reads only cropped line images")
+            raise ValueError(f"{path}: it holds pages ({n_pages}); --page=no reads only cropped line images")
         found = []
-        for n, im in read_pdf(path, max_pixels):
+        frames = read_pdf(path, max_pixels) if is_pdf(path) else pages.read_frames(path, max_pixels)
+        for n, im in frames:
+            if n_pages >= PROGRESS_PAGES:
+                print(f"{path}: page {n} of {n_pages}", file=sys.stderr, flush=True)
             try:
                 found.append(staves.find_staves(im))
             except ValueError as e:
-                print(f"warning: {path}: page {n}: {e}", file=sys.stderr)
+                print(f"note: {path}: page {n} of {n_pages}: {e} (a title or blank page?); skipped", file=sys.stderr)
         if not found:
-            raise ValueError(f"{path}: no staff found")
+            raise ValueError(f"{path}: no staff found on any of its {n_pages} pages")
         return _page_input(found, img_height, max_width)
     im = read_image(path, max_pixels)
     if page == 'no' and not staves.looks_like_line(im):
@@ -212,70 +223,106 @@ def main():
     max_width = (meta.get('train_config') or {}).get('max_width', 2048)
 
     # load every input first: bad ones are reported and skipped, good ones decoded in batches
+    folder = os.path.isdir(str(image))
     jobs, failed = [], 0
     for p in paths:
         try:
             jobs.append(dict(load_input(p, img_height, max_width), path=p))
-        except (ValueError, OSError) as e:
-            if not os.path.isdir(str(image)):
-                raise  # one image asked for, and it is bad: that is the one error line
-            print(f"error: {e}", file=sys.stderr)
+        except Exception as e:  # any failure, a bug in the finder included, costs only this file
+            if not folder:
+                raise ValueError(_why(p, e)) from None  # one image asked for, and it is bad: the one error line
+            print(f"error: {_why(p, e)}", file=sys.stderr)
             failed += 1
 
     if not jobs:
         sys.exit(f"error: none of the {len(paths)} image(s) could be read")
     reader = pages.Reader(out_dir, device, batch_size, beam_size, temperature, top_k, max_new_tokens, decode)
     torch.manual_seed(seed)
-    # every line of every input in one stream of batches (a folder of line images batches as before)
-    ids = reader.decode([x for j in jobs for x in j['xs']])
-    many = len(paths) > 1
-    k = 0
-    for j in jobs:
-        p, n = j['path'], len(j['xs'])
-        jids, k = ids[k:k + n], k + n
-        abcs = [reader.tok.decode(s) for s in jids]
-        if j['kind'] == 'line':
-            abc = abcs[0]
-        else:
-            abc, skipped = tune.join_lines(abcs)
-            what = 'system' if j.get('systems') else 'staff'
-            for i in skipped:
-                print(f"warning: {p}: {what} {i + 1} of {n}: the model's transcription is not ABC "
-                      f"(no K: field or no music, or not the page's voices); left out", file=sys.stderr)
-            if not abc:
-                print(f"error: {p}: none of its {n} {'systems' if what == 'system' else 'staves'} could be transcribed",
-                      file=sys.stderr)
-                failed += 1
-                continue
-        if many:
-            print(f"% {os.path.basename(p)}")
-        print(abc, flush=True)
-        if many:
-            print()
-        if save_dir is not None:
-            why = write_outputs(save_dir, p, abc)
-            if why is not None:
-                print(f"warning: {p}: prediction could not be engraved ({why}); wrote only the .abc",
-                      file=sys.stderr)
-            stem = os.path.join(save_dir, os.path.splitext(os.path.basename(p))[0])
+    # every line of every input in one stream of batches (a folder of line images batches as before);
+    # if the model fails on that, file by file, so that a failing file is reported and the rest still read
+    try:
+        ids = reader.decode([x for j in jobs for x in j['xs']])
+        k = 0
+        for j in jobs:
+            j['ids'], k = ids[k:k + len(j['xs'])], k + len(j['xs'])
+    except Exception:
+        for j in jobs:
             try:
-                musicxml.write_musicxml(abc, stem + '.musicxml')
-            except ValueError as e:
-                print(f"warning: {p}: no MusicXML ({e})", file=sys.stderr)
-            if j['kind'] == 'page':
-                for i, pg in enumerate(j['pages']):
-                    name = '.staves.png' if len(j['pages']) == 1 else f'.p{i + 1}.staves.png'
-                    _save_png(systems.draw_systems(pg, j['systems'][i]) if j['systems'] else staves.draw_staves(pg),
-                              stem + name)
-        if attention is not None:
-            os.makedirs(attention, exist_ok=True)
-            stem = os.path.join(attention, os.path.splitext(os.path.basename(p))[0])
-            for i, (x, s) in enumerate(zip(j['xs'], jids)):
-                name = ('.attn.png' if j['kind'] == 'line' else
-                        f".{'system' if j.get('systems') else 'staff'}{i + 1}.attn.png")
-                _save_png(A.attention_picture(reader.model, x, s, reader.tok, layer=attention_layer), stem + name)
+                j['ids'] = reader.decode(j['xs'])
+            except Exception as e:
+                if not folder:
+                    raise ValueError(_why(j['path'], e)) from None
+                print(f"error: {_why(j['path'], e)}", file=sys.stderr)
+                j['ids'] = None
+                failed += 1
+    many = len(paths) > 1
+    for j in jobs:
+        if j['ids'] is None:
+            continue
+        try:
+            failed += _write_job(j, reader, many)
+        except Exception as e:
+            if not folder:
+                raise ValueError(_why(j['path'], e)) from None
+            print(f"error: {_why(j['path'], e)}", file=sys.stderr)
+            failed += 1
     if failed:
         sys.exit(f"error: {failed} of {len(paths)} image(s) could not be read")
+
+
+def _why(path, e):
+    """An exception while reading one file -> one line naming the file. A ValueError/OSError is the
+    expected kind (its message names the file already); anything else is a bug, named as such."""
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if isinstance(e, (ValueError, OSError)):
+        return msg if str(path) in msg else f"{path}: {msg}"
+    return f"{path}: unexpected {type(e).__name__}: {msg} (a bug: please report it with this file)"
+
+
+def _write_job(j, reader, many):
+    """Print (and with --save_dir write) one file's transcription. -> 1 if it failed, else 0."""
+    p, n, jids = j['path'], len(j['xs']), j['ids']
+    abcs = [reader.tok.decode(s) for s in jids]
+    if j['kind'] == 'line':
+        abc = abcs[0]
+    else:
+        abc, skipped = tune.join_lines(abcs)
+        what = 'system' if j.get('systems') else 'staff'
+        for i in skipped:
+            print(f"warning: {p}: {what} {i + 1} of {n}: the model's transcription is not ABC "
+                  f"(no K: field or no music, or not the page's voices); left out", file=sys.stderr)
+        if not abc:
+            print(f"error: {p}: none of its {n} {'systems' if what == 'system' else 'staves'} could be transcribed",
+                  file=sys.stderr)
+            return 1
+    if many:
+        print(f"% {os.path.basename(p)}")
+    print(abc, flush=True)
+    if many:
+        print()
+    if save_dir is not None:
+        why = write_outputs(save_dir, p, abc)
+        if why is not None:
+            print(f"warning: {p}: prediction could not be engraved ({why}); wrote only the .abc",
+                  file=sys.stderr)
+        stem = os.path.join(save_dir, os.path.splitext(os.path.basename(p))[0])
+        try:
+            musicxml.write_musicxml(abc, stem + '.musicxml')
+        except ValueError as e:
+            print(f"warning: {p}: no MusicXML ({e})", file=sys.stderr)
+        if j['kind'] == 'page':
+            for i, pg in enumerate(j['pages']):
+                name = '.staves.png' if len(j['pages']) == 1 else f'.p{i + 1}.staves.png'
+                _save_png(systems.draw_systems(pg, j['systems'][i]) if j['systems'] else staves.draw_staves(pg),
+                          stem + name)
+    if attention is not None:
+        os.makedirs(attention, exist_ok=True)
+        stem = os.path.join(attention, os.path.splitext(os.path.basename(p))[0])
+        for i, (x, s) in enumerate(zip(j['xs'], jids)):
+            name = ('.attn.png' if j['kind'] == 'line' else
+                    f".{'system' if j.get('systems') else 'staff'}{i + 1}.attn.png")
+            _save_png(A.attention_picture(reader.model, x, s, reader.tok, layer=attention_layer), stem + name)
+    return 0
 
 
 if __name__ == '__main__':

@@ -14,15 +14,33 @@ from PIL import Image
 
 
 def to_gray(im):
-    """PIL image of any mode -> mode "L", with transparent areas turned into white paper (not black)."""
-    if im.mode == "L":
+    """PIL image of any mode -> mode "L", with transparent areas turned into white paper (not black),
+    and white ink on a dark background (some scanners, screenshots of dark themes) turned into dark
+    ink on white paper (see paper_up)."""
+    if im.mode != "L":
+        if im.mode in ("LA", "RGBA", "PA") or (im.mode == "P" and "transparency" in im.info):
+            im = im.convert("RGBA")
+            paper = Image.new("RGBA", im.size, (255, 255, 255, 255))
+            paper.alpha_composite(im)
+            im = paper
+        im = im.convert("L")
+    return paper_up(im)
+
+
+def paper_up(im):
+    """An "L" image whose background is dark and whose minority is bright (white ink on black) ->
+    inverted; any other image is returned as it is. Music is sparse ink on paper: the median pixel is
+    the paper. It must be dark (< 96) and the brightest 1% well above it (>= 64 levels: there is light
+    ink), so a uniformly dark or noisy image is left alone. Idempotent: an inverted page has light paper.
+    Training images (white paper) are never touched."""
+    if im.size[0] < 1 or im.size[1] < 1:
         return im
-    if im.mode in ("LA", "RGBA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        im = im.convert("RGBA")
-        paper = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        paper.alpha_composite(im)
-        im = paper
-    return im.convert("L")
+    a = np.asarray(im)
+    step = max(1, int(math.sqrt(a.size / 20_000)))  # ~20k pixels on a grid are plenty for two percentiles
+    med, hi = np.percentile(a[::step, ::step], [50, 99])
+    if med < 96 and hi - med >= 64:
+        return im.point(lambda v: 255 - v)
+    return im
 
 
 def resize_to_height(im, img_height, max_width):

@@ -17,6 +17,17 @@ MuseScore then shows corrupted measures. repair_bars decides:
     bar of the same number, so that all voices of a measure add up alike (MuseScore flags a measure
     whose voices do not).
 
+What MuseScore 3 imports without one complaint (bench/musicxml_check.py counts them):
+  - every note and rest has a written value: a length no single note value (with 0-2 dots) has, a
+    model's 'G5/2' or a padding rest of 5/32, is split into values (split_len: 5/32 = 1/8 + 1/32), tied
+    for notes and chords; a tuplet whose notes were split counts them ('(3:2:4');
+  - a bar with no music (a model's '| |', a bare volta number '|4') makes no measure: its bar line merges
+    into the one before (else music21 and MuseScore see an empty measure, and a short last bar kept as
+    the pickup's complement sits in mid-tune: the issue's "complete bar not its meter's length");
+  - a tie reaches the same pitch, or is dropped (abc2xml turns 'F2- E2' into a slur, a tie at the end
+    into one with no end);
+  - each part names an instrument (with_instruments; else "no instrument found for part 'P1'").
+
 Durations follow ABC: L: unit lengths ('A2', 'A/', 'A3/2'), '(3' = three notes in the time of two,
 grace notes '{..}' take no time, a chord '[..]' lasts as long as its first note (the labels write the
 length on every chord note). Inline [M:..] / [L:..] / [K:..] fields change the meter/unit for what follows.
@@ -80,6 +91,57 @@ def _rest(units):
     return f'z{units.numerator if units.numerator != 1 else ""}/{units.denominator}'
 
 
+# note values MuseScore (and MusicXML's <type>) can write: 1/128 .. a long (4 whole notes), with 0-2 dots
+WRITTEN = sorted({Fraction(2) ** k * f for k in range(-7, 3) for f in (Fraction(1), Fraction(3, 2), Fraction(7, 4))},
+                 reverse=True)
+
+
+def split_len(d):
+    """A duration in whole notes -> the written values that add up to it, longest first (greedy):
+    5/32 -> [1/8, 1/32], 5/16 -> [1/4, 1/16], 3/8 -> [3/8] (a dotted quarter). A note or rest of a
+    length no single value has (a model's 'G5/2', a padding rest) is written as these, tied for a
+    note, so that every <note>'s type and dots equal its duration (MuseScore otherwise reports
+    'calculated duration not equal to specified duration' and refills the bar its own way).
+    Anything shorter than a 128th is dropped (no notation has it)."""
+    out, d = [], Fraction(d)
+    for w in WRITTEN:
+        while d >= w:
+            out.append(w)
+            d -= w
+    return out
+
+
+def _len_text(units):
+    """a length in L-units as ABC's suffix: '', 2, /, 3/2, 1/3."""
+    return _rest(units)[1:]
+
+
+def _split_token(kind, text, d, unit):
+    """one note/rest/chord token whose duration d no single written value has -> (its text as
+    several tokens, tied for notes and chords, number of pieces). A representable one is unchanged."""
+    if d is None or d in WRITTEN or d <= 0:
+        return text, 1
+    parts = split_len(d) or [WRITTEN[-1]]
+    if kind == 'rest':
+        return ' '.join(text[0] + _len_text(w / unit) for w in parts), len(parts)
+    if kind == 'note':
+        m = re.match(r"^([_^=]*)([A-Ga-g][,']*)", text)
+        acc, pitch = m.group(1), m.group(2)
+        tie = '-' if text.rstrip().endswith('-') else ''
+        notes = [(acc if i == 0 else '') + pitch + _len_text(w / unit) for i, w in enumerate(parts)]
+        return '-'.join(notes) + tie, len(parts)
+    # a chord: each note tied to itself in the next piece, '-' after every note ([C2-E2-][C/E/])
+    inner = text[1:text.rindex(']')]
+    pitches = [m.group(1) + m.group(2) for m in re.finditer(r"([_^=]*)([A-Ga-g][,']*)\d*/*\d*", inner)]
+    plain = [re.sub(r'^[_^=]*', '', q) for q in pitches]
+    chords = []
+    for i, w in enumerate(parts):
+        ps = pitches if i == 0 else plain
+        last = i == len(parts) - 1
+        chords.append('[' + ''.join(q + _len_text(w / unit) + ('' if last else '-') for q in ps) + ']')
+    return ''.join(chords), len(parts)
+
+
 def _events(tokens):
     """tokens of one bar -> list of [start index, end index (exclusive), duration in whole notes or
     None for fields] per timed event; a '(3' groups the next three notes/rests/chords into one event."""
@@ -87,10 +149,12 @@ def _events(tokens):
     while i < n:
         kind, text, d = tokens[i]
         if kind == 'tuplet':
-            p = int(text[1])
-            q = {2: 3, 3: 2, 4: 3, 6: 2, 8: 3}.get(p, 2)
+            pqr = [int(x) if x else None for x in text[1:].split(':')] + [None, None]
+            p = pqr[0]
+            q = pqr[1] or {2: 3, 3: 2, 4: 3, 6: 2, 8: 3}.get(p, 2)
+            r = pqr[2] or p  # (p:q:r: p notes in the time of q, for the next r notes
             j, got, dur = i + 1, 0, Fraction(0)
-            while j < n and got < p:
+            while j < n and got < r:
                 if tokens[j][0] in ('note', 'rest', 'chord'):
                     got += 1
                     dur += tokens[j][2]
@@ -194,25 +258,122 @@ def repair_bars(abc):
     goal = {}
     for k, (_, total, _, _) in plan.items():
         goal[nth[k]] = max(goal.get(nth[k], 0), total)
-    texts = {}
+    texts, prev = {}, {}  # prev: voice -> [line, index in texts[line], text, closing bar line, extra]
     for k, (li, v, toks, mlen, u) in enumerate(bars):
+        closing = toks[-1][1] if toks and toks[-1][0] == 'bar' else None
         if k not in plan:
-            texts.setdefault(li, []).append(''.join(t[1] for t in toks))
+            text = ''.join(t[1] for t in toks)
+            if not _events(toks) and closing is not None and v in prev:
+                # an empty bar (a model's '| |', a volta with no music): abc2xml would make it a measure
+                # with no notes (MuseScore: 'empty bar type'; music21: a 0-length bar); its bar line
+                # merges into the bar line before it instead
+                pv = prev[v]
+                # (a volta number on the bar line before was the empty bar's: it goes with it)
+                pv[3] = _merge_bars(re.sub(r'(?<=\|)\d+$', '', pv[3]) if pv[3] else pv[3], closing)
+                extra = ' '.join(t[1] for t in toks[:-1] if t[0] in ('field', 'deco', 'comment')).strip()
+                pv[4] = (pv[4] + ' ' + extra).strip()
+                texts[pv[0]][pv[1]] = pv[2] + (' ' + pv[3] + ' ' if pv[3] else ' ') + (pv[4] + ' ' if pv[4] else '')
+                continue
+            texts.setdefault(li, []).append(text)
+            if text.strip():
+                prev[v] = [li, len(texts[li]) - 1, ''.join(t[1] for t in (toks[:-1] if closing else toks)).rstrip(), closing, '']
             continue
-        ev, total, closing, keep_short = plan[k]
+        ev, total, _, keep_short = plan[k]
         body = list(toks[:-1]) if closing is not None else list(toks)
         if len(ev) < len(_events(toks)):  # trimmed: cut the tokens after the last event kept
             s = _events(toks)[len(ev)][0]
             body = body[:s] + [t for t in body[s:] if t[0] in ('field',)]
-        text = ''.join(t[1] for t in body).rstrip()
+        text = _written(body, u).rstrip()
         want = goal[nth[k]] if keep_short else mlen
         if total < want:
-            text += ' ' + _rest((want - total) / u)
+            text += ' ' + ' '.join(_rest(w / u) for w in split_len(want - total))
         texts.setdefault(li, []).append(text + (' ' + closing + ' ' if closing else ''))
+        prev[v] = [li, len(texts[li]) - 1, text, closing, '']
     for li in range(len(lines)):
         if out_lines[li] is None:
             out_lines[li] = re.sub(r' +', ' ', ''.join(texts.get(li, []))).strip()
+    out_lines = _fix_ties(out_lines)
     return '\n'.join(out_lines)
+
+
+def _merge_bars(a, b):
+    """the bar line before an empty bar (a; None at a line's end) and the empty bar's own (b) -> the
+    one bar line that replaces both: a repeat or final bar wins over a plain '|', a bare volta
+    number with no music is dropped, two repeats make ':||:'."""
+    if a is None or a == '|':
+        return b if not re.fullmatch(r'\|\d+', b) else '|'
+    if re.fullmatch(r'\|\d*', b):
+        return a
+    if a.startswith(':') and b == '|]':
+        return a + ']' if not a.endswith(']') else a
+    if a.startswith(':') and b.endswith(':'):
+        return a + b
+    return b
+
+
+def _fix_ties(lines):
+    """A tie ('-' after a note) must reach the same pitch: abc2xml turns a tie into a rest, another
+    pitch or nothing (a model's 'F2- E2', a tie at the tune's end) into a slur or a tie with no end,
+    and MuseScore reports 'duplicate slur start' / 'next note for tie not found'. Such a '-' is
+    dropped; ties of chords are kept unless what follows is a rest or nothing. Per voice, across
+    bars and lines (a tie may cross a line break)."""
+    toks, voice, pend = {}, None, {}  # pend: voice -> (line, token index, pitch or None for a chord)
+    for li, ln in enumerate(lines):
+        if ln.lstrip().startswith('%') or re.match(r'^[A-Za-z]:', ln.strip()):
+            m = re.match(r'^V:\s*(\S+)', ln.strip())
+            voice = m.group(1) if m else voice
+            continue
+        vm = _VOICE.match(ln)
+        if vm:
+            voice = vm.group(1)
+        tl = [[t.lastgroup, t.group()] for t in _TOKEN.finditer(ln)]
+        toks[li] = tl
+        for i, (kind, text) in enumerate(tl):
+            if kind == 'field' and text[1] == 'V' and text[3:-1].split():
+                voice = text[3:-1].split()[0]
+            if kind not in ('note', 'rest', 'chord'):
+                continue
+            if voice in pend:
+                pli, pi, pitch = pend.pop(voice)
+                here = re.sub(r'^[_^=]*', '', re.match(r"^[_^=]*[A-Ga-g][,']*", text).group()) if kind == 'note' else None
+                if kind == 'rest' or (pitch is not None and here != pitch):
+                    toks[pli][pi][1] = ''
+            j = i + 1
+            while j < len(tl) and tl[j][0] == 'space':
+                j += 1
+            if kind != 'rest' and j < len(tl) and tl[j] == ['other', '-']:
+                pitch = re.sub(r'^[_^=]*', '', re.match(r"^[_^=]*[A-Ga-g][,']*", text).group()) if kind == 'note' else None
+                pend[voice] = (li, j, pitch)
+    for pli, pi, _ in pend.values():  # a tie at the end of a voice: nothing to tie to
+        toks[pli][pi][1] = ''
+    return [''.join(t[1] for t in toks[li]) if li in toks else ln for li, ln in enumerate(lines)]
+
+
+def _written(body, unit):
+    """a bar's tokens -> its text with every note, rest and chord of a length no single note value has
+    split into written values (_split_token); a tuplet whose notes were split counts them ('(3' ->
+    '(3:2:4'). Tokens that need nothing are kept exactly as written."""
+    out, tup = [], None  # tup: [index in out, p, q, notes left, pieces so far]
+    for kind, text, d in body:
+        if kind == 'tuplet':
+            pqr = [int(x) if x else None for x in text[1:].split(':')] + [None, None]
+            q = pqr[1] or {2: 3, 3: 2, 4: 3, 6: 2, 8: 3}.get(pqr[0], 2)
+            tup = [len(out), pqr[0], q, pqr[2] or pqr[0], 0, text]
+            out.append(text)
+            continue
+        if kind in ('note', 'rest', 'chord'):
+            new, pieces = _split_token(kind, text, d, unit)
+            out.append(new)
+            if tup is not None:
+                tup[3] -= 1
+                tup[4] += pieces
+                if tup[3] == 0:
+                    if tup[4] != (tup[5].count(':') == 2 and int(tup[5].split(':')[2] or 0) or tup[1]):
+                        out[tup[0]] = f'({tup[1]}:{tup[2]}:{tup[4]}'
+                    tup = None
+            continue
+        out.append(text)
+    return ''.join(out)
 
 
 def to_musicxml(abc, title=None):
@@ -238,7 +399,26 @@ def to_musicxml(abc, title=None):
     if not docs:
         why = [ln for ln in err.getvalue().splitlines() if ln.strip() and 'skipped header' not in ln]
         raise ValueError(f"abc2xml could not convert the ABC ({(why or ['no tune'])[0].strip('- ')})")
-    return fixDoctype(docs[0])
+    return with_instruments(fixDoctype(docs[0]))
+
+
+def with_instruments(xml):
+    """abc2xml's <score-part>s name no instrument; MuseScore 3 then reports "no instrument found for
+    part 'P1'" on import and picks one itself. Each part gets a named part, a <score-instrument> and a
+    <midi-instrument> (General MIDI 1, acoustic grand piano; channel per part, skipping 10, drums),
+    as MuseScore's own exports write them. Parts that have an instrument are left alone."""
+    def add(m):
+        block, pid = m.group(0), m.group(1)
+        if '<score-instrument' in block:
+            return block
+        n = int(re.sub(r'\D', '', pid) or 1)
+        ch = n if n < 10 else n + 1
+        block = re.sub(r'<part-name\s*/>', f'<part-name>Music {n}</part-name>' if n > 1 else '<part-name>Music</part-name>', block)
+        inst = (f'<score-instrument id="{pid}-I1"><instrument-name>Piano</instrument-name></score-instrument>'
+                f'<midi-instrument id="{pid}-I1"><midi-channel>{min(ch, 16)}</midi-channel>'
+                f'<midi-program>1</midi-program><volume>80</volume><pan>0</pan></midi-instrument>')
+        return block.replace('</score-part>', inst + '</score-part>')
+    return re.sub(r'<score-part id="([^"]+)">.*?</score-part>', add, xml, flags=re.S)
 
 
 def write_musicxml(abc, path, title=None):

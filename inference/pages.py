@@ -2,8 +2,9 @@
 inference/pages.py: read whole pages. Files in (images and PDFs), staves found and cut (staves.py), every
 staff transcribed by the model in batches (Reader), and the lines joined into one tune (tune.py).
 
-    path --read_image / read_pdf--> page images (PDF pages rendered one at a time with pypdfium2, at
-      the DPI that gives a staff space of ~20 px, the middle of the training range 18-27 px)
+    path --read_image / read_frames / read_pdf--> page images (the frames of a multi-page TIFF, GIF or
+      WebP one at a time; PDF pages rendered one at a time with pypdfium2, at the DPI that gives a
+      staff space of ~20 px, the middle of the training range 18-27 px)
     page --staves.find_staves--> crops --Reader.read--> one ABC per staff --tune.join_lines--> one tune
 
 A staff whose transcription is not ABC (no K: field, or no music) is left out and reported, and the
@@ -51,6 +52,59 @@ def read_image(path, max_pixels):
     except Exception as e:  # PIL: UnidentifiedImageError, truncated files, bombs, OSError ...
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ValueError(f"{path}: not a readable image ({msg})") from None
+
+
+def count_frames(path):
+    """Pages (frames) in an image file: a multi-page TIFF (a document scanner's usual output), an
+    animated GIF or WebP; 1 for any other image. Unreadable -> ValueError, one line."""
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{path}: empty file")
+    try:
+        with Image.open(path) as im:
+            return int(getattr(im, 'n_frames', 1) or 1)
+    except Exception as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"{path}: not a readable image ({msg})") from None
+
+
+def read_frames(path, max_pixels):
+    """Yield (page number from 1, grayscale PIL image) for every frame of an image file, one frame
+    in memory at a time, as read_image reads one (size limit, transparency as paper, white ink on
+    black inverted). Errors -> ValueError, one line naming the file and page."""
+    n = count_frames(path)
+    for i in range(n):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter('error', Image.DecompressionBombWarning)
+                with Image.open(path) as im:
+                    im.seek(i)
+                    w, h = im.size
+                    if w * h > max_pixels:
+                        raise ValueError(f"page {i + 1} too large ({w}x{h} = {w * h:,} pixels > max_pixels={max_pixels:,})")
+                    gray = images.to_gray(im)
+                    gray.load()
+                    gray = gray.copy() if gray is im else gray  # outlives the file
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+        except Exception as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ValueError(f"{path}: page {i + 1} is not a readable image ({msg})") from None
+        yield i + 1, gray
+
+
+def pdf_pages(path):
+    """The number of pages of a PDF (ValueError, one line, if it cannot be opened)."""
+    import pypdfium2 as pdfium
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{path}: empty file")
+    try:
+        pdf = pdfium.PdfDocument(path)
+    except Exception as e:
+        raise _pdf_error(path, e) from None
+    try:
+        return len(pdf)
+    finally:
+        pdf.close()
 
 
 def _pdf_error(path, e):

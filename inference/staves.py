@@ -280,7 +280,9 @@ def find_staves(image, max_skew=MAX_SKEW, crops=True):
     for g in groups:
         ys = [l[0] for l in g]
         x0, x1 = int(np.median([l[1] for l in g])), int(np.median([l[2] for l in g]))
-        boxes.append((x0, int(np.floor(ys[0] - t / 2)), x1, int(np.ceil(ys[-1] + t / 2)), ys))
+        # a line on the image's first or last row (a crop cut at the staff, low notes at the edge) would
+        # put the box's outer row outside the image: clamp it, the row grown from must exist
+        boxes.append((x0, max(0, int(np.floor(ys[0] - t / 2))), x1, min(H - 1, int(np.ceil(ys[-1] + t / 2))), ys))
     staves = []
     for k, (x0, y0, x1, y1, ys) in enumerate(boxes):
         s = float(np.mean(np.diff(ys)))

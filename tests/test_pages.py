@@ -111,8 +111,9 @@ def test_repair_bars_numbers():
     # a triplet counts 2/3, a grace nothing; an over-long triplet is dropped whole
     assert r('M:2/4\nL:1/8\nK:C\nA4 | {g}(3ABc B | A2 B2 (3ABc | c4 |]') == \
         'M:2/4\nL:1/8\nK:C\nA4 | {g}(3ABc B z | A2 B2 | c4 |]'
-    # the short bar before ':|' that completes the pickup stays short; other bars are padded
-    assert r('M:6/8\nL:1/8\nK:D\nA | d3 d2 | d6 | d5 :|\nd6 |]') == 'M:6/8\nL:1/8\nK:D\nA | d3 d2 z | d6 | d5 :|\nd6 |]'
+    # the short bar before ':|' that completes the pickup stays short; other bars are padded; a 5/8 note
+    # (no single note value) is written tied, as a half and an eighth
+    assert r('M:6/8\nL:1/8\nK:D\nA | d3 d2 | d6 | d5 :|\nd6 |]') == 'M:6/8\nL:1/8\nK:D\nA | d3 d2 z | d6 | d4-d :|\nd6 |]'
     # inline meter changes and L:1/16 are followed
     assert r('M:2/4\nL:1/16\nK:C\nc4 | c8 | [M:3/4] c8 | c12 |]') == 'M:2/4\nL:1/16\nK:C\nc4 | c8 | [M:3/4] c8 z4 | c12 |]'
 

@@ -189,3 +189,51 @@ def test_decode_ctc_needs_a_ctc_head(run_dir):
     assert 'has no CTC head' in line
     line = one_error_line(run(f'--out_dir={out}', f'--image={imgs / "tune0.png"}', '--decode=beam'))
     assert "decode must be 'auto', 'attention' or 'ctc'" in line
+
+
+def test_folder_skips_a_file_the_finder_or_the_model_crashes_on(run_dir, tmp_path, monkeypatch, capsys):
+    # any exception (a bug) in the staff finder or the model costs only its file: one line on stderr,
+    # the rest still written, exit status 1 at the end. The failures are injected for two marked files.
+    out, imgs = run_dir
+    from PIL import Image
+    folder, save = tmp_path / 'mixed', tmp_path / 'pred'
+    shutil.copytree(imgs, folder)
+    with Image.open(imgs / 'tune0.png') as im:
+        g = im.convert('L')
+    g.putpixel((0, 0), 7)  # the finder's bug fires on this file
+    g.save(folder / 'a_finder_bug.png')
+    wide = Image.new('L', (g.size[0] + 333, g.size[1]), 255)
+    wide.paste(g.convert('L'), (0, 0))
+    wide.putpixel((0, 0), 255)
+    wide.save(folder / 'b_model_bug.png')
+    bad_w = sample.load_image(str(folder / 'b_model_bug.png'), IMG_H, 1024, 10**8).shape[-1]
+    find, decode = sample.staves.find_staves, sample.pages.Reader.decode
+
+    def buggy_find(im, *a, **k):
+        if im.getpixel((0, 0)) == 7:
+            raise IndexError('index 100 is out of bounds for axis 0 with size 100')
+        return find(im, *a, **k)
+
+    def buggy_decode(self, xs):
+        if any(x.shape[-1] == bad_w for x in xs):
+            raise RuntimeError('CUDA error: an illegal memory access was encountered')
+        return decode(self, xs)
+
+    monkeypatch.setattr(sample.staves, 'find_staves', buggy_find)
+    monkeypatch.setattr(sample.pages.Reader, 'decode', buggy_decode)
+    for k, v in dict(out_dir=str(out), image=str(folder), save_dir=str(save), max_new_tokens=60, page='auto',
+                     beam_size=1, attention=None).items():
+        monkeypatch.setattr(sample, k, v)
+    with pytest.raises(SystemExit) as e:
+        sample.main()
+    assert str(e.value) == 'error: 2 of 4 image(s) could not be read'
+    cap = capsys.readouterr()
+    assert cap.out == f'% tune0.png\n{TUNES[0]}\n\n% tune1.png\n{TUNES[1]}\n\n'
+    errs = cap.err.strip().splitlines()
+    assert len(errs) == 2 and 'a_finder_bug.png: unexpected IndexError' in errs[0]
+    assert 'b_model_bug.png: unexpected RuntimeError' in errs[1]
+    assert sorted(p.name for p in save.glob('*.abc')) == ['tune0.abc', 'tune1.abc']
+    # one file asked for, and it fails: one line (a ValueError that __main__ prints), no traceback
+    monkeypatch.setattr(sample, 'image', str(folder / 'a_finder_bug.png'))
+    with pytest.raises(ValueError, match='a_finder_bug.png: unexpected IndexError'):
+        sample.main()
