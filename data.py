@@ -13,7 +13,8 @@ tokenizer. This file turns it into training batches (the scores are metrics.py's
                                   width-bucketed and DDP-aware; eval_batches, the fixed eval batches
 
 Run `python data.py --export=3 --split=test` to write the first test images with their labels
-(`python bench_data.py` measures loader and metric speed).
+(`python bench_data.py` measures loader and metric speed), `python data.py --degrade_test` to add a
+test_scan split: the test images printed and scanned (degrade.py) with a fixed seed.
 """
 
 import io
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+import degrade
 import images
 from checkpoint import atomic_path, atomic_write
 
@@ -227,13 +229,16 @@ class OMRDataset(torch.utils.data.Dataset):
     but there is no reason to move 3x the bytes around before collate stacks the batch."""
 
     def __init__(self, data_dir, split, tokenizer, img_height=224, max_width=2048, max_len=None,
-                 augment=False, shape=False, seed=0, cache=False, exclude_fonts=()):
+                 augment=False, shape=False, seed=0, cache=False, exclude_fonts=(), scan=0.0, scan_preset='medium'):
         import datasets
         # a list of prepared dirs = one mixed corpus (train.py's data_mix): their splits end to end
         dirs = [data_dir] if isinstance(data_dir, (str, os.PathLike)) else list(data_dir)
         self.data_dir, self.split, self.tokenizer = str(dirs[0]), split, tokenizer  # the cache lives in the first
         self.img_height, self.max_width, self.augment, self.seed = img_height, max_width, augment, seed
         self.shape = shape  # with augment: images.shape_augment too (glyph shapes, for unseen fonts)
+        self.scan, self.scan_preset = scan, scan_preset  # this share of items printed and scanned (degrade.scan)
+        if scan and scan_preset not in degrade.PRESETS:
+            raise ValueError(f"unknown scan preset {scan_preset!r}; choose from {', '.join(degrade.PRESETS)}")
         self.epoch = 0
         self._pixels = None  # the decoded-image cache (see cache_images), a memory-mapped uint8 array
         ds = load_split(dirs[0], split)
@@ -342,12 +347,27 @@ class OMRDataset(torch.utils.data.Dataset):
             arr = np.array(self._pixels[a:b]).reshape(self.img_height, -1)  # (H, W) uint8, a copy
         else:
             arr = self.load_image(row)
+        if self.scan > 0:
+            arr = self.scan_image(arr, row)
         text = self.texts[row]
         x = torch.from_numpy(arr).unsqueeze(0).float().div_(255.0)  # (1, H, W)
         if self.augment:
             g = torch.Generator().manual_seed(hash((self.seed, self.epoch, row)) & 0x7FFF_FFFF_FFFF_FFFF)
             x = images.augment_image(x, g, shape=self.shape, max_width=self.max_width)
         return dict(image=x.expand(3, -1, -1), ids=self.tokenizer.encode(text), text=text, index=row)
+
+    def scan_image(self, arr, row):
+        """With probability self.scan, the (img_height, W) uint8 image printed and scanned (degrade.scan at
+        self.scan_preset), drawn per step from (seed, epoch, row) like augment_image: a fresh look every
+        epoch, the same one for any number of workers. A rotation grows the canvas; the result is scaled
+        back to img_height as images.preprocess scales a tilted line a user crops."""
+        rng = np.random.default_rng([self.seed & 0xFFFF_FFFF, self.epoch, row, 24])  # 24: the issue, a stream of its own
+        if rng.random() >= self.scan:
+            return arr
+        out = degrade.scan(arr, rng, self.scan_preset)
+        if out.shape[0] != self.img_height:
+            out = images.preprocess(Image.fromarray(out), self.img_height, self.max_width)
+        return out
 
     def widths(self):
         """Width of every sample after resizing (np.int64, aligned with this dataset's positions), read
@@ -523,11 +543,19 @@ if __name__ == "__main__":
     p.add_argument("--out", default="samples")
     p.add_argument("--data_dir", default="data/m21/quick")
     p.add_argument("--split", default="train")
+    p.add_argument("--degrade_test", action="store_true",
+                   help="write test_scan: the test split printed and scanned (degrade.py), for paired clean/scan SER")
+    p.add_argument("--preset", default="medium", help="with --degrade_test: light, medium or heavy (test_scan_<preset>)")
+    p.add_argument("--degrade_seed", type=int, default=0, help="with --degrade_test: the fixed seed of the copy")
     args = p.parse_args()
-    if not args.export:
+    if not (args.export or args.degrade_test):
         p.print_help()
         sys.exit(0)
     try:
-        export(args.data_dir, args.split, args.export, args.out)
+        if args.degrade_test:
+            name = degrade.degrade_split(args.data_dir, "test", args.preset, args.degrade_seed)
+            print(f"wrote split {name} of {args.data_dir} ({args.preset}, seed {args.degrade_seed})")
+        if args.export:
+            export(args.data_dir, args.split, args.export, args.out)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         sys.exit(f"error: {e}")

@@ -69,6 +69,8 @@ max_width = 2048  # wider images are scaled down to this width
 num_workers = 4  # DataLoader worker processes (0 = load in the main process)
 augment = False  # data.py's light augmentation (blur, noise, small rotation, contrast)
 augment_shape = False  # with augment: also stroke weight, elastic warp and width (images.shape_augment)
+augment_scan = 0.0  # > 0: this share of train images printed and scanned per step (degrade.py: paper, blur, JPEG, ...)
+augment_scan_preset = 'medium'  # degrade.PRESETS: 'light', 'medium' or 'heavy'
 cache_images = False  # decode + resize every image once into data_dir/cache/ (a memory map): no PNG work per step
 holdout_font = None  # e.g. 'Petaluma': train and val never see this engraving font; final_eval scores it apart
 tokenizer_vocab = 0  # 0 = data_dir's tokenizer; > 0 = train a BPE of this size on the train labels into out_dir
@@ -141,6 +143,8 @@ if batch_size < 1 or gradient_accumulation_steps < 1:
     die("batch_size and gradient_accumulation_steps must be >= 1")
 if not 0.0 <= ctc_weight <= 1.0:
     die(f"ctc_weight must be in [0, 1], got {ctc_weight}")
+if not 0.0 <= augment_scan <= 1.0:
+    die(f"augment_scan is the share of train images scanned per step, in [0, 1], got {augment_scan}")
 if ctc_weight > 0 and not collapse_height:
     die("ctc_weight > 0 needs collapse_height=True (CTC reads one frame per image column)")
 if init_from == 'auto':  # one sbatch line for the first launch and every requeue
@@ -217,7 +221,8 @@ try:  # a missing dir fails in load_split, with the command that prepares it
     no_font = (holdout_font,) if holdout_font else ()
     for _err in filter(None, (data.holdout_error(d, holdout_font) for d in data_dirs)):
         die(_err)
-    train_ds = data.OMRDataset(data_dirs, 'train', augment=augment, shape=augment_shape, seed=seed, exclude_fonts=no_font, **dataset_kw)
+    train_ds = data.OMRDataset(data_dirs, 'train', augment=augment, shape=augment_shape, seed=seed, exclude_fonts=no_font,
+                               scan=augment_scan, scan_preset=augment_scan_preset, **dataset_kw)
     val_ds = data.OMRDataset(data_dirs, 'val', exclude_fonts=no_font, **dataset_kw)
     test_ds = data.OMRDataset(data_dirs, 'test', **dataset_kw)  # every font: final_eval scores each one
 except (FileNotFoundError, ValueError) as e:
