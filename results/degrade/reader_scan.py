@@ -5,7 +5,8 @@ results/degrade/reader_scan.py: what a scanned look does to the shipped reader (
                  degrade.scan (per preset), how many sample.py turns down as 'no staff found' (both
                  --page=auto and --page=no, through sample.load_input itself), and how many it reads
                  as a page instead of a line.
-  --what=ser     SER of the shipped reader (pages.Reader, line mode, greedy attention) on the test split
+  --what=ser     SER of the shipped reader (or --out_dir's checkpoint; pages.Reader, line mode, its
+                 decoding) on the test split
                  and on its degraded copy (data.py --degrade_test: the same excerpts), plus the SER
                  sample.py --page=auto would give, a rejected line counting as an empty transcription.
 
@@ -76,7 +77,7 @@ def ser(args):
     dd = json.load(open(os.path.join(args.data_dir, 'dataset_dict.json')))
     if split_scan not in dd['splits'] or args.rebuild:
         degrade.degrade_split(args.data_dir, 'test', args.preset, args.seed)
-    reader = pages.Reader('reader', batch_size=16)
+    reader = pages.Reader(args.out_dir, batch_size=16)
     res = {}
     with tempfile.TemporaryDirectory() as tmp:
         for split in ('test', split_scan):
@@ -111,6 +112,7 @@ def main():
     ap.add_argument('--preset', default='medium')
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--rebuild', action='store_true')
+    ap.add_argument('--out_dir', default='reader', help='with --what=ser: the checkpoint to score (default: the shipped reader)')
     ap.add_argument('--json', default=None)
     args = ap.parse_args()
     res = reject(args) if args.what == 'reject' else ser(args)
