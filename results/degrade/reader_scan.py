@@ -10,7 +10,7 @@ results/degrade/reader_scan.py: what a scanned look does to the shipped reader (
                  and on its degraded copy (data.py --degrade_test: the same excerpts), plus the SER
                  sample.py --page=auto would give, a rejected line counting as an empty transcription.
 
-    python results/degrade/reader_scan.py --what=reject --data_dir=data/m21/q200 --n=200
+    python results/degrade/reader_scan.py --what=reject --data_dir=data/m21/q200 --n=200 [--rev=8b7345c]
     python results/degrade/reader_scan.py --what=ser --data_dir=data/m21/quick
 """
 import argparse
@@ -114,7 +114,19 @@ def main():
     ap.add_argument('--rebuild', action='store_true')
     ap.add_argument('--out_dir', default='reader', help='with --what=ser: the checkpoint to score (default: the shipped reader)')
     ap.add_argument('--json', default=None)
+    ap.add_argument('--rev', default=None, help="use the staves.py of this git revision (e.g. 8b7345c: before the fix)")
     args = ap.parse_args()
+    if args.rev:  # sample.load_input imports staves when it runs: this module takes its place
+        import importlib.util
+        import subprocess
+        src = subprocess.run(['git', 'show', f'{args.rev}:staves.py'], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout
+        path = os.path.join(tempfile.mkdtemp(), 'staves.py')
+        with open(path, 'w') as f:
+            f.write(src)
+        spec = importlib.util.spec_from_file_location('staves', path)
+        sys.modules['staves'] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules['staves'])
     res = reject(args) if args.what == 'reject' else ser(args)
     if args.json:
         from checkpoint import atomic_write
