@@ -123,13 +123,14 @@ def _perspective_coeffs(src, dst):
 
 
 def perspective(a, rng, amount, fill=None):
-    """A sheet not flat on the glass: each corner moved inwards/outwards at random by up to `amount`
-    of the image height (both axes), the image resampled bilinearly onto the same canvas."""
+    """A sheet not flat on the glass: each corner moved inwards at random by up to `amount` of the
+    image height (both axes; inwards, so no note leaves the canvas), the image resampled bilinearly
+    onto the same canvas, paper around it."""
     H, W = a.shape
     fill = int(np.percentile(a, 90)) if fill is None else fill
     d = amount * H
     src = [(0, 0), (W, 0), (W, H), (0, H)]
-    dst = [(x + rng.uniform(-d, d), y + rng.uniform(-d, d)) for x, y in src]
+    dst = [(x + (1 if x == 0 else -1) * rng.uniform(0, d), y + (1 if y == 0 else -1) * rng.uniform(0, d)) for x, y in src]
     c = _perspective_coeffs(src, dst)
     out = _img(a).transform((W, H), Image.Transform.PERSPECTIVE, c, Image.Resampling.BILINEAR, fillcolor=fill)
     return np.asarray(out)

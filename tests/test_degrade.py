@@ -89,6 +89,7 @@ def test_noise_paper_light_fade_bleed_do_what_they_say():
     assert (b < 128).sum() > 1.1 * ink.sum()  # strokes thicker
     q = degrade.perspective(a, rng, 0.04)
     assert q.shape == a.shape and np.abs(q.astype(int) - a).mean() > 1
+    assert (255 - q.astype(int)).sum() == pytest.approx((255 - a.astype(int)).sum(), rel=0.08)  # no ink cut off
 
 
 def test_scan_is_a_pure_function_of_its_seed():
