@@ -13,7 +13,8 @@ tokenizer. This file turns it into training batches (the scores are metrics.py's
                                   width-bucketed and DDP-aware; eval_batches, the fixed eval batches
 
 Run `python data.py --export=3 --split=test` to write the first test images with their labels
-(`python -m bench.loader` measures loader and metric speed).
+(`python -m bench.loader` measures loader and metric speed; `python -m core.degrade --data_dir=...`
+adds a test_scan split, the test images printed and scanned with a fixed seed).
 """
 
 import argparse
@@ -34,7 +35,7 @@ import sentencepiece as spm
 import torch
 from PIL import Image
 
-from core import images
+from core import degrade, images
 from core.files import atomic_path, atomic_write
 
 # -----------------------------------------------------------------------------
@@ -193,15 +194,17 @@ def holdout_error(data_dir, font):
 
 
 def run_splits(data_dirs, tokenizer, img_height, max_width, max_len, cache=False, augment=False, shape=False, seed=0,
-               holdout_font=None):
+               holdout_font=None, scan=0.0, scan_preset='medium'):
     """train.py's three datasets over the prepared dirs data_dirs: (train, val, test). Labels whose
     [bos] + ids do not fit max_len decoder positions are left out. holdout_font: train and val never
-    see it; test keeps every font (final_eval scores each one). Problems raise ValueError."""
+    see it; test keeps every font (final_eval scores each one). scan: the share of train images printed
+    and scanned per step (core/degrade.py). Problems raise ValueError."""
     for err in filter(None, (holdout_error(d, holdout_font) for d in data_dirs)):
         raise ValueError(err)
     kw = dict(tokenizer=tokenizer, img_height=img_height, max_width=max_width, max_len=max_len, cache=cache)
     no_font = (holdout_font,) if holdout_font else ()
-    return (OMRDataset(data_dirs, 'train', augment=augment, shape=shape, seed=seed, exclude_fonts=no_font, **kw),
+    return (OMRDataset(data_dirs, 'train', augment=augment, shape=shape, seed=seed, exclude_fonts=no_font, scan=scan,
+                       scan_preset=scan_preset, **kw),
             OMRDataset(data_dirs, 'val', exclude_fonts=no_font, **kw), OMRDataset(data_dirs, 'test', **kw))
 
 
@@ -242,13 +245,17 @@ class OMRDataset(torch.utils.data.Dataset):
     but there is no reason to move 3x the bytes around before collate stacks the batch."""
 
     def __init__(self, data_dir, split, tokenizer, img_height=224, max_width=2048, max_len=None,
-                 augment=False, shape=False, seed=0, cache=False, exclude_fonts=()):
+                 augment=False, shape=False, seed=0, cache=False, exclude_fonts=(), scan=0.0, scan_preset='medium'):
         import datasets
         # a list of prepared dirs = one mixed corpus (train.py's data_mix): their splits end to end
         dirs = [data_dir] if isinstance(data_dir, (str, os.PathLike)) else list(data_dir)
         self.data_dir, self.split, self.tokenizer = str(dirs[0]), split, tokenizer  # the cache lives in the first
         self.img_height, self.max_width, self.augment, self.seed = img_height, max_width, augment, seed
         self.shape = shape  # with augment: images.shape_augment too (glyph shapes, for unseen fonts)
+        self.scan, self.scan_preset = scan, scan_preset  # this share of items printed and scanned (degrade.scan)
+        if not 0.0 <= scan <= 1.0 or (scan and scan_preset not in degrade.PRESETS):
+            raise ValueError(f"augment_scan must be a share in [0, 1] and augment_scan_preset one of "
+                             f"{', '.join(degrade.PRESETS)}; got {scan!r}, {scan_preset!r}")
         self.epoch = 0
         self._pixels = None  # the decoded-image cache (see cache_images), a memory-mapped uint8 array
         ds = load_split(dirs[0], split)
@@ -354,12 +361,22 @@ class OMRDataset(torch.utils.data.Dataset):
             arr = np.array(self._pixels[a:b]).reshape(self.img_height, -1)  # (H, W) uint8, a copy
         else:
             arr = self.load_image(row)
+        if self.scan > 0:
+            arr = self.scan_image(arr, row)
         text = self.texts[row]
         x = torch.from_numpy(arr).unsqueeze(0).float().div_(255.0)  # (1, H, W)
         if self.augment:
             g = torch.Generator().manual_seed(hash((self.seed, self.epoch, row)) & 0x7FFF_FFFF_FFFF_FFFF)
             x = images.augment_image(x, g, shape=self.shape, max_width=self.max_width)
         return dict(image=x.expand(3, -1, -1), ids=self.tokenizer.encode(text), text=text, index=row)
+
+    def scan_image(self, arr, row):
+        """With probability self.scan, the image printed and scanned (core/degrade.py), drawn per step from
+        (seed, epoch, row) like augment_image: a fresh look every epoch, the same for any number of workers."""
+        rng = np.random.default_rng([self.seed & 0xFFFF_FFFF, self.epoch, row, 24])  # 24: a stream of its own
+        if rng.random() >= self.scan:
+            return arr
+        return degrade.scan_line(arr, rng, self.scan_preset, self.img_height, self.max_width)
 
     def widths(self):
         """Width of every sample after resizing (np.int64, aligned with this dataset's positions), read
@@ -369,22 +386,7 @@ class OMRDataset(torch.utils.data.Dataset):
     def _natural_widths(self):
         """Width at img_height before the max_width cap, for every position (cached)."""
         if self._widths is None:
-            import pyarrow.compute as pc
-            sizes = []
-            for batch in self.ds.with_format("arrow").iter(batch_size=4096):
-                for col in batch.column("image").chunks:  # per chunk: .field() is zero-copy, no image is read
-                    heads = pc.binary_slice(col.field("bytes"), 0, 24).to_pylist()
-                    for j, head in enumerate(heads):
-                        if head is not None and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
-                            # PNG: the IHDR chunk comes first; width, height are big-endian u32 at bytes 16, 20
-                            sizes.append((int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")))
-                        else:  # another format: let PIL read just the header (lazy open, no decode)
-                            rec = col[j].as_py()
-                            try:
-                                with Image.open(io.BytesIO(rec["bytes"]) if rec["bytes"] else rec["path"]) as im:
-                                    sizes.append(im.size)
-                            except Exception:  # unreadable: __getitem__ raises the error naming the index
-                                sizes.append((0, 0))
+            sizes = images.header_sizes(self.ds)  # (W, H) from the PNG headers: no image is decoded
             ws = np.array([max(1, round(w * self.img_height / h)) if w and h else 1 for w, h in sizes],
                           dtype=np.int64)
             self._widths = ws[self.rows]

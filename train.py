@@ -67,6 +67,8 @@ max_width = 2048  # wider images are scaled down to this width
 num_workers = 4  # DataLoader worker processes (0 = load in the main process)
 augment = False  # data.py's light augmentation (blur, noise, small rotation, contrast)
 augment_shape = False  # with augment: also stroke weight, elastic warp and width (images.shape_augment)
+augment_scan = 0.0  # > 0: this share of train images printed and scanned per step (degrade.py: paper, blur, JPEG, ...)
+augment_scan_preset = 'medium'  # degrade.PRESETS: 'light', 'medium' or 'heavy'
 cache_images = False  # decode + resize every image once into data_dir/cache/ (a memory map): no PNG work per step
 holdout_font = None  # e.g. 'Petaluma': train and val never see this engraving font; final_eval scores it apart
 tokenizer_vocab = 0  # 0 = data_dir's tokenizer; > 0 = train a BPE of this size on the train labels into out_dir
@@ -181,8 +183,7 @@ cpu_peak_flops = flops.cpu_peak_flops() if device_type == 'cpu' else None  # MFU
 if cpu_peak_flops is not None and master_process:
     print(f"CPU: {torch.get_num_threads()} torch thread(s), 1024^2 fp32 matmul at {cpu_peak_flops / 1e9:.1f} GFLOP/s "
           f"(the peak MFU is measured against)")
-torch.backends.cuda.matmul.allow_tf32 = True
-torch.backends.cudnn.allow_tf32 = True
+torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 ctx, scaler = step.amp_context(device_type, dtype)  # scaler: a no-op GradScaler unless fp16
 
 # -----------------------------------------------------------------------------
@@ -208,7 +209,8 @@ try:  # a missing dir fails in load_split, with the command that prepares it
         dist.barrier()  # everyone reads the tokenizer rank 0 just wrote
     tokenizer = data.Tokenizer(tok_path)
     train_ds, val_ds, test_ds = data.run_splits(data_dirs, tokenizer, img_height, max_width, max_seq_len, cache_images,
-                                                augment, augment_shape, seed, holdout_font)
+                                                augment, augment_shape, seed, holdout_font, augment_scan,
+                                                augment_scan_preset)
 except (FileNotFoundError, ValueError) as e:
     die(e)
 collate_fn = data.Collate(tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id)
@@ -263,8 +265,7 @@ else:
     iter_num, best_val_loss = ckpt_state['iter_num'], ckpt_state['best_val_loss']
     elapsed_before = ckpt_state.get('elapsed_s', 0)
 fitted = (ckpt_state or {}).get('fitted')  # (max_iters, lr_decay_iters) that fit_to_time chose: a resume keeps them
-if fitted:
-    max_iters, lr_decay_iters = fitted
+max_iters, lr_decay_iters = fitted or (max_iters, lr_decay_iters)
 model.to(device)
 if channels_last:
     model.to_channels_last()
@@ -415,8 +416,7 @@ while True:
 
     # timing and logging
     t1 = time.time()
-    dt = t1 - t0
-    t0 = t1
+    dt, t0 = t1 - t0, t1
     if ddp:
         dist.all_reduce(loss_accum, op=dist.ReduceOp.AVG)  # the loss of the whole global batch
     lossf = loss_accum.item()

@@ -1,5 +1,5 @@
 """
-training/decoding.py: turning a MusicTrOCR's outputs into token ids. The KV cache the decoder's self-attention
+core/decoding.py: turning a MusicTrOCR's outputs into token ids. The KV cache the decoder's self-attention
 writes into, the autoregressive loop behind model.generate (greedy, sampling, beam search) and
 CTC's best path behind model.ctc_decode. Imports only torch: the model is passed in.
 """

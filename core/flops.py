@@ -1,5 +1,5 @@
 """
-training/flops.py: FLOP accounting for MusicTrOCR.estimate_mfu (model FLOPs utilization, Chowdhery et al. 2022):
+core/flops.py: FLOP accounting for MusicTrOCR.estimate_mfu (model FLOPs utilization, Chowdhery et al. 2022):
 the training FLOPs of one sample (the encoder measured with torch's FlopCounterMode, the decoder
 counted PaLM-style), and the peak they are compared with: a GPU's datasheet number, or on a CPU
 this machine's own fp32 matmul rate.

@@ -1,10 +1,11 @@
 """
-training/images.py: the one image pipeline. Any PIL image -> the (img_height, W) uint8 array the model sees:
+core/images.py: the one image pipeline. Any PIL image -> the (img_height, W) uint8 array the model sees:
 gray, transparency as white paper, resized to the model's height with the aspect ratio kept. Training
 (data.OMRDataset) and inference (sample.py, pages.py, staves.py) share it, so they can never drift
 apart. Plus the light, label-preserving augmentation of training images.
 """
 
+import io
 import math
 
 import numpy as np
@@ -158,3 +159,26 @@ def shape_augment(ink, g, max_width=None):
             W2 = min(W2, max_width)  # never past the model's max_width
         ink = F.interpolate(ink, size=(H, W2), mode="bilinear", align_corners=False, antialias=W2 < W)
     return ink.clamp_(0.0, 1.0)
+
+
+def header_sizes(ds):
+    """(width, height) of every image of a datasets.Dataset whose image column is undecoded
+    (Image(decode=False)), read from the PNG headers: no image is decoded. A PNG's IHDR chunk comes
+    first, width and height big-endian u32 at bytes 16 and 20; another format gets PIL's lazy header
+    read; an unreadable image (0, 0), so that the error naming its index comes when it is loaded."""
+    import pyarrow.compute as pc
+    sizes = []
+    for batch in ds.with_format("arrow").iter(batch_size=4096):
+        for col in batch.column("image").chunks:  # per chunk: .field() is zero-copy, no image is read
+            heads = pc.binary_slice(col.field("bytes"), 0, 24).to_pylist()
+            for j, head in enumerate(heads):
+                if head is not None and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+                    sizes.append((int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")))
+                else:
+                    rec = col[j].as_py()
+                    try:
+                        with Image.open(io.BytesIO(rec["bytes"]) if rec["bytes"] else rec["path"]) as im:
+                            sizes.append(im.size)
+                    except Exception:
+                        sizes.append((0, 0))
+    return sizes

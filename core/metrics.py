@@ -1,5 +1,5 @@
 """
-training/metrics.py: how good a transcription is, independent of the tokenizer. A small ABC lexer splits a
+core/metrics.py: how good a transcription is, independent of the tokenizer. A small ABC lexer splits a
 transcription into musical symbols; SER is the edit distance over those symbols, CER over characters.
 
     abc_symbols(text)      ABC -> list of symbols (notes, rests, chords, bars, fields, beam breaks, ...)

@@ -318,19 +318,52 @@ def is_single_line(page):
             and page.image.size[1] <= 3 * (st.crop_box[3] - st.crop_box[1]))
 
 
+LINE_HEIGHT = 64  # px: looks_like_line judges an image at about the height the model reads it
+
+
+def _flatten(g):
+    """float32 (H, W) gray -> the same with uneven lighting divided out: the paper level (90th
+    percentile) of blocks about H/2 across, interpolated bilinearly, becomes 255. A block holds
+    paper beside any staff, so a clean engraving is unchanged; a blob of a photo is smaller than a
+    block and stays as dark as it was."""
+    H, W = g.shape
+    b = max(8, H // 2)
+    ny, nx = -(-H // b), -(-W // b)
+    grid = np.array([[np.percentile(g[i * b:(i + 1) * b, j * b:(j + 1) * b], 90) for j in range(nx)]
+                     for i in range(ny)], dtype=np.float32)  # (ny, nx) paper level per block
+    bg = np.asarray(Image.fromarray(grid, mode='F').resize((W, H), Image.Resampling.BILINEAR))
+    return np.minimum(255.0, g * (255.0 / np.maximum(bg, 1.0)))
+
+
 def looks_like_line(image):
     """The check for an image find_staves found no staff in, before sample.py reads it as one cropped
-    line anyway. Below ~40 px high a line's staff lines blur into each other and find_staves cannot
-    measure them, but the line still has paper around a few rows that are dark across most of its
-    width. A blank or uniform image has no contrast, a photo or noise no paper: False."""
-    g = np.asarray(images.to_gray(image), dtype=np.float32)
-    if g.size == 0:
+    line anyway (a low-resolution line, a scan too noisy or tilted for find_staves). A line has paper
+    around a few rows that are dark across most of its width. A blank or uniform image has no
+    contrast, a photo or noise no paper: False. Scans (issue 24) first get what the model's
+    preprocessing does anyway and what they need: scaled to LINE_HEIGHT px (averages noise and
+    JPEG blocks away), uneven light divided out (_flatten), and deskewed by the dark pixels' own
+    angle (skew_angle), so that a staff tilted by 2 degrees still crosses rows end to end."""
+    im = images.to_gray(image)
+    if im.size[0] < 1 or im.size[1] < 1:
         return False
-    paper, lo = np.percentile(g, 90), np.percentile(g, 1)
-    contrast = paper - lo
-    if contrast < 64 or (g >= paper - 0.1 * contrast).mean() < 0.35:
+    if im.size[1] > LINE_HEIGHT:
+        im = images.resize_to_height(im, LINE_HEIGHT, 64 * LINE_HEIGHT)
+    g = _flatten(np.asarray(im, dtype=np.float32))
+    paper, mid, lo = np.percentile(g, (90, 50, 1))
+    # a line is mostly paper, so the median pixel is paper too: paper - mid is the sheet's own
+    # spread (grain, noise; 0 on a clean engraving, where the old tolerances are unchanged)
+    contrast, spread = paper - lo, paper - mid
+    if contrast < 64 or contrast < 4 * spread:  # no ink clear of the sheet's spread: noise, a photo
         return False
-    dark = g < paper - 0.08 * contrast  # faint: a blurred staff line is a light gray
+    if (g >= paper - max(0.1 * contrast, 2 * spread)).mean() < 0.35:
+        return False
+    cut = paper - max(0.08 * contrast, 2 * spread)  # faint: a blurred staff line is a light gray
+    dark = g < cut
+    angle = skew_angle(dark)
+    if abs(angle) >= 0.05:  # turned back the way find_staves deskews, corners as paper
+        g = np.asarray(Image.fromarray(g, mode='F').rotate(angle, resample=Image.Resampling.BILINEAR,
+                                                           fillcolor=float(paper)))
+        dark = g < cut
     cols = np.nonzero(dark.any(0))[0]
     rows = (dark[:, cols[0]:cols[-1] + 1].mean(1) >= 0.5).sum()  # rows crossed by (staff) lines
     return bool(1 <= rows <= 0.85 * g.shape[0])
