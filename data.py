@@ -531,7 +531,7 @@ def export(data_dir, split, n, out):
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description="nanoOMR data runtime: sample export (the loader benchmark is bench_data.py)")
+    p = argparse.ArgumentParser(description="nanoOMR data runtime: sample export (the loader benchmark is python -m bench.loader)")
     p.add_argument("--export", type=int, default=0, metavar="N", help="write N images of --split (+ labels) to --out")
     p.add_argument("--out", default="samples")
     p.add_argument("--data_dir", default="data/m21/quick")

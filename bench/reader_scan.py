@@ -7,7 +7,7 @@ bench/reader_scan.py: what a scanned look does to the shipped reader (issue 24).
                  as a page instead of a line.
   --what=ser     SER of the shipped reader (or --out_dir's checkpoint; pages.Reader, line mode, its
                  decoding) on the test split
-                 and on its degraded copy (data.py --degrade_test: the same excerpts), plus the SER
+                 and on its degraded copy (python -m core.degrade --data_dir=...: the same excerpts), plus the SER
                  sample.py --page=auto would give, a rejected line counting as an empty transcription.
 
     python -m bench.reader_scan --what=reject --data_dir=data/m21/q200 --n=200 [--rev=8b7345c]
