@@ -365,6 +365,8 @@ def looks_like_line(image):
                                                            fillcolor=float(paper)))
         dark = g < cut
     cols = np.nonzero(dark.any(0))[0]
+    if len(cols) == 0:  # the ink of a sliver of an image can rotate away: nothing left to read
+        return False
     rows = (dark[:, cols[0]:cols[-1] + 1].mean(1) >= 0.5).sum()  # rows crossed by (staff) lines
     return bool(1 <= rows <= 0.85 * g.shape[0])
 

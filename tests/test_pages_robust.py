@@ -65,6 +65,13 @@ def test_fuzz_never_crashes():
                for w in whats) >= 12
 
 
+def test_line_check_on_a_sliver_whose_ink_rotates_away():
+    # case 21 of seed 0: a 2-row crop scaled up (451 x 2); the line check's deskew left no dark pixel,
+    # and looks_like_line indexed an empty array (found by the fuzz after the scan-aware line check)
+    im, what = fuzz_staves.make_case(np.random.default_rng([0, 21]), fuzz_staves.sources())
+    assert im.size == (451, 2) and fuzz_staves.check(im) is None and staves.looks_like_line(im) is False
+
+
 def test_fuzz_finds_the_old_edge_bug():
     # the fuzz is not blind to the bug it guards against: case 161 of seed 0 crashed the old finder
     # (a line crop cut one row under its bottom staff line, scaled by 0.748)
