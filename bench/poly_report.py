@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 
 HERE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'results', 'poly')  # where the files go
 
@@ -17,6 +18,9 @@ def main():
     ap.add_argument('--out_dir', default='out-poly')
     ap.add_argument('--md', default=os.path.join(os.path.dirname(HERE), 'poly.md'))
     a = ap.parse_args()
+    missing = [f for f in ('log.jsonl', 'final_eval.json') if not os.path.isfile(os.path.join(a.out_dir, f))]
+    if missing:
+        sys.exit(f"error: {a.out_dir} has no {' or '.join(missing)}: give a finished run of config/poly.py")
     rows = [json.loads(x) for x in open(os.path.join(a.out_dir, 'log.jsonl'))]
     final = json.load(open(os.path.join(a.out_dir, 'final_eval.json')))
     cfg = json.load(open(os.path.join(a.out_dir, 'ckpt_last', 'config.json')))['train_config'] if os.path.isfile(
