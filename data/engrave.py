@@ -11,9 +11,8 @@ import re
 import xml.etree.ElementTree as ET
 
 import numpy as np
-from PIL import Image
 
-from inference.render import svg_to_gray, verovio_toolkit
+from inference.render import crop_to_ink, svg_to_gray, verovio_toolkit
 
 MEI_NS = '{http://www.music-encoding.org/ns/mei}'
 # key signature (sharps > 0, flats < 0) -> the major key that has it: how every label writes K:
@@ -198,13 +197,4 @@ def compare_events(got, want):
 
 def rasterize(svg, margin=10):
     """SVG -> grayscale PIL image, black on white, cropped to the ink plus `margin` white pixels."""
-    img = svg_to_gray(svg, skip_system_fonts=True)
-    a = np.asarray(img)
-    ys, xs = np.nonzero(a < 200)
-    if len(ys) == 0:
-        raise ValueError('blank image')
-    mg = margin
-    box = (max(0, xs.min() - mg), max(0, ys.min() - mg), min(a.shape[1], xs.max() + mg + 1), min(a.shape[0], ys.max() + mg + 1))
-    out = Image.new('L', (box[2] - box[0], box[3] - box[1]), 255)
-    out.paste(img.crop(box), (0, 0))
-    return out
+    return crop_to_ink(svg_to_gray(svg, skip_system_fonts=True), margin)

@@ -13,14 +13,13 @@ accidentals, dots, ties, triplet digits, bar lines, clef, key signature and mete
 what the label says. Stem and beam shapes are not compared.
 """
 import functools
-import io
 import os
 import re
 import shutil
 import subprocess
 
-import numpy as np
-from PIL import Image
+from inference.render import crop_to_ink, svg_to_gray  # the repo (on the builders' sys.path)
+
 
 # abcm2ps' glyph names -> what they are
 HEADS = {'HDD': 'breve', 'breve': 'breve', 'HD': 'whole', 'Hd': 'half', 'hd': 'filled'}  # 'filled': quarter and shorter
@@ -143,21 +142,10 @@ def for_resvg(svg, layout):
 def rasterize(svg, layout):
     """abcm2ps SVG -> grayscale PIL image at layout['space'] pixels per staff space, cropped to the ink
     plus layout['margin'] white pixels (as data/engrave.py's rasterize does for verovio)."""
-    import resvg_py
     _, _, ys = staff_lines(svg)
     zoom = layout['space'] / ((ys[0] - ys[4]) / 4)
-    png = resvg_py.svg_to_bytes(svg_string=for_resvg(svg, layout), background='#ffffff', skip_system_fonts=True,
-                                font_files=font_files(), zoom=zoom)
-    img = Image.open(io.BytesIO(bytes(png))).convert('L')
-    a = np.asarray(img)
-    ys_, xs = np.nonzero(a < 200)
-    if len(ys_) == 0:
-        raise ValueError('blank image')
-    mg = layout['margin']
-    box = (max(0, xs.min() - mg), max(0, ys_.min() - mg), min(a.shape[1], xs.max() + mg + 1), min(a.shape[0], ys_.max() + mg + 1))
-    out = Image.new('L', (box[2] - box[0], box[3] - box[1]), 255)
-    out.paste(img.crop(box), (0, 0))
-    return out
+    img = svg_to_gray(for_resvg(svg, layout), skip_system_fonts=True, font_files=font_files(), zoom=zoom)
+    return crop_to_ink(img, layout['margin'])
 
 # -----------------------------------------------------------------------------
 # the agreement check: what abcm2ps drew, read back from its SVG, against the label's measures

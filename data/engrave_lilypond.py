@@ -14,7 +14,6 @@ its own \\book, in one lilypond call, and musicxml2ly runs as a server that stay
 """
 import atexit
 import functools
-import io
 import multiprocessing.util
 import os
 import re
@@ -22,10 +21,8 @@ import select
 import subprocess
 import tempfile
 
-import numpy as np
-from PIL import Image
-
 from canonical import mark_ties, parse_abc, score_to_measures, write_excerpt  # data/m21/ (on the builders' sys.path)
+from inference.render import crop_to_ink, svg_to_gray  # the repo (on the builders' sys.path)
 
 BEAM_LEVELS = {'eighth': 1, '16th': 2, '32nd': 3, '64th': 4}
 # text LilyPond writes as <text> (triplet digits): resvg gets these files for 'serif'
@@ -358,7 +355,6 @@ def rasterize(svg, layout):
     """LilyPond's SVG page -> grayscale PIL image at layout['space'] pixels per staff space, cropped to
     the ink plus layout['margin'] white pixels (as data/engrave.py's rasterize does for verovio). Only a
     band around the staff is rendered: the page itself is 4 m wide so that the line never breaks."""
-    import resvg_py
     x0, x1, top, bottom = staff_box(svg)
     sp = (bottom - top) / 4
     vb = (x0 - 2 * sp, top - REACH * sp, x1 - x0 + 4 * sp, bottom - top + 2 * REACH * sp)
@@ -366,18 +362,9 @@ def rasterize(svg, layout):
     if m is None:
         raise ValueError('LilyPond SVG without a viewBox')
     svg = svg.replace(m.group(0), 'width="{2:.4f}" height="{3:.4f}" viewBox="{0:.4f} {1:.4f} {2:.4f} {3:.4f}"'.format(*vb), 1)
-    png = resvg_py.svg_to_bytes(svg_string=svg, background='#ffffff', skip_system_fonts=True, zoom=layout['space'] / sp,
-                                font_files=font_files(), serif_family=layout['serif'], font_family=layout['serif'])
-    img = Image.open(io.BytesIO(bytes(png))).convert('L')
-    a = np.asarray(img)
-    ys, xs = np.nonzero(a < 200)
-    if len(ys) == 0:
-        raise ValueError('blank image')
-    mg = layout['margin']
-    box = (max(0, xs.min() - mg), max(0, ys.min() - mg), min(a.shape[1], xs.max() + mg + 1), min(a.shape[0], ys.max() + mg + 1))
-    out = Image.new('L', (box[2] - box[0], box[3] - box[1]), 255)
-    out.paste(img.crop(box), (0, 0))
-    return out
+    img = svg_to_gray(svg, skip_system_fonts=True, zoom=layout['space'] / sp, font_files=font_files(),
+                      serif_family=layout['serif'], font_family=layout['serif'])
+    return crop_to_ink(img, layout['margin'])
 
 
 def draw(labels, layouts, svg_only=False):

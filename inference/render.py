@@ -40,6 +40,20 @@ def text_fonts():
                 serif_family='DejaVu Serif')
 
 
+def crop_to_ink(img, margin):
+    """grayscale PIL image -> the box of its ink (pixels < 200) plus `margin` white pixels on every side,
+    the way every training image is cut, whichever engraver drew it. ValueError on a blank image."""
+    a = np.asarray(img)
+    ys, xs = np.nonzero(a < 200)
+    if len(ys) == 0:
+        raise ValueError('blank image')
+    box = (max(0, xs.min() - margin), max(0, ys.min() - margin), min(a.shape[1], xs.max() + margin + 1),
+           min(a.shape[0], ys.max() + margin + 1))
+    out = Image.new('L', (box[2] - box[0], box[3] - box[1]), 255)
+    out.paste(img.crop(box), (0, 0))
+    return out
+
+
 def svg_to_gray(svg, **resvg_options):
     """SVG -> grayscale PIL image on white paper (resvg's own background is transparent, which a
     grayscale conversion turns black). resvg_options go to resvg_py.svg_to_bytes (fonts)."""
