@@ -135,6 +135,7 @@ def bar_check(xml):
 def musescore(files, exe='mscore3'):
     """MuseScore 3's import messages per file: {path: (error lines, other lines)} (one batch job)."""
     tmp = tempfile.mkdtemp()
+    # converted to .mscx, MuseScore's own score file (no picture is drawn), and deleted: only the import's messages count
     job = [{'in': f, 'out': os.path.join(tmp, f'{i}.mscx')} for i, f in enumerate(files)]
     with open(os.path.join(tmp, 'job.json'), 'w') as f:
         json.dump(job, f)
