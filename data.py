@@ -36,6 +36,7 @@ import torch
 from PIL import Image
 
 from core import degrade, images
+from core.metrics import source_group
 from core.files import atomic_path, atomic_write
 
 # -----------------------------------------------------------------------------
@@ -197,7 +198,7 @@ def run_splits(data_dirs, tokenizer, img_height, max_width, max_len, cache=False
                holdout_font=None, scan=0.0, scan_preset='medium'):
     """train.py's three datasets over the prepared dirs data_dirs: (train, val, test). Labels whose
     [bos] + ids do not fit max_len decoder positions are left out. holdout_font: train and val never
-    see it; test keeps every font (final_eval scores each one). scan: the share of train images printed
+    see it (a font, an engraver or a source group); test keeps them all (final_eval scores each one). scan: the share of train images printed
     and scanned per step (core/degrade.py). Problems raise ValueError."""
     for err in filter(None, (holdout_error(d, holdout_font) for d in data_dirs)):
         raise ValueError(err)
@@ -272,6 +273,7 @@ class OMRDataset(torch.utils.data.Dataset):
         self.texts = list(ds["transcription"])
         self.fonts = list(ds["font"]) if "font" in ds.column_names else [None] * len(ds)
         self.kinds = list(ds["kind"]) if "kind" in ds.column_names else [None] * len(ds)  # the polyphonic corpus
+        self.groups = [source_group(x) for x in ds["source"]] if "source" in ds.column_names else [None] * len(ds)
         self._fingerprint = ds._fingerprint  # names the image cache: a rebuilt corpus never reads a stale one
         self.rows = np.arange(len(ds))
         if max_len is not None:
@@ -283,10 +285,10 @@ class OMRDataset(torch.utils.data.Dataset):
                 print(f"OMRDataset[{split}]: dropped {len(ds) - len(self.rows)} of {len(ds)} samples "
                       f"longer than max_len={max_len} tokens")
         if exclude_fonts:
-            # a held-out engraver: its images never enter this split (the held-out-font experiment)
-            n = len(self.rows)
-            self.rows = np.array([r for r in self.rows if self.fonts[r] not in exclude_fonts], dtype=np.int64)
-            print(f"OMRDataset[{split}]: left out {n - len(self.rows)} images in font(s) {', '.join(exclude_fonts)}")
+            # a held-out font, engraver or source group: its images never enter this split (the held-out studies)
+            n, out = len(self.rows), set(exclude_fonts)
+            self.rows = np.array([r for r in self.rows if not {self.fonts[r], self.groups[r]} & out], dtype=np.int64)
+            print(f"OMRDataset[{split}]: left out {n - len(self.rows)} images of {', '.join(exclude_fonts)}")
         self._widths = None
         # how many images will be shrunk to fit max_width (see resize_to_height); PNG headers only
         full = self._natural_widths()

@@ -32,7 +32,7 @@ import distill
 from core import files, flops
 from model import build_model, config_args
 from training import evaluation, preempt, runlog, step
-from training.checkpoint import (all_rng_states, copy_tokenizer, has_checkpoint, load_model, load_resume,
+from training.checkpoint import (all_rng_states, copy_tokenizer, has_checkpoint, load_init, load_model, load_resume,
                                  resume_mismatch, save_checkpoint, set_rng_state)
 
 # -----------------------------------------------------------------------------
@@ -49,6 +49,8 @@ eval_decode_samples = 200  # val images greedy-decoded at each eval for SER / CE
 eval_test_samples = -1  # test images decoded at the end for final_eval.json (-1 = all of them)
 always_save_checkpoint = True  # write ckpt_last at every eval (ckpt_best is written whenever val loss improves)
 init_from = 'scratch'  # 'scratch', 'resume' (continue out_dir/ckpt_last exactly), 'auto' (resume if out_dir has one)
+init_weights = ''  # with 'scratch': a run or checkpoint dir (reader/) whose weights+tokenizer start the run
+                   # (fine-tuning; its tokenizer replaces tokenizer_vocab's: the ids are the model's)
 max_time_minutes = 0.0  # > 0: stop cleanly (eval + ckpt_last) once this many minutes have passed since launch
 fit_to_time = False  # with max_time_minutes: after 20 steps, shorten max_iters (and the lr schedule) to what fits
 nan_loss = 'skip'  # a step with inf/NaN gradients: 'skip' it (no update, a warning) or 'stop' the run
@@ -70,7 +72,7 @@ augment_shape = False  # with augment: also stroke weight, elastic warp and widt
 augment_scan = 0.0  # > 0: this share of train images printed and scanned per step (degrade.py: paper, blur, JPEG, ...)
 augment_scan_preset = 'medium'  # degrade.PRESETS: 'light', 'medium' or 'heavy'
 cache_images = False  # decode + resize every image once into data_dir/cache/ (a memory map): no PNG work per step
-holdout_font = None  # e.g. 'Petaluma': train and val never see this engraving font; final_eval scores it apart
+holdout_font = None  # a font ('Petaluma'), engraver ('lilypond') or source ('parts'): train and val never see it
 tokenizer_vocab = 0  # 0 = data_dir's tokenizer; > 0 = train a BPE of this size on the train labels into out_dir
 tokenizer_type = 'bpe'  # with tokenizer_vocab: 'bpe', or 'char' (one piece per character, any tokenizer_vocab > 0)
 bucket_by_width = True  # batches of images of similar width (less padding); still a fresh random order every epoch
@@ -138,10 +140,9 @@ for _k, _ok in (('init_from', ('scratch', 'resume', 'auto')), ('nan_loss', ('ski
                 ('dtype', ('float32', 'bfloat16', 'float16')), ('tokenizer_type', ('bpe', 'char'))):
     if globals()[_k] not in _ok:
         die(f"{_k} must be {', '.join(map(repr, _ok[:-1]))} or {_ok[-1]!r}, got {globals()[_k]!r}")
-if batch_size < 1 or gradient_accumulation_steps < 1:
-    die("batch_size and gradient_accumulation_steps must be >= 1")
-if not 0.0 <= ctc_weight <= 1.0:
-    die(f"ctc_weight must be in [0, 1], got {ctc_weight}")
+if batch_size < 1 or gradient_accumulation_steps < 1 or not 0.0 <= ctc_weight <= 1.0:
+    die(f"batch_size and gradient_accumulation_steps must be >= 1 and ctc_weight in [0, 1], got {batch_size}, "
+        f"{gradient_accumulation_steps}, {ctc_weight}")
 if ctc_weight > 0 and not collapse_height:
     die("ctc_weight > 0 needs collapse_height=True (CTC reads one frame per image column)")
 if init_from == 'auto':  # one sbatch line for the first launch and every requeue
@@ -196,13 +197,13 @@ if not os.path.isfile(os.path.join(data_dir, 'dataset_dict.json')) and prepare_a
             die(e)
     if ddp:
         dist.barrier()
-own_tokenizer = tokenizer_vocab > 0  # a tokenizer of this run's own, in out_dir (a vocabulary ablation, a mix)
+own_tokenizer = tokenizer_vocab > 0 and not init_weights  # this run's own, in out_dir (an ablation, a mix)
 data_dirs = [data_dir] + [d for d in data_mix.split(',') if d]
 if len(data_dirs) > 1 and not own_tokenizer:
     die("data_mix needs tokenizer_vocab > 0: one tokenizer trained on the train labels of every corpus")
 try:  # a missing dir fails in load_split, with the command that prepares it
     train_texts = [t for d in data_dirs for t in data.load_split(d, 'train')['transcription']]
-    tok_path = os.path.join(out_dir if own_tokenizer else data_dir, 'tokenizer.model')
+    tok_path = os.path.join(out_dir if own_tokenizer else init_weights or data_dir, 'tokenizer.model')
     if own_tokenizer and init_from == 'scratch' and master_process:
         data.train_tokenizer(train_texts, os.path.join(out_dir, 'tokenizer'), tokenizer_vocab, tokenizer_type)
     if own_tokenizer and ddp:
@@ -231,7 +232,7 @@ if master_process:
           f"(= {max_iters / iters_per_epoch:.2f} epochs), warmup {warmup_iters}")
     os.makedirs(out_dir, exist_ok=True)
     if not own_tokenizer:
-        copy_tokenizer(data_dir, out_dir)  # sample.py finds the tokenizer next to the checkpoints
+        copy_tokenizer(init_weights or data_dir, out_dir)  # sample.py finds the tokenizer next to the checkpoints
 
 
 # -----------------------------------------------------------------------------
@@ -241,9 +242,11 @@ iter_num, best_val_loss, elapsed_before = 0, float('inf'), 0.0
 torch.manual_seed(seed)  # the same initial weights in every process
 if init_from == 'scratch':
     if master_process:
-        print(f"initializing a new {backbone} model from scratch" + (f" (pretrained={pretrained})" * bool(pretrained)))
+        print(f"initializing {backbone} " + (f"from {init_weights}'s weights" if init_weights else
+                                             "from scratch" + f" (pretrained={pretrained})" * bool(pretrained)))
     try:
-        model = build_model(model_args, lora_meta, quant_meta, verbose=master_process)
+        model = load_init(init_weights, model_args, lora_meta, quant_meta) if init_weights else \
+            build_model(model_args, lora_meta, quant_meta, verbose=master_process)
     except (ValueError, FileNotFoundError, RuntimeError, KeyError) as e:
         die(f"cannot build the model: {e}")
     ckpt_state = None
@@ -330,15 +333,12 @@ def save(names, elapsed_s, record=None):
 
 def get_lr(it):
     """Learning rate at iteration `it`: linear warmup, then cosine / linear decay to min_lr."""
-    # 1) linear warmup for warmup_iters steps
-    if it < warmup_iters:
+    if it < warmup_iters:  # 1) linear warmup, 2) after lr_decay_iters min_lr, 3) in between the decay
         return learning_rate * (it + 1) / (warmup_iters + 1)
     if decay_lr == 'none':
         return learning_rate
-    # 2) if it > lr_decay_iters, return min learning rate
     if it > lr_decay_iters:
         return min_lr
-    # 3) in between, decay from learning_rate down to min_lr
     decay_ratio = (it - warmup_iters) / max(1, lr_decay_iters - warmup_iters)
     assert 0 <= decay_ratio <= 1
     coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio)) if decay_lr == 'cosine' else 1.0 - decay_ratio
@@ -426,8 +426,7 @@ while True:
         print(f"warning: iter {iter_num}: inf/NaN gradients, step skipped (no update)", flush=True)
     window['loss'] += lossf if math.isfinite(lossf) else 0.0
     window['n'] += math.isfinite(lossf)
-    window['samples'] += samples_per_iter
-    window['time'] += dt
+    window['samples'], window['time'] = window['samples'] + samples_per_iter, window['time'] + dt
     if iter_num % log_interval == 0 and master_process:
         if local_iter_num >= 5:  # let the training loop settle a bit
             mfu = raw_model.estimate_mfu(batch_size * gradient_accumulation_steps, dt, images.size(3), idx.size(1),

@@ -203,3 +203,16 @@ def corrupt(text, rate, rng):
         else:
             out.append(s)
     return "".join(out)
+
+
+# the folk-tune collections of data/m21/prepare.py (its ABC_SOURCES; tests/test_generalize.py keeps them equal)
+FOLK_SOURCES = ('oneills1850', 'ryansMammoth', 'airdsAirs', 'essenFolksong', 'miscFolk', 'nottingham-dataset')
+
+
+def source_group(source):
+    """A corpus row's source column -> its group: 'folk' ('oneills1850', 'transposed:oneills1850'), 'parts'
+    (single parts of scores: 'part:bach', 'transposed:bach'), 'synth'; other corpora keep their own name."""
+    kind, _, origin = (source or '').rpartition(':')
+    if source == 'synth' or origin in FOLK_SOURCES:
+        return source if source == 'synth' else 'folk'
+    return 'parts' if kind in ('part', 'transposed') else source

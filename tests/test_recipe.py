@@ -176,7 +176,7 @@ def test_holdout_ratio_and_its_bootstrap_interval():
         rows.append((2 * i, ref, ref, ref))                                   # seen: attention right
         rows.append((2 * i + 1, wrong(ref) if i < 2 else ref, ref, ref))      # unseen: wrong on two
     rows[0] = (0, wrong(refs[0]), refs[0], refs[0])                           # seen: wrong on one
-    ds = type('DS', (), {'fonts': fonts})()
+    ds = type('DS', (), {'fonts': fonts, 'groups': [None] * 6})()
     h = evaluation.holdout_scores(rows, ds, 'Petaluma')
     assert h['holdout_font']['n'] == h['seen_fonts']['n'] == 3
     assert h['ratio']['value'] == pytest.approx(h['holdout_font']['ser'] / h['seen_fonts']['ser']) == pytest.approx(2.0)

@@ -169,6 +169,18 @@ def load_model(ckpt_dir, device='cpu'):
     return model, meta
 
 
+def load_init(path, model_args, lora_args=None, quant_args=None):
+    """Fine-tuning (train.py's init_weights): the weights of a run or checkpoint dir (reader/) as step 0
+    of a new run, whose optimizer, schedule and step count start fresh (init_from='resume' continues a
+    run exactly instead). The config must describe the same model -> model; else ValueError."""
+    ckpt = find_checkpoint(path)
+    model, meta = load_model(ckpt)
+    why = resume_mismatch(meta, model_args, lora_args, quant_args)
+    if why:
+        raise ValueError(f"init_weights={path}: {ckpt} was trained with {why}; fine-tune with its model config")
+    return model
+
+
 def copy_tokenizer(src_dir, out_dir):
     """tokenizer.model (+ .vocab) of src_dir into out_dir, where sample.py looks for it."""
     for name in ('tokenizer.model', 'tokenizer.vocab'):

@@ -74,8 +74,8 @@ def holdout_scores(rows, ds, font, tokenizer=None, n_boot=1000, seed=0):
     the ratio of their SERs (unseen / seen) with a 95% bootstrap interval. The bootstrap resamples
     excerpts (rows grouped by their label), so on a test split engraved in every font (prepare.py
     --test_all_fonts) each draw keeps an excerpt's five renderings together: a paired comparison."""
-    groups = dict(seen_fonts=[r for r in rows if ds.fonts[r[0]] != font],
-                  holdout_font=[r for r in rows if ds.fonts[r[0]] == font])
+    held = lambda i: font in (ds.fonts[i], ds.groups[i])  # a font, an engraver or a source group (core.metrics.source_group)
+    groups = dict(seen_fonts=[r for r in rows if not held(r[0])], holdout_font=[r for r in rows if held(r[0])])
     out = {k: dict(score_rows(rs, tokenizer), n=len(rs)) for k, rs in groups.items() if rs}
     if len(out) < 2:
         return out
@@ -90,7 +90,7 @@ def holdout_scores(rows, ds, font, tokenizer=None, n_boot=1000, seed=0):
         # per excerpt and side: symbol edits and reference symbols, (2, excerpts) each
         edits, length = np.zeros((2, len(labels))), np.zeros((2, len(labels)))
         for r in rows:
-            side, ref = int(ds.fonts[r[0]] == font), metrics.abc_symbols(r[2])
+            side, ref = int(held(r[0])), metrics.abc_symbols(r[2])
             edits[side, at[r[2]]] += metrics.levenshtein(metrics.abc_symbols(r[col]), ref) if r[col] != r[2] else 0
             length[side, at[r[2]]] += len(ref)
         ser = (weights @ edits.T) / np.maximum(weights @ length.T, 1)  # (n_boot, 2): seen, unseen
