@@ -193,10 +193,12 @@ class Reader:
         self.n_new = max_new_tokens or cfg.max_seq_len
 
     def decode(self, xs):
-        """list of (3, H, W) tensors -> list of token-id lists, batch_size at a time."""
+        """list of (3, H, W) tensors -> list of token-id lists, batch_size at a time, in order of width
+        (similar widths pad little, and similar lengths finish together), returned in the input's order."""
+        order = sorted(range(len(xs)), key=lambda i: xs[i].shape[-1])
         out = []
         for i in range(0, len(xs), self.batch_size):
-            chunk = xs[i:i + self.batch_size]
+            chunk = [xs[k] for k in order[i:i + self.batch_size]]
             wmax = max(x.shape[-1] for x in chunk)
             # right-pad with white like data.collate; widths make the model ignore the padding
             images = torch.stack([F.pad(x, (0, wmax - x.shape[-1]), value=1.0) for x in chunk]).to(self.device)
@@ -207,7 +209,10 @@ class Reader:
                 else:
                     out += self.model.generate(images, self.n_new, temperature=self.temperature, top_k=self.top_k,
                                                beam_size=self.beam_size, widths=widths)
-        return out
+        back = [None] * len(xs)
+        for k, ids in zip(order, out):
+            back[k] = ids
+        return back
 
     def read(self, images):
         """PIL line images -> (ABC per image, token ids per image)."""

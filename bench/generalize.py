@@ -1,0 +1,190 @@
+"""
+bench/generalize.py: the paired generalization test of a reader (issue 24). Every test excerpt of a
+corpus prepared with --test_all_engravers is drawn by verovio, LilyPond and abcm2ps; core.degrade gives
+the same images printed and scanned (split test_scan). This reads both splits with a checkpoint and
+splits the symbol error rate (SER) by engraver x clean/scan, by source group (folk tunes, score parts,
+synthetic lines) and by notational feature (data/m21/features.py: chords, grace notes, clefs, ...).
+
+    python -m bench.generalize --out_dir=reader --data_dir=data/m21/all --json=results/generalize/reader.json
+    python -m bench.generalize --report results/generalize/*.json --md=results/generalize_tables.md --plot=results/generalize.png
+
+Lines are read in order of width, 32 at a time (inference.pages.Reader, the checkpoint's decoding), so
+the seconds per line are a folder's worth of sample.py minus the PNG reading. SER is corpus-level
+(core.metrics.score); a cell's 95% interval resamples its excerpts 1,000 times.
+"""
+import argparse
+import glob
+import json
+import os
+import time
+
+import numpy as np
+
+import data
+from bench.pages import load_prepare
+from core import degrade, metrics
+from core.files import atomic_path, atomic_write
+from inference import pages
+
+ENGRAVERS = ('verovio', 'lilypond', 'abcm2ps')
+
+
+def engraver_of(font):
+    """the font column: verovio's five fonts, or the engraver's own name (data/engravers.py)."""
+    return font if font in ENGRAVERS else 'verovio'
+
+
+def read_split(reader, data_dir, split, n=-1):
+    """-> rows (dict per line: engraver, group, label, pred) and seconds spent reading."""
+    ds = data.load_split(data_dir, split)
+    idx = list(range(len(ds) if n < 0 else min(n, len(ds))))
+    ims = [ds[i]['image'].convert('L') for i in idx]
+    order = sorted(idx, key=lambda i: ims[i].width / ims[i].height)  # similar widths batch with little padding
+    t0 = time.time()
+    preds, _ = reader.read([ims[i] for i in order])
+    dt = time.time() - t0
+    got = dict(zip(order, preds))
+    cols = ds.select_columns(['transcription', 'font', 'source'])
+    rows = [dict(engraver=engraver_of(cols[i]['font']), group=metrics.source_group(cols[i]['source']),
+                 label=cols[i]['transcription'], pred=got[i]) for i in idx]
+    return rows, dt
+
+
+def cell(rows, n_boot=1000, seed=0):
+    """SER of rows with a bootstrap 95% interval over their labels (an excerpt's drawings stay together)."""
+    if not rows:
+        return None
+    s = metrics.score([r['pred'] for r in rows], [r['label'] for r in rows])
+    labels = sorted({r['label'] for r in rows})
+    at = {t: i for i, t in enumerate(labels)}
+    edits, length = np.zeros(len(labels)), np.zeros(len(labels))
+    for r in rows:
+        ref = metrics.abc_symbols(r['label'])
+        edits[at[r['label']]] += metrics.levenshtein(metrics.abc_symbols(r['pred']), ref) if r['pred'] != r['label'] else 0
+        length[at[r['label']]] += len(ref)
+    w = np.stack([np.bincount(d, minlength=len(labels))
+                  for d in np.random.default_rng(seed).integers(len(labels), size=(n_boot, len(labels)))])
+    boot = (w @ edits) / np.maximum(w @ length, 1)
+    return dict(ser=s['ser'], exact=s['seq_acc'], n=len(rows),
+                ci95=[float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))])
+
+
+def breakdown(rows_by_split, feature_fn):
+    """{split: rows} -> the tables: engraver x split, engraver x group (per split), feature x split."""
+    out = dict(engraver={}, group={}, feature={})
+    for sp, rows in rows_by_split.items():
+        for r in rows:
+            r['features'] = [k for k, v in feature_fn(r['label']).items() if v]
+        out['engraver'][sp] = {e: cell([r for r in rows if e in ('all', r['engraver'])]) for e in ('all',) + ENGRAVERS}
+        groups = sorted({r['group'] for r in rows if r['group']})
+        out['group'][sp] = {f'{g}/{e}': cell([r for r in rows if r['group'] == g and e in ('all', r['engraver'])])
+                            for g in groups for e in ('all',) + ENGRAVERS}
+        feats = sorted({f for r in rows for f in r['features']})
+        out['feature'][sp] = {f: cell([r for r in rows if f in r['features']]) for f in feats}
+    return out
+
+
+def measure(args):
+    dd = json.load(open(os.path.join(args.data_dir, 'dataset_dict.json')))
+    scan = 'test_scan' if args.preset == 'medium' else f'test_scan_{args.preset}'
+    if scan not in dd['splits']:
+        print(f"writing {args.data_dir}/{scan} (core.degrade, preset {args.preset})", flush=True)
+        degrade.degrade_split(args.data_dir, 'test', args.preset, 0)
+    t0 = time.time()
+    reader = pages.Reader(args.out_dir, batch_size=32)
+    load_s = time.time() - t0
+    rows, secs = {}, {}
+    for sp in ('test', scan):
+        rows[sp], secs[sp] = read_split(reader, args.data_dir, sp, args.n)
+        print(f"{sp}: {len(rows[sp])} lines in {secs[sp]:.0f} s ({len(rows[sp]) / secs[sp]:.1f} lines/s)", flush=True)
+    tables = breakdown(rows, load_prepare().features.label_features)
+    res = dict(out_dir=args.out_dir, data_dir=args.data_dir, preset=args.preset, decode=reader.how,
+               load_s=load_s, seconds=secs, tables=tables, lines_per_s={k: len(rows[k]) / v for k, v in secs.items()})
+    for sp in rows:
+        print(sp, '  '.join(f"{e} {100 * c['ser']:.2f}% (n {c['n']})" for e, c in tables['engraver'][sp].items() if c))
+    if args.json:
+        atomic_write(args.json, json.dumps(res, indent=1))
+        atomic_write(args.json.replace('.json', '.rows.json'), json.dumps(rows))
+    return res
+
+
+def pct(c):
+    return '–' if not c else f"{100 * c['ser']:.2f}% [{100 * c['ci95'][0]:.1f}, {100 * c['ci95'][1]:.1f}]"
+
+
+def report(args):
+    """Markdown tables (and a plot) from measure()'s JSON files, one column block per run."""
+    runs = [json.load(open(p)) for p in sorted(args.report)]
+    lines = []
+    for res in runs:
+        t = res['tables']
+        sps = list(t['engraver'])
+        lines += [f"### `{res['out_dir']}` on `{res['data_dir']}` ({res['decode']} decoding)", '',
+                  '| engraver | ' + ' | '.join(f'SER {s} [95%]' for s in sps) + ' | scan / clean | lines |',
+                  '|---|' + '---:|' * (len(sps) + 2)]
+        for e in ('all',) + ENGRAVERS:
+            c = [t['engraver'][s].get(e) for s in sps]
+            ratio = c[1]['ser'] / max(c[0]['ser'], 1e-9) if len(c) > 1 and c[0] and c[1] else None
+            lines.append(f"| {e} | " + ' | '.join(pct(x) for x in c) +
+                         f" | {'–' if ratio is None else f'{ratio:.2f}'} | {c[0]['n'] if c[0] else 0} |")
+        lines += ['', '| source / engraver | ' + ' | '.join(f'SER {s}' for s in sps) + ' | lines |',
+                  '|---|' + '---:|' * (len(sps) + 1)]
+        for k in t['group'][sps[0]]:
+            c = [t['group'][s].get(k) for s in sps]
+            if c[0]:
+                lines.append(f"| {k} | " + ' | '.join(pct(x) for x in c) + f" | {c[0]['n']} |")
+        lines += ['', '| feature (all engravers) | ' + ' | '.join(f'SER {s}' for s in sps) + ' | lines |',
+                  '|---|' + '---:|' * (len(sps) + 1)]
+        for k in t['feature'][sps[0]]:
+            c = [t['feature'][s].get(k) for s in sps]
+            lines.append(f"| {k} | " + ' | '.join(pct(x) for x in c) + f" | {c[0]['n']} |")
+        lines += ['', f"Reading speed: {', '.join(f'{s} {v:.1f} lines/s' for s, v in res['lines_per_s'].items())} "
+                      f"(batches of 32, model load {res['load_s']:.1f} s).", '']
+    text = '\n'.join(lines)
+    print(text)
+    if args.md:
+        atomic_write(args.md, text + '\n')
+    if args.plot:
+        plot(runs, args.plot)
+
+
+def plot(runs, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.5 * len(runs), 3.6), squeeze=False, sharey=True)
+    for ax, res in zip(axes[0], runs):
+        t = res['tables']['engraver']
+        for j, sp in enumerate(t):
+            ser = [100 * (t[sp].get(e) or {}).get('ser', np.nan) for e in ENGRAVERS]
+            ax.bar(np.arange(3) + 0.38 * j, ser, 0.38, label='clean' if j == 0 else 'scanned (medium)')
+        ax.set_xticks(np.arange(3) + 0.19, ENGRAVERS)
+        ax.set_title(os.path.basename(os.path.normpath(res['out_dir'])), fontsize=9)
+        ax.set_ylabel('test SER (%)')
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format='png')
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--out_dir', default='reader')
+    ap.add_argument('--data_dir', default='data/m21/all')
+    ap.add_argument('--preset', default='medium')
+    ap.add_argument('--n', type=int, default=-1, help='first n lines of each split (-1: all)')
+    ap.add_argument('--json', default=None)
+    ap.add_argument('--report', nargs='+', default=None, help='measure() JSON files: print (and write) the tables')
+    ap.add_argument('--md', default=None)
+    ap.add_argument('--plot', default=None)
+    args = ap.parse_args()
+    if args.report:
+        args.report = [p for pat in args.report for p in glob.glob(pat) if not p.endswith('.rows.json')]
+        return report(args)
+    if not os.path.isfile(os.path.join(args.data_dir, 'dataset_dict.json')):
+        raise SystemExit(f"error: no prepared corpus in {args.data_dir}; python data/m21/prepare.py --test_all_engravers ...")
+    measure(args)
+
+
+if __name__ == '__main__':
+    main()
