@@ -108,6 +108,19 @@ def measure(args):
     return res
 
 
+def export_samples(data_dir, folder, k=4):
+    """reader/samples: the first k test lines of each engraver, clean and scanned (test_scan: the same
+    excerpts), as <split>_<engraver>_<i>.png with its label .abc; the 12 verovio test_<i> files stay."""
+    for sp in ('test', 'test_scan'):
+        ds = data.load_split(data_dir, sp)
+        fonts = ds['font']
+        for e in ENGRAVERS:
+            for j, i in enumerate([i for i, f in enumerate(fonts) if engraver_of(f) == e][:k]):
+                stem = os.path.join(folder, f"{'scan' if sp != 'test' else 'clean'}_{e}_{j}")
+                ds[i]['image'].convert('L').save(stem + '.png')
+                atomic_write(stem + '.abc', ds[i]['transcription'] + '\n')
+
+
 def pct(c):
     return '–' if not c else f"{100 * c['ser']:.2f}% [{100 * c['ci95'][0]:.1f}, {100 * c['ci95'][1]:.1f}]"
 
@@ -177,7 +190,10 @@ def main():
     ap.add_argument('--report', nargs='+', default=None, help='measure() JSON files: print (and write) the tables')
     ap.add_argument('--md', default=None)
     ap.add_argument('--plot', default=None)
+    ap.add_argument('--export_samples', default=None, help='a folder: write the first 4 test lines per engraver there')
     args = ap.parse_args()
+    if args.export_samples:
+        return export_samples(args.data_dir, args.export_samples)
     if args.report:
         args.report = [p for pat in args.report for p in glob.glob(pat) if not p.endswith('.rows.json')]
         return report(args)

@@ -18,5 +18,5 @@ augment_scan = 0.5  # half the train images scanned per step, preset 'medium' (p
 max_iters = 2000
 learning_rate = 5e-4
 min_lr = 5e-5
-max_time_minutes = 0
+max_time_minutes = 110  # a cap; stopped runs continue with --init_from=resume
 eval_interval = 250

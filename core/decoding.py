@@ -51,6 +51,12 @@ def generate(model, images, max_new_tokens, temperature, top_k, K, use_cache, wi
     caches = [KVCache(n_new) for _ in model.blocks] if use_cache else None
     mem_kv = [blk.cross.memory_kv(memory) for blk in model.blocks] if use_cache else None
 
+    # a line holds no more tokens than the encoder has columns: CTC, which the joint loss trains with,
+    # cannot align a longer label (Graves et al. 2006). Greedy rows stop there, so a decoder caught in
+    # a loop (one bar repeated to max_seq_len) costs at most a line's worth of insertions
+    cap = None
+    if cfg.collapse_height and not ignore_eos and K == 1:  # one memory vector per 8 px column
+        cap = mem_mask.sum(1) if mem_mask is not None else torch.full((N,), memory.size(1), device=dev)  # (N,)
     seq = torch.full((N, 1), cfg.bos_id, dtype=torch.long, device=dev)  # (N, 1 + t), bos first
     finished = torch.zeros(N, dtype=torch.bool, device=dev)
     scores = torch.zeros(B, K, device=dev)  # beam search: total log-prob of each beam
@@ -71,7 +77,8 @@ def generate(model, images, max_new_tokens, temperature, top_k, K, use_cache, wi
                     v, _ = torch.topk(logits, min(top_k, V))
                     logits[logits < v[:, [-1]]] = float('-inf')
                 nxt = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1).view(N)
-            nxt = torch.where(finished, torch.full_like(nxt, cfg.eos_id), nxt)  # done rows: keep eos
+            done = finished if cap is None else finished | (cap <= t)
+            nxt = torch.where(done, torch.full_like(nxt, cfg.eos_id), nxt)  # done rows: keep eos
         else:
             logp = F.log_softmax(logits, dim=-1)  # (N, V)
             if not ignore_eos:
