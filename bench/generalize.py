@@ -25,6 +25,7 @@ from bench.pages import load_prepare
 from core import degrade, metrics
 from core.files import atomic_path, atomic_write
 from inference import pages
+from training import evaluation
 
 ENGRAVERS = ('verovio', 'lilypond', 'abcm2ps')
 
@@ -46,8 +47,14 @@ def read_split(reader, data_dir, split, n=-1):
     got = dict(zip(order, preds))
     cols = ds.select_columns(['transcription', 'font', 'source'])
     rows = [dict(engraver=engraver_of(cols[i]['font']), group=metrics.source_group(cols[i]['source']),
-                 label=cols[i]['transcription'], pred=got[i]) for i in idx]
+                 kind=kind_of(cols[i]['source']), label=cols[i]['transcription'], pred=got[i]) for i in idx]
     return rows, dt
+
+
+def kind_of(source):
+    """the source column -> folk (a tune as written), transposed (a tune or part moved to another key,
+    octave and clef), part (a score's part as written) or synth (sources.py's synthetic lines)."""
+    return source.split(':')[0] if ':' in source else 'synth' if source == 'synth' else 'folk'
 
 
 def cell(rows, n_boot=1000, seed=0):
@@ -76,12 +83,27 @@ def breakdown(rows_by_split, feature_fn):
         for r in rows:
             r['features'] = [k for k, v in feature_fn(r['label']).items() if v]
         out['engraver'][sp] = {e: cell([r for r in rows if e in ('all', r['engraver'])]) for e in ('all',) + ENGRAVERS}
-        groups = sorted({r['group'] for r in rows if r['group']})
-        out['group'][sp] = {f'{g}/{e}': cell([r for r in rows if r['group'] == g and e in ('all', r['engraver'])])
-                            for g in groups for e in ('all',) + ENGRAVERS}
+        kinds = [k for k in ('folk', 'transposed', 'part', 'synth') if any(r['kind'] == k for r in rows)]
+        out['group'][sp] = {f'{g}/{e}': cell([r for r in rows if r['kind'] == g and e in ('all', r['engraver'])])
+                            for g in kinds for e in ('all',) + ENGRAVERS}
         feats = sorted({f for r in rows for f in r['features']})
         out['feature'][sp] = {f: cell([r for r in rows if f in r['features']]) for f in feats}
     return out
+
+
+def retable(path, data_dir):
+    """recompute a measure() JSON's tables from its .rows.json (no model): after a change to the tables"""
+    res, rows = json.load(open(path)), json.load(open(path.replace('.json', '.rows.json')))
+    for sp, rs in rows.items():
+        src = data.load_split(data_dir, sp)['source']
+        for i, r in enumerate(rs):
+            r['kind'] = kind_of(src[i])
+    held = res['tables'].get('holdout')
+    res['tables'] = breakdown(rows, load_prepare().features.label_features)
+    if held:
+        res['tables']['holdout'] = held
+    atomic_write(path, json.dumps(res, indent=1))
+    atomic_write(path.replace('.json', '.rows.json'), json.dumps(rows))
 
 
 def measure(args):
@@ -94,11 +116,17 @@ def measure(args):
     reader = pages.Reader(args.out_dir, batch_size=32)
     load_s = time.time() - t0
     rows, secs = {}, {}
-    for sp in ('test', scan):
+    for sp in ('test', scan)[:args.splits]:
         rows[sp], secs[sp] = read_split(reader, args.data_dir, sp, args.n)
         print(f"{sp}: {len(rows[sp])} lines in {secs[sp]:.0f} s ({len(rows[sp]) / secs[sp]:.1f} lines/s)", flush=True)
     tables = breakdown(rows, load_prepare().features.label_features)
-    res = dict(out_dir=args.out_dir, data_dir=args.data_dir, preset=args.preset, decode=reader.how,
+    held = (reader.meta.get('train_config') or {}).get('holdout_font')
+    if held:  # a leave-one-out run: the held-out engraver or source against the rest, paired by excerpt
+        ds = type('DS', (), dict(fonts=[r['engraver'] for r in rows['test']], groups=[r['group'] for r in rows['test']]))()
+        tables['holdout'] = evaluation.holdout_scores([(i, r['pred'], r['label'], None) for i, r in enumerate(rows['test'])],
+                                                      ds, held)
+        print(f"held out {held}: unseen/seen SER {tables['holdout']['ratio']}")
+    res = dict(out_dir=args.out_dir, data_dir=args.data_dir, preset=args.preset, decode=reader.how, holdout=held,
                load_s=load_s, seconds=secs, tables=tables, lines_per_s={k: len(rows[k]) / v for k, v in secs.items()})
     for sp in rows:
         print(sp, '  '.join(f"{e} {100 * c['ser']:.2f}% (n {c['n']})" for e, c in tables['engraver'][sp].items() if c))
@@ -140,7 +168,7 @@ def report(args):
             ratio = c[1]['ser'] / max(c[0]['ser'], 1e-9) if len(c) > 1 and c[0] and c[1] else None
             lines.append(f"| {e} | " + ' | '.join(pct(x) for x in c) +
                          f" | {'–' if ratio is None else f'{ratio:.2f}'} | {c[0]['n'] if c[0] else 0} |")
-        lines += ['', '| source / engraver | ' + ' | '.join(f'SER {s}' for s in sps) + ' | lines |',
+        lines += ['', '| source kind / engraver | ' + ' | '.join(f'SER {s}' for s in sps) + ' | lines |',
                   '|---|' + '---:|' * (len(sps) + 1)]
         for k in t['group'][sps[0]]:
             c = [t['group'][s].get(k) for s in sps]
@@ -151,6 +179,12 @@ def report(args):
         for k in t['feature'][sps[0]]:
             c = [t['feature'][s].get(k) for s in sps]
             lines.append(f"| {k} | " + ' | '.join(pct(x) for x in c) + f" | {c[0]['n']} |")
+        h = t.get('holdout')
+        if h and 'ratio' in h:
+            lines += ['', f"Held out of training: **{res['holdout']}**. Its SER {100 * h['holdout_font']['ser']:.2f}% "
+                          f"({h['holdout_font']['n']} lines) against {100 * h['seen_fonts']['ser']:.2f}% on the rest "
+                          f"({h['seen_fonts']['n']}): ratio **{h['ratio']['value']:.2f}**, 95% interval "
+                          f"[{h['ratio']['ci95'][0]:.2f}, {h['ratio']['ci95'][1]:.2f}] (excerpts resampled)."]
         lines += ['', f"Reading speed: {', '.join(f'{s} {v:.1f} lines/s' for s, v in res['lines_per_s'].items())} "
                       f"(batches of 32, model load {res['load_s']:.1f} s).", '']
     text = '\n'.join(lines)
@@ -186,14 +220,20 @@ def main():
     ap.add_argument('--data_dir', default='data/m21/all')
     ap.add_argument('--preset', default='medium')
     ap.add_argument('--n', type=int, default=-1, help='first n lines of each split (-1: all)')
+    ap.add_argument('--splits', type=int, default=2, help='1: the clean test split only (leave-one-out runs)')
     ap.add_argument('--json', default=None)
     ap.add_argument('--report', nargs='+', default=None, help='measure() JSON files: print (and write) the tables')
     ap.add_argument('--md', default=None)
     ap.add_argument('--plot', default=None)
     ap.add_argument('--export_samples', default=None, help='a folder: write the first 4 test lines per engraver there')
+    ap.add_argument('--retable', default=None, help="a measure() JSON: recompute its tables from its rows")
     args = ap.parse_args()
+    if args.retable:
+        return retable(args.retable, args.data_dir)
     if args.export_samples:
         return export_samples(args.data_dir, args.export_samples)
+    for path in filter(None, (args.json, args.md, args.plot)):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if args.report:
         args.report = [p for pat in args.report for p in glob.glob(pat) if not p.endswith('.rows.json')]
         return report(args)
