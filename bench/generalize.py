@@ -136,15 +136,17 @@ def measure(args):
     return res
 
 
-def export_samples(data_dir, folder, k=4):
-    """reader/samples: the first k test lines of each engraver, clean and scanned (test_scan: the same
-    excerpts), as <split>_<engraver>_<i>.png with its label .abc; the 12 verovio test_<i> files stay."""
+def export_samples(data_dir, folder):
+    """reader/samples: per engraver, the first test line of each source kind (folk, transposed, part,
+    synth), clean and scanned (test_scan: the same excerpts), as <clean|scan>_<engraver>_<kind>.png with
+    its label .abc beside it."""
     for sp in ('test', 'test_scan'):
         ds = data.load_split(data_dir, sp)
-        fonts = ds['font']
+        keys = [(engraver_of(f), kind_of(s)) for f, s in zip(ds['font'], ds['source'])]
         for e in ENGRAVERS:
-            for j, i in enumerate([i for i, f in enumerate(fonts) if engraver_of(f) == e][:k]):
-                stem = os.path.join(folder, f"{'scan' if sp != 'test' else 'clean'}_{e}_{j}")
+            for k in ('folk', 'transposed', 'part', 'synth'):
+                i = keys.index((e, k))
+                stem = os.path.join(folder, f"{'scan' if sp != 'test' else 'clean'}_{e}_{k}")
                 ds[i]['image'].convert('L').save(stem + '.png')
                 atomic_write(stem + '.abc', ds[i]['transcription'] + '\n')
 
@@ -225,7 +227,7 @@ def main():
     ap.add_argument('--report', nargs='+', default=None, help='measure() JSON files: print (and write) the tables')
     ap.add_argument('--md', default=None)
     ap.add_argument('--plot', default=None)
-    ap.add_argument('--export_samples', default=None, help='a folder: write the first 4 test lines per engraver there')
+    ap.add_argument('--export_samples', default=None, help='a folder: write a test line per engraver and source kind there')
     ap.add_argument('--retable', default=None, help="a measure() JSON: recompute its tables from its rows")
     args = ap.parse_args()
     if args.retable:
