@@ -82,20 +82,23 @@ def page_style(rng, meter):
 
 
 def lyric_words(n, seed, hyphen):
-    """n syllables of made-up lyrics; two-syllable words joined by `hyphen` (LilyPond ' -- ', ABC '-')."""
+    """n syllables of made-up lyrics as text: words of one or two syllables, a two-syllable word's
+    joined by `hyphen` (LilyPond ' -- ', ABC '-'); each syllable is set to one note."""
     rng = np.random.default_rng(seed)
-    out = []
-    while len(out) < n:
-        w = [SYLLABLES[int(rng.integers(len(SYLLABLES)))] for _ in range(1 + int(rng.random() < 0.3))]
-        out.append(hyphen.join(w) if len(w) == 2 else w[0])
-        if len(w) == 2:
-            out.append('')
-    return [w for w in out if w][:n]
+    out, k = [], 0
+    while k < n:
+        two = k + 1 < n and rng.random() < 0.3
+        w = [SYLLABLES[int(rng.integers(len(SYLLABLES)))] for _ in range(1 + two)]
+        out.append(hyphen.join(w))
+        k += len(w)
+    return ' '.join(out)
 
 
-def notes_in(measures):
-    """sung notes: not rests, not grace notes (what lyrics are set to)."""
-    return sum(1 for m in measures for e in m['events'] if not e['rest'] and not e['grace'])
+def sung(measures, texts):
+    """syllables a system's lyrics get: its notes (not rests, not grace notes), less the notes a tie
+    continues (they hold the syllable before), so that the engraver never runs out of notes."""
+    n = sum(1 for m in measures for e in m['events'] if not e['rest'] and not e['grace'])
+    return max(0, n - sum(t.count('-') for t in texts))
 
 
 # -----------------------------------------------------------------------------
@@ -230,13 +233,10 @@ def abcm2ps_page(title, composer, label, systems, style, measures):
     beat = '3/8' if style['beat'] == '4.' else '1/4'
     out = ['%%pagewidth 21cm', '%%pageheight 29.7cm', f"%%measurenb {style['barnum']}", '',
            'X:1', f'T:{title}', f'C:{composer}', f'Q:"{style["tempo"]}" {beat}={style["bpm"]}'] + head
-    words = lyric_words(notes_in(measures), style['seed'], '-') if style['lyrics'] else []
-    for a, b in systems:
+    for k, (a, b) in enumerate(systems):
         out.append(' '.join(texts[a:b]))
-        if words:
-            n = notes_in(measures[a:b])
-            out.append('w: ' + ' '.join(words[:n]))
-            words = words[n:]
+        if style['lyrics']:
+            out.append('w: ' + lyric_words(sung(measures[a:b], texts[a:b]), style['seed'] + k, '-'))
     return '\n'.join(out) + '\n'
 
 
@@ -246,7 +246,7 @@ def draw_abcm2ps(title, composer, label, systems, style, measures, E):
     r = subprocess.run(['abcm2ps', '-v', '-q', '-O', '-', '-'], input=abcm2ps_page(title, composer, label, systems,
                        style, measures), capture_output=True, text=True, timeout=60)
     if r.returncode != 0 or r.stdout.count('<svg') != 1:
-        raise ValueError(f'abcm2ps drew {r.stdout.count("<svg")} pages')
+        raise ValueError(f'abcm2ps drew {r.stdout.count("<svg")} pages (exit {r.returncode}: {r.stderr.strip()[:80]})')
     fam = 'STIXGeneral'  # Times-like: abcm2ps spaces its text (tempo mark, lyrics) for Times' widths
 
     def font(m):  # resvg ignores the CSS font shorthand: presentation attributes instead (as E.for_resvg)
@@ -296,7 +296,7 @@ def lily_score(title, composer, music, style, n_notes, piece=False):
     every system or every 5 bars; no line break but the music's own."""
     lyr = ''
     if style['lyrics']:
-        lyr = '\\new Lyrics \\lyricsto "m" { ' + ' '.join(lyric_words(n_notes, style['seed'], ' -- ')) + ' }'
+        lyr = '\\new Lyrics \\lyricsto "m" { ' + lyric_words(n_notes, style['seed'], ' -- ') + ' }'
     bars = ('\\set Score.barNumberVisibility = #(every-nth-bar-number-visible 5) '
             '\\override Score.BarNumber.break-visibility = ##(#t #t #t)') if style['barnum'] == 5 else ''
     head = f'piece = "{lily_text(title)}"' if piece else ''
@@ -349,7 +349,7 @@ def draw_lilypond(jobs, L):
             out[k] = ValueError(f'music21: {type(e).__name__}')
             continue
         size = 18 + style['seed'] % 5
-        books[k] = lily_book([lily_score(title, composer, music, style, notes_in(measures))], size, suffix=k,
+        books[k] = lily_book([lily_score(title, composer, music, style, sung(measures, measure_texts(label)[1]))], size, suffix=k,
                              header=f'title = "{lily_text(title)}" composer = "{lily_text(composer)}"')
     with tempfile.TemporaryDirectory(prefix='nanoomr-pg-') as tmp:
         run_lilypond(list(books.values()), tmp)
@@ -444,7 +444,7 @@ def multipage_pdf(path, tunes, seed=0, min_pages=2):
             music = lily_music(label, systems, L)
         except Exception:  # a tune music21 or musicxml2ly cannot take: the next one
             continue
-        scores.append(lily_score(title, composer, music, style, notes_in(measures), piece=True))
+        scores.append(lily_score(title, composer, music, style, sung(measures, measure_texts(label)[1]), piece=True))
         refs += [B.label(P, measures[a:b]) for a, b in systems]
         if len(refs) < 8 * min_pages:  # ~8-10 systems fill an A4 page at staff size 20
             continue

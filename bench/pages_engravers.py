@@ -32,6 +32,7 @@ import time
 import numpy as np
 from PIL import Image
 
+import sample
 from bench import engraved_pages as G
 from bench import pages as B
 from core import degrade, metrics
@@ -231,7 +232,6 @@ def conditions(pages):
 def multipage_check(reader, tmp):
     """a LilyPond PDF of >= 2 pages and the same pages as a multi-page TIFF, each read as sample.py reads
     it (load_input: pages rendered or read, staves found; the reader; join_lines) -> report lines."""
-    import sample
     P = B.load_prepare()
     tunes = B.test_tunes(P, limit=6 * n_pages + 80)[6 * n_pages:]  # tunes the page sets do not use (build_pages: 6 n)
     pdf = os.path.join(tmp, 'score.pdf')
