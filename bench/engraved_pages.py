@@ -18,6 +18,7 @@ label() of exactly its measures, so titles, composers, tempo marks, bar numbers 
 the page, are never in the reference.
 """
 
+import collections
 import os
 import re
 import subprocess
@@ -54,17 +55,19 @@ def measure_texts(label):
     return head, out
 
 
-def plan_systems(measures, rng):
-    """[(a, b)]: consecutive systems of whole measures, each holding at most a drawn budget of 18-32
-    events and 6 measures (so that both engravers fit it on an A4 line); at most MAX_SYSTEMS (a long
-    tune is cut after them). None if the tune makes fewer than MIN_SYSTEMS."""
-    budget, out, a, n = int(rng.integers(18, 33)), [], 0, 0
+def plan_systems(measures, rng, lyrics=False):
+    """[(a, b)]: consecutive systems of whole measures, each holding at most a drawn budget of 16-28
+    events (12-20 under lyrics: a syllable needs room) and 6 measures, so that both engravers fit it
+    on an A4 line; at most MAX_SYSTEMS (a long tune is cut after them). None if the tune makes fewer
+    than MIN_SYSTEMS."""
+    lo, hi = (12, 21) if lyrics else (16, 29)
+    budget, out, a, n = int(rng.integers(lo, hi)), [], 0, 0
     for i, m in enumerate(measures):
         k = len(m['events'])
         if i > a and (n + k > budget or i - a >= 6):
             out.append((a, i))
             a, n = i, 0
-            budget = int(rng.integers(18, 33))
+            budget = int(rng.integers(lo, hi))
         n += k
     out.append((a, len(measures)))
     out = out[:MAX_SYSTEMS]
@@ -162,10 +165,10 @@ def svg_hlines(svg):
     return out
 
 
-def staves_of(hlines, min_frac=0.25):
+def staves_of(hlines, min_frac=0.05):
     """horizontal lines -> staves, top to bottom: dict(box=(x0, y0, x1, y1), lines=[5 y]). Lines at one
-    y are merged; those shorter than min_frac of the longest (ledger lines, a tempo mark's or a
-    lyric's strokes) dropped; then five consecutive lines equally spaced (within 10%) and overlapping
+    y are merged; those shorter than min_frac of the longest (ledger lines, lyric hyphens; a last
+    system of one measure is still ~10%) dropped; then five consecutive lines equally spaced (within 10%) and overlapping
     in x make a staff."""
     by_y = {}
     for x0, x1, y in hlines:
@@ -231,7 +234,7 @@ def abcm2ps_page(title, composer, label, systems, style, measures):
     if 'clef=' not in head[2]:
         head[2] += ' clef=treble'  # abcm2ps would pick a bass clef for a low tune by itself
     beat = '3/8' if style['beat'] == '4.' else '1/4'
-    out = ['%%pagewidth 21cm', '%%pageheight 29.7cm', f"%%measurenb {style['barnum']}", '',
+    out = ['%%pagewidth 21cm', '%%pageheight 29.7cm', '%%maxshrink 1', f"%%measurenb {style['barnum']}", '',
            'X:1', f'T:{title}', f'C:{composer}', f'Q:"{style["tempo"]}" {beat}={style["bpm"]}'] + head
     for k, (a, b) in enumerate(systems):
         out.append(' '.join(texts[a:b]))
@@ -335,40 +338,65 @@ def run_lilypond(books, tmp, backend='svg'):
                     '-o', os.path.join(tmp, 'p'), os.path.join(tmp, 'all.ly')], capture_output=True, timeout=900)
 
 
+def check_lily_bars(svg, label, systems, staff_height):
+    """engrave_lilypond.check_bars for a page: LilyPond's bar lines (rects as tall as a staff) against
+    the label's, '|' one stroke and the others two; at a line break LilyPond draws '|:' as '|' at the
+    line's end and '.|:' at the next one's start (one more), ':||:' as ':|.' and '.|:' (two more).
+    ValueError('mismatch in bar lines ..') if musicxml2ly or LilyPond moved, added or dropped one."""
+    got = sum(1 for h in re.findall(r'<rect x="0.0000" y="[-0-9.]+" width="[0-9.]+" height="([0-9.]+)" ry="0.0000"', svg)
+              if abs(float(h) - staff_height) < 0.01)
+    _, texts = measure_texts(label)
+    bars = [t.split()[-1] for t in texts]
+    want = sum(1 if b == '|' else 2 for b in bars) + (2 if texts[0].startswith('|:') else 0)
+    want += sum({'|:': 1, ':||:': 2}.get(bars[b - 1], 0) for _, b in systems[:-1])
+    if got != want:
+        raise ValueError(f'mismatch in bar lines: {got} != {want}')
+
+
 def draw_lilypond(jobs, L):
     """jobs: [(title, composer, label, systems, style, measures)] -> per job (image, truth) or the
-    ValueError that rejected it. One lilypond call for all; staff size 18-22 pt (its font's optical size)."""
-    out, books = [None] * len(jobs), {}
+    ValueError that rejected it. One lilypond call for all, at a staff size of 18-22 pt (LilyPond picks
+    its font's optical size from it); a page whose lines stick out past the paper is drawn once more,
+    5 pt smaller, as a user would."""
+    out, music, size = [None] * len(jobs), {}, {}
     for k, (title, composer, label, systems, style, measures) in enumerate(jobs):
         try:
-            music = lily_music(label, systems, L)
+            music[k] = lily_music(label, systems, L)
+            size[k] = 18 + style['seed'] % 5
         except ValueError as e:
             out[k] = e
-            continue
         except Exception as e:  # music21 raises many kinds on what it cannot read
             out[k] = ValueError(f'music21: {type(e).__name__}')
-            continue
-        size = 18 + style['seed'] % 5
-        books[k] = lily_book([lily_score(title, composer, music, style, sung(measures, measure_texts(label)[1]))], size, suffix=k,
-                             header=f'title = "{lily_text(title)}" composer = "{lily_text(composer)}"')
-    with tempfile.TemporaryDirectory(prefix='nanoomr-pg-') as tmp:
-        run_lilypond(list(books.values()), tmp)
-        for k in books:
-            style, systems = jobs[k][4], jobs[k][3]
-            try:
-                if os.path.exists(os.path.join(tmp, f'p-{k}-2.svg')) or os.path.exists(os.path.join(tmp, f'p-{k}-page2.svg')):
-                    raise ValueError('LilyPond drew more than one page')
-                with open(os.path.join(tmp, f'p-{k}.svg'), encoding='utf-8') as f:
-                    svg = f.read()
-                img, truth, _ = render(svg, style['space'], font_files=L.font_files(), serif_family=style['serif'],
-                                       font_family=style['serif'])
-                if len(truth) != len(systems):
-                    raise ValueError(f'LilyPond drew {len(truth)} staves for {len(systems)} systems')
-                out[k] = (img, truth)
-            except OSError:
-                out[k] = ValueError('lilypond drew nothing')
-            except ValueError as e:
-                out[k] = e
+    todo = list(music)
+    for attempt in range(2):
+        with tempfile.TemporaryDirectory(prefix='nanoomr-pg-') as tmp:
+            run_lilypond([lily_book([lily_score(jobs[k][0], jobs[k][1], music[k], jobs[k][4],
+                                                sung(jobs[k][5], measure_texts(jobs[k][2])[1]))], size[k], suffix=k,
+                                    header=f'title = "{lily_text(jobs[k][0])}" composer = "{lily_text(jobs[k][1])}"')
+                          for k in todo], tmp)
+            again = []
+            for k in todo:
+                title, composer, label, systems, style, _ = jobs[k]
+                try:
+                    if any(os.path.exists(os.path.join(tmp, f'p-{k}-{x}.svg')) for x in ('2', 'page2')):
+                        raise ValueError('LilyPond drew more than one page')
+                    with open(os.path.join(tmp, f'p-{k}.svg'), encoding='utf-8') as f:
+                        svg = f.read()
+                    st = staves_of(svg_hlines(svg))
+                    check_lily_bars(svg, label, systems, st[0]['lines'][4] - st[0]['lines'][0] if st else 0.0)
+                    img, truth, _ = render(svg, style['space'], font_files=L.font_files(), serif_family=style['serif'],
+                                           font_family=style['serif'])
+                    if len(truth) != len(systems):
+                        raise ValueError(f'LilyPond drew {len(truth)} staves for {len(systems)} systems')
+                    out[k] = (img, truth)
+                except OSError:
+                    out[k] = ValueError('lilypond drew nothing')
+                except ValueError as e:
+                    out[k] = e
+                    if 'off the page' in str(e):
+                        again.append(k)
+                        size[k] -= 5
+        todo = again
     return out
 
 
@@ -386,21 +414,22 @@ def annotated(P, measures):
 def build_pages(engraver, n, seed=0, tunes=None):
     """n pages drawn by `engraver` ('lilypond' or 'abcm2ps') from the test tunes in order (the same
     tunes, systems and styles for both engravers with the same seed) -> [dict(image, truth, lines,
-    header, title, style)]: truth = staves in pixels, lines = reference ABC per system."""
+    header, title, style)]: truth = staves in pixels, lines = reference ABC per system; and a Counter of
+    why the other planned pages were not kept."""
     P = B.load_prepare()  # puts data/ and data/m21/ on sys.path: its engravers module holds both drawers
     E = P.engravers
-    out, batch = [], []
+    out, batch, rejected = [], [], collections.Counter()
     tunes = tunes if tunes is not None else B.test_tunes(P, limit=6 * n)
     for i, (title, composer, measures) in enumerate(tunes):
         if len(out) >= n:
             break
         rng = np.random.default_rng([seed, i])
-        systems = plan_systems(measures, rng)
+        style = page_style(rng, measures[0]['ctx'][2])
+        systems = plan_systems(measures, rng, style['lyrics'])
         if systems is None:
             continue
         measures = measures[:systems[-1][1]]
         label = B.label(P, measures)
-        style = page_style(rng, label.split('\n')[0][2:])
         refs = [B.label(P, measures[a:b]) for a, b in systems]
         job = (title, composer, label, systems, style, measures)
         if engraver == 'abcm2ps':
@@ -410,18 +439,27 @@ def build_pages(engraver, n, seed=0, tunes=None):
                 for ref, (a, b) in zip(refs, systems):
                     ex = annotated(P, measures[a:b])
                     E.engrave_abcm2ps.check_svg(E.engrave_abcm2ps.draw_svg(ref, E.engrave_abcm2ps.sample_layout(rng)), ex)
-            except ValueError:
+            except ValueError as e:
+                rejected[reason(e)] += 1
                 continue
             out.append(dict(image=img, truth=truth, lines=refs, header=label.split('\n')[:3], title=title, style=style))
         else:
             batch.append((job, refs))
             if len(batch) >= 2 * (n - len(out)) or i == len(tunes) - 1:
                 for (job, refs), got in zip(batch, draw_lilypond([j for j, _ in batch], E.engrave_lilypond)):
-                    if not isinstance(got, ValueError) and len(out) < n:
+                    if isinstance(got, ValueError):
+                        rejected[reason(got)] += 1
+                    elif len(out) < n:
                         out.append(dict(image=got[0], truth=got[1], lines=refs, header=job[2].split('\n')[:3],
                                         title=job[0], style=job[4]))
                 batch = []
-    return out
+    return out, rejected
+
+
+def reason(e):
+    """a rejection's kind, for the report: its message without the numbers."""
+    msg = str(e).split(' (exit')[0]
+    return re.sub(r"(?<![a-z])[-0-9.]+(?![a-z])", 'N', msg.split(':')[0] if msg.startswith('mismatch') else msg)[:60]
 
 
 def multipage_pdf(path, tunes, seed=0, min_pages=2):
@@ -434,12 +472,12 @@ def multipage_pdf(path, tunes, seed=0, min_pages=2):
     scores, refs = [], []
     for i, (title, composer, measures) in enumerate(tunes):
         rng = np.random.default_rng([seed, 7, i])
-        systems = plan_systems(measures, rng)
+        style = page_style(rng, measures[0]['ctx'][2])
+        systems = plan_systems(measures, rng, style['lyrics'])
         if systems is None:
             continue
         measures = measures[:systems[-1][1]]
         label = B.label(P, measures)
-        style = page_style(rng, label.split('\n')[0][2:])
         try:
             music = lily_music(label, systems, L)
         except Exception:  # a tune music21 or musicxml2ly cannot take: the next one

@@ -283,11 +283,12 @@ def main():
     rows, built = [head, '|---|' + '---:|' * (head.count('|') - 2)], {}
     for eng in names:
         t = time.time()
-        pages = G.build_pages(eng, n_pages, seed)
+        pages, rejected = G.build_pages(eng, n_pages, seed)
         if not pages:
             raise RuntimeError(f'no page could be drawn with {eng}')
         built[eng] = (len(pages), time.time() - t, sum(p['style']['lyrics'] for p in pages),
-                      min(len(p['truth']) for p in pages), max(len(p['truth']) for p in pages))
+                      min(len(p['truth']) for p in pages), max(len(p['truth']) for p in pages),
+                      ', '.join(f'{v} {k}' for k, v in rejected.most_common()) or 'none')
         print(f'{eng}: built {len(pages)} pages in {time.time() - t:.0f}s', file=sys.stderr)
         staves.find_staves(pages[0]['image'])  # warm-up: imports
         for name, images in conditions(pages).items():
@@ -302,8 +303,9 @@ def main():
              'Pages: test-split music21 tunes (bench/pages.py test_tunes, canonical labels), drawn on A4 by each engraver '
              '(bench/engraved_pages.py) with a title, a composer, a tempo mark, bar numbers (every system or every 5 bars) '
              'and made-up lyrics on ~40% of pages; line breaks forced at planned measures; staff space 18/20/22 px.', '',
-             '| engraver | pages | with lyrics | systems per page | build s |', '|---|---:|---:|---|---:|']
-    lines += [f'| {e} | {n} | {ly} | {lo}-{hi} | {s:.0f} |' for e, (n, s, ly, lo, hi) in built.items()]
+             '| engraver | pages | with lyrics | systems per page | build s | planned pages not kept (why) |',
+             '|---|---:|---:|---|---:|---|']
+    lines += [f'| {e} | {n} | {ly} | {lo}-{hi} | {s:.0f} | {rj} |' for e, (n, s, ly, lo, hi, rj) in built.items()]
     lines += ['', '## Staves, headers, SER', '',
               'Staves: IoU >= 0.5 against the staff lines of the engraver\'s SVG. Degraded: core.degrade\'s preset '
               'chain on the page (degrade_page: strengths per training line of 9 staff spaces; rotation <= 1.5 deg, '

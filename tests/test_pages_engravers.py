@@ -82,7 +82,7 @@ def test_measure_texts_and_plan():
         plan = G.plan_systems(measures, rng)
         assert plan[0][0] == 0 and all(p[1] == q[0] for p, q in zip(plan, plan[1:]))  # consecutive measures
         assert G.MIN_SYSTEMS <= len(plan) <= G.MAX_SYSTEMS and all(1 <= b - a <= 6 for a, b in plan)
-        assert all(sum(len(m['events']) for m in measures[a:b]) <= 32 or b - a == 1 for a, b in plan)
+        assert all(sum(len(m['events']) for m in measures[a:b]) <= 28 or b - a == 1 for a, b in plan)
     assert G.plan_systems([dict(events=[0] * 8)] * 4, np.random.default_rng(0)) is None  # too short for a page
 
 
