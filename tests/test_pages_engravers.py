@@ -114,3 +114,27 @@ def test_header_hits():
     assert PE.header_hits('L:1/8\nK:A\nA |', ref) == {'meter': 0, 'key': 0, 'clef': 1, 'meter+key': 0}
     assert PE.header_hits('', ref)['key'] == 0
     assert PE.header_of('M:C|\nL:1/8\nK:Bb clef=alto\nB |') == ('C|', 'Bb', 'alto')
+
+
+@need['abcm2ps']
+def test_degraded_page_truth_follows_rotation_and_perspective(job, monkeypatch):
+    """a page on grainy paper, rotated (medium's +-1.5 deg) and put in perspective (corners moved by up
+    to 2.5% of the height, medium's most): the true boxes, carried through the geometry and the finder's
+    deskew, still sit on the found staves; a page without geometry keeps its points."""
+    from core import degrade
+    img, truth = G.draw_abcm2ps(*job, E.engrave_abcm2ps)
+    med = degrade.PRESETS['medium']
+    off = {k: (0.0,) + tuple(v[1:]) for k, v in med.items()}
+    monkeypatch.setitem(degrade.PRESETS, 'geo', dict(off, rotate=(1.0, 1.5), perspective=(1.0, 0.025), paper=med['paper']))
+    monkeypatch.setitem(degrade.PRESETS, 'flat', dict(off, paper=med['paper']))
+    out, move, geo = PE.degrade_page(img, np.random.default_rng(1), 20.0, 'geo')
+    assert geo and np.asarray(out).shape != np.asarray(img).shape  # the rotation grew the canvas
+    page = staves.find_staves(out)
+    assert abs(page.angle) > 1  # the finder turned the page back
+    boxes = PE.truth_boxes(truth, move, np.asarray(out).shape, page.angle)
+    assert len(page.staves) == 3 and len(PE.match_pairs([s.box for s in page.staves], boxes, 0.7)) == 3
+    naive = [t['box'] for t in truth]  # without the geometry the boxes would be off
+    assert len(PE.match_pairs([s.box for s in page.staves], naive, 0.7)) < 3
+    out, move, geo = PE.degrade_page(img, np.random.default_rng(3), 20.0, 'flat')
+    pts = np.array([[10.0, 20.0], [300.0, 400.0]])
+    assert not geo and np.array_equal(move(pts), pts) and np.asarray(out).shape == np.asarray(img).shape
