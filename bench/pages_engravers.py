@@ -30,7 +30,7 @@ import tempfile
 import time
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 import sample
 from bench import engraved_pages as G
@@ -51,6 +51,7 @@ batch_size = 8
 rotate = 2.0             # the tilted condition: uniform angle in +-rotate degrees (0: skip)
 preset = 'medium'        # core.degrade preset of the degraded condition ('' : skip)
 multipage = True         # the PDF / TIFF check (needs out_dir)
+write_misses = None      # a folder: every page where a true staff was missed or a false one found, boxes drawn
 n_read = None            # transcribe only the first n_read pages of each set (None: all); staves are scored on all
 report = 'results/pages_engravers.md'
 machine = 'load not recorded'  # goes into the report
@@ -175,11 +176,20 @@ def header_hits(pred, ref):
 
 # -----------------------------------------------------------------------------
 
-def evaluate(pages, images, reader):
+def draw_miss(im, page, truth, path):
+    """the page as the finder saw it: found staves as staves.draw_staves draws them (red crops, blue lines), true boxes green."""
+    canvas = (staves.draw_staves(page) if page else im).convert('RGB')
+    d = ImageDraw.Draw(canvas)
+    for b in truth:
+        d.rectangle([int(v) for v in b], outline=(0, 170, 0), width=3)
+    canvas.save(path)
+
+
+def evaluate(pages, images, reader, tag=''):
     """pages (build_pages) and, per page, (image, point map) -> dict of the condition's numbers."""
     n_true = n_found = n_match = 0
     t_find, t_read, hits, pp, pr, lp, lr = [], [], [], [], [], [], []
-    for p, (im, move) in zip(pages, images):
+    for i, (p, (im, move)) in enumerate(zip(pages, images)):
         t = time.perf_counter()
         try:
             page = staves.find_staves(im)
@@ -190,6 +200,9 @@ def evaluate(pages, images, reader):
         truth = truth_boxes(p['truth'], move, np.asarray(im).shape, page.angle if page else 0.0)
         pairs = match_pairs([s.box for s in found], truth)
         n_true, n_found, n_match = n_true + len(truth), n_found + len(found), n_match + len(pairs)
+        if write_misses and not len(pairs) == len(truth) == len(found):
+            os.makedirs(write_misses, exist_ok=True)
+            draw_miss(im, page, truth, os.path.join(write_misses, f'{tag}_{i:03d}.png'))
         if reader is None or (n_read is not None and len(pp) >= n_read):
             continue
         t = time.perf_counter()
@@ -292,7 +305,7 @@ def main():
         print(f'{eng}: built {len(pages)} pages in {time.time() - t:.0f}s', file=sys.stderr)
         staves.find_staves(pages[0]['image'])  # warm-up: imports
         for name, images in conditions(pages).items():
-            c = dict(evaluate(pages, images, reader), name=f'{eng}, {name}')
+            c = dict(evaluate(pages, images, reader, f'{eng}_{name.split()[0]}'), name=f'{eng}, {name}')
             rows.append(fmt(c, reader))
             print(rows[-1], file=sys.stderr)
     cmd = f'python -m bench.pages_engravers --n_pages={n_pages} --rotate={rotate:g} --preset={preset}' + \
