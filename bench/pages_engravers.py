@@ -87,13 +87,19 @@ def degrade_page(img, rng, space, preset='medium'):
     page. The strengths are in model pixels of a training line (unit = LINE_SPACES staff spaces / 64
     px), so a blur or a bleed is what it would be on a line cut from this page; rotation and
     perspective are the preset's (degrees; corners moved by up to a fraction of the page's height,
-    a sheet not flat on the glass). point map: (N, 2) page points -> where they are in the result."""
+    a sheet not flat on the glass). point map: (N, 2) page points -> where they are in the result;
+    fired: the effects applied, in order."""
     D, P = degrade, degrade.PRESETS[preset]
     a = np.asarray(img, dtype=np.uint8)
     unit = LINE_SPACES * space / D.REF_HEIGHT
-    on = lambda k: rng.random() < P[k][0]
     U = lambda r: rng.uniform(*r)
-    geo = []
+    geo, fired = [], []
+
+    def on(k):
+        if rng.random() < P[k][0]:
+            fired.append(k)
+            return True
+        return False
     if on('bleed'):
         a = D.ink_bleed(a, U(P['bleed'][1]), unit)
     if on('fade'):
@@ -129,7 +135,7 @@ def degrade_page(img, rng, space, preset='medium'):
         for f in geo:
             p = f(p)
         return p
-    return Image.fromarray(np.ascontiguousarray(a)), move, bool(geo)
+    return Image.fromarray(np.ascontiguousarray(a)), move, fired
 
 
 def truth_boxes(truth, move, shape, angle):
@@ -189,7 +195,8 @@ def evaluate(pages, images, reader, tag=''):
     """pages (build_pages) and, per page, (image, point map) -> dict of the condition's numbers."""
     n_true = n_found = n_match = 0
     t_find, t_read, hits, pp, pr, lp, lr = [], [], [], [], [], [], []
-    for i, (p, (im, move)) in enumerate(zip(pages, images)):
+    missed = []
+    for i, (p, (im, move, *_)) in enumerate(zip(pages, images)):
         t = time.perf_counter()
         try:
             page = staves.find_staves(im)
@@ -200,6 +207,7 @@ def evaluate(pages, images, reader, tag=''):
         truth = truth_boxes(p['truth'], move, np.asarray(im).shape, page.angle if page else 0.0)
         pairs = match_pairs([s.box for s in found], truth)
         n_true, n_found, n_match = n_true + len(truth), n_found + len(found), n_match + len(pairs)
+        missed += [i] if len(pairs) < len(truth) else []
         if write_misses and not len(pairs) == len(truth) == len(found):
             os.makedirs(write_misses, exist_ok=True)
             draw_miss(im, page, truth, os.path.join(write_misses, f'{tag}_{i:03d}.png'))
@@ -216,7 +224,7 @@ def evaluate(pages, images, reader, tag=''):
         for i, j in pairs:
             lp.append(abcs[i] or '')
             lr.append(p['lines'][j])
-    out = dict(pages=len(pages), true=n_true, found=n_found, match=n_match, recall=n_match / max(1, n_true),
+    out = dict(missed=missed, pages=len(pages), true=n_true, found=n_found, match=n_match, recall=n_match / max(1, n_true),
                precision=n_match / max(1, n_found), find_s=float(np.mean(t_find)), find_max=float(np.max(t_find)))
     if reader is not None:
         out.update(read_pages=len(pp), read_s=float(np.mean(t_read)), page=metrics.score(pp, pr), line=metrics.score(lp, lr),
@@ -230,7 +238,7 @@ def conditions(pages):
     out = {'clean': [(p['image'], same) for p in pages]}
     if preset:
         rng = np.random.default_rng(seed + 1)
-        out[f'degraded ({preset})'] = [degrade_page(p['image'], rng, p['style']['space'], preset)[:2] for p in pages]
+        out[f'degraded ({preset})'] = [degrade_page(p['image'], rng, p['style']['space'], preset) for p in pages]
     if rotate > 0:
         rng = np.random.default_rng(seed + 2)
         tilted = []
@@ -293,7 +301,7 @@ def main():
     head = '| engraver, condition | pages | true staves | found | recall | precision | find s/page |'
     if reader is not None:
         head += ' pages read | meter | key | clef | meter+key | page SER | line SER | page/line | read s/page |'
-    rows, built = [head, '|---|' + '---:|' * (head.count('|') - 2)], {}
+    rows, built, effects = [head, '|---|' + '---:|' * (head.count('|') - 2)], {}, []
     for eng in names:
         t = time.time()
         pages, rejected = G.build_pages(eng, n_pages, seed)
@@ -308,6 +316,11 @@ def main():
             c = dict(evaluate(pages, images, reader, f'{eng}_{name.split()[0]}'), name=f'{eng}, {name}')
             rows.append(fmt(c, reader))
             print(rows[-1], file=sys.stderr)
+            if len(images[0]) == 3:  # degraded: which effects the pages with a missed staff had
+                count = lambda idx: {k: sum(k in images[i][2] for i in idx) for k in degrade.PRESETS[preset]}
+                every, bad = count(range(len(pages))), count(c['missed'])
+                effects.append(f"| {eng} | {len(c['missed'])} of {len(pages)} | " +
+                               ', '.join(f'{k} {bad[k]}/{every[k]}' for k in every) + ' |')
     cmd = f'python -m bench.pages_engravers --n_pages={n_pages} --rotate={rotate:g} --preset={preset}' + \
           (f' --out_dir={out_dir}' if out_dir else '') + (f' --n_read={n_read}' if n_read else '') + f" --machine='{machine}'"
     lines = ['# Page benchmark: LilyPond and abcm2ps pages (issue 25)', '',
@@ -325,6 +338,9 @@ def main():
               'perspective up to 2.5% of the page height). Tilted: rotated about the centre. Header: the page '
               'transcription\'s M:, K: key, K: clef against the label\'s. page/line: page SER / line SER (issue target <= 1.2). '
               'Transcription columns (`pages read` onwards) are over the first pages read of each set; staves over all.', ''] + rows
+    if effects:
+        lines += ['', 'Degraded pages with a missed staff, and the effects they had (pages with a missed staff that had '
+                  'the effect / pages that had it):', '', '| engraver | pages with a miss | effects |', '|---|---:|---|'] + effects
     if reader is not None and multipage:
         with tempfile.TemporaryDirectory(prefix='nanoomr-mp-') as tmp:
             lines += ['', '## A score of several pages (PDF and multi-page TIFF)', '',

@@ -125,10 +125,11 @@ def test_degraded_page_truth_follows_rotation_and_perspective(job, monkeypatch):
     img, truth = G.draw_abcm2ps(*job, E.engrave_abcm2ps)
     med = degrade.PRESETS['medium']
     off = {k: (0.0,) + tuple(v[1:]) for k, v in med.items()}
-    monkeypatch.setitem(degrade.PRESETS, 'geo', dict(off, rotate=(1.0, 1.5), perspective=(1.0, 0.025), paper=med['paper']))
-    monkeypatch.setitem(degrade.PRESETS, 'flat', dict(off, paper=med['paper']))
+    paper = (1.0,) + tuple(med['paper'][1:])
+    monkeypatch.setitem(degrade.PRESETS, 'geo', dict(off, rotate=(1.0, 1.5), perspective=(1.0, 0.025), paper=paper))
+    monkeypatch.setitem(degrade.PRESETS, 'flat', dict(off, paper=paper))
     out, move, geo = PE.degrade_page(img, np.random.default_rng(1), 20.0, 'geo')
-    assert geo and np.asarray(out).shape != np.asarray(img).shape  # the rotation grew the canvas
+    assert geo == ['paper', 'rotate', 'perspective'] and np.asarray(out).shape != np.asarray(img).shape  # the rotation grew the canvas
     page = staves.find_staves(out)
     assert abs(page.angle) > 1  # the finder turned the page back
     boxes = PE.truth_boxes(truth, move, np.asarray(out).shape, page.angle)
@@ -137,4 +138,4 @@ def test_degraded_page_truth_follows_rotation_and_perspective(job, monkeypatch):
     assert len(PE.match_pairs([s.box for s in page.staves], naive, 0.7)) < 3
     out, move, geo = PE.degrade_page(img, np.random.default_rng(3), 20.0, 'flat')
     pts = np.array([[10.0, 20.0], [300.0, 400.0]])
-    assert not geo and np.array_equal(move(pts), pts) and np.asarray(out).shape == np.asarray(img).shape
+    assert geo == ['paper'] and np.array_equal(move(pts), pts) and np.asarray(out).shape == np.asarray(img).shape
