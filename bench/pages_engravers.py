@@ -250,11 +250,12 @@ def conditions(pages):
     return out
 
 
-def multipage_check(reader, tmp):
+def multipage_check(reader, tmp, used):
     """a LilyPond PDF of >= 2 pages and the same pages as a multi-page TIFF, each read as sample.py reads
     it (load_input: pages rendered or read, staves found; the reader; join_lines) -> report lines."""
     P = B.load_prepare()
-    tunes = B.test_tunes(P, limit=6 * n_pages + 80)[6 * n_pages:]  # tunes the page sets do not use (build_pages: 6 n)
+    # test tunes the page sets did not draw (titles in `used`), from the end of the list
+    tunes = [t for t in B.test_tunes(P, limit=6 * n_pages + 80) if t[0] not in used][::-1]
     pdf = os.path.join(tmp, 'score.pdf')
     n, refs = G.multipage_pdf(pdf, tunes, seed)
     frames = [im for _, im in pg.read_pdf(pdf, sample.max_pixels)]
@@ -301,7 +302,7 @@ def main():
     head = '| engraver, condition | pages | true staves | found | recall | precision | find s/page |'
     if reader is not None:
         head += ' pages read | meter | key | clef | meter+key | page SER | line SER | page/line | read s/page |'
-    rows, built, effects = [head, '|---|' + '---:|' * (head.count('|') - 2)], {}, []
+    rows, built, effects, used = [head, '|---|' + '---:|' * (head.count('|') - 2)], {}, [], set()
     for eng in names:
         t = time.time()
         pages, rejected = G.build_pages(eng, n_pages, seed)
@@ -311,6 +312,7 @@ def main():
                       min(len(p['truth']) for p in pages), max(len(p['truth']) for p in pages),
                       ', '.join(f'{v} {k}' for k, v in rejected.most_common()) or 'none')
         print(f'{eng}: built {len(pages)} pages in {time.time() - t:.0f}s', file=sys.stderr)
+        used |= {p['title'] for p in pages}
         staves.find_staves(pages[0]['image'])  # warm-up: imports
         for name, images in conditions(pages).items():
             c = dict(evaluate(pages, images, reader, f'{eng}_{name.split()[0]}'), name=f'{eng}, {name}')
@@ -348,7 +350,7 @@ def main():
                       'same pages rendered by inference/pages.read_pdf saved as one deflate TIFF. Each read with sample.py\'s '
                       'load_input + the reader + join_lines in this process (s/page: reading/rendering, finding and '
                       'transcription over the pages), then `python sample.py --image=<file>` run on it (wall time with '
-                      'the model load).', ''] + multipage_check(reader, tmp)
+                      'the model load).', ''] + multipage_check(reader, tmp, used)
     os.makedirs(os.path.dirname(os.path.abspath(report)), exist_ok=True)
     with open(report + '.tmp', 'w') as f:
         f.write('\n'.join(lines) + '\n')
