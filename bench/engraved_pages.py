@@ -334,8 +334,11 @@ def run_lilypond(books, tmp, backend='svg'):
     import lilypond
     with open(os.path.join(tmp, 'all.ly'), 'w', encoding='utf-8') as f:
         f.write('\\version "2.24.0"\n' + ''.join(books))
-    subprocess.run([lilypond.executable(), f'-dbackend={backend}', '-dno-point-and-click', '-s',
-                    '-o', os.path.join(tmp, 'p'), os.path.join(tmp, 'all.ly')], capture_output=True, timeout=900)
+    try:
+        subprocess.run([lilypond.executable(), f'-dbackend={backend}', '-dno-point-and-click', '-s',
+                        '-o', os.path.join(tmp, 'p'), os.path.join(tmp, 'all.ly')], capture_output=True, timeout=900)
+    except subprocess.TimeoutExpired:  # what it wrote is kept; the pages it did not reach are 'drew nothing'
+        pass
 
 
 def check_lily_bars(svg, label, systems, staff_height):
@@ -445,7 +448,8 @@ def build_pages(engraver, n, seed=0, tunes=None):
             out.append(dict(image=img, truth=truth, lines=refs, header=label.split('\n')[:3], title=title, style=style))
         else:
             batch.append((job, refs))
-            if len(batch) >= 2 * (n - len(out)) or i == len(tunes) - 1:
+            # a batch: what should fill the pages still wanted (~10% are rejected), at most 25 per lilypond call
+            if len(batch) >= min(25, (n - len(out)) * 6 // 5 + 1) or i == len(tunes) - 1:
                 for (job, refs), got in zip(batch, draw_lilypond([j for j, _ in batch], E.engrave_lilypond)):
                     if isinstance(got, ValueError):
                         rejected[reason(got)] += 1
