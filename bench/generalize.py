@@ -121,9 +121,15 @@ def measure(args):
         print(f"{sp}: {len(rows[sp])} lines in {secs[sp]:.0f} s ({len(rows[sp]) / secs[sp]:.1f} lines/s)", flush=True)
     tables = breakdown(rows, load_prepare().features.label_features)
     held = (reader.meta.get('train_config') or {}).get('holdout_font')
-    if held:  # a leave-one-out run: the held-out engraver or source against the rest, paired by excerpt
-        ds = type('DS', (), dict(fonts=[r['engraver'] for r in rows['test']], groups=[r['group'] for r in rows['test']]))()
-        tables['holdout'] = evaluation.holdout_scores([(i, r['pred'], r['label'], None) for i, r in enumerate(rows['test'])],
+    if held:  # a leave-one-out run: the held-out engraver or source against the rest
+        test = rows['test']
+        if held in ENGRAVERS:  # paired: only the excerpts every engraver drew (a check may turn one down)
+            drawn = {}
+            for r in test:
+                drawn.setdefault(r['label'], set()).add(r['engraver'])
+            test = [r for r in test if drawn[r['label']] == set(ENGRAVERS)]
+        ds = type('DS', (), dict(fonts=[r['engraver'] for r in test], groups=[r['group'] for r in test]))()
+        tables['holdout'] = evaluation.holdout_scores([(i, r['pred'], r['label'], None) for i, r in enumerate(test)],
                                                       ds, held)
         print(f"held out {held}: unseen/seen SER {tables['holdout']['ratio']}")
     res = dict(out_dir=args.out_dir, data_dir=args.data_dir, preset=args.preset, decode=reader.how, holdout=held,

@@ -74,20 +74,19 @@ def test_exclude_a_source_group(tiny_corpus, name):
     assert len(data.OMRDataset(tiny_corpus, 'train', tok, img_height=32, exclude_fonts=('folk',))) == 0
 
 
-def test_greedy_stops_at_the_line_s_columns():
-    """A decoder that never says eos (its eos logit pushed to -inf) stops after as many tokens as the
-    encoder has columns (W/8 per image, padding excluded), never at max_seq_len: a loop costs a line."""
+def test_greedy_stops_at_four_tokens_a_column():
+    """A decoder that never says eos (its eos logit pushed to -inf) stops after 4 tokens per encoder
+    column (W/8 per image, padding excluded), never at max_seq_len: a loop costs a line's worth."""
     import torch
     import model as M
-    cfg = dict(backbone='cnn_line', vocab_size=8, n_layer=1, n_head=2, d_model=32, d_ff=64, max_seq_len=64,
+    cfg = dict(backbone='cnn_line', vocab_size=8, n_layer=1, n_head=2, d_model=32, d_ff=64, max_seq_len=128,
                dropout=0.0, img_height=32, pad_id=0, bos_id=2, eos_id=3, collapse_height=True, ctc_weight=0.3)
     torch.manual_seed(0)
     m = M.MusicTrOCR(M.MusicTrOCRConfig(**cfg)).eval()
     with torch.no_grad():
-        m.lm_head.bias = torch.nn.Parameter(torch.zeros(8)) if m.lm_head.bias is None else m.lm_head.bias
+        m.lm_head.bias = torch.nn.Parameter(torch.zeros(8))
         m.lm_head.bias[3] = -1e9
-    images, widths = torch.rand(2, 3, 32, 160), torch.tensor([160, 96])
-    out = m.generate(images, 64, widths=widths)
-    assert [len(o) for o in out] == [160 // 8, 96 // 8]
-    assert len(m.generate(images[:1], 64)[0]) == 20  # no widths: all 20 columns are real
-    assert [len(o) for o in m.generate(images, 64, widths=widths, ignore_eos=True)] == [64, 64]  # benchmarks: no cap
+    images, widths = torch.rand(2, 3, 32, 160), torch.tensor([160, 72])
+    assert [len(o) for o in m.generate(images, 128, widths=widths)] == [4 * 160 // 8, 4 * 72 // 8]
+    assert len(m.generate(images[:1, :, :, :96], 128)[0]) == 4 * 96 // 8  # no widths: every column is real
+    assert [len(o) for o in m.generate(images, 128, widths=widths, ignore_eos=True)] == [128, 128]  # benchmarks
