@@ -204,19 +204,23 @@ def report(args):
 
 
 def plot(runs, path):
+    """test SER per source kind (all engravers), a bar per run and split, on a log scale."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(runs), figsize=(4.5 * len(runs), 3.6), squeeze=False, sharey=True)
-    for ax, res in zip(axes[0], runs):
-        t = res['tables']['engraver']
-        for j, sp in enumerate(t):
-            ser = [100 * (t[sp].get(e) or {}).get('ser', np.nan) for e in ENGRAVERS]
-            ax.bar(np.arange(3) + 0.38 * j, ser, 0.38, label='clean' if j == 0 else 'scanned (medium)')
-        ax.set_xticks(np.arange(3) + 0.19, ENGRAVERS)
-        ax.set_title(os.path.basename(os.path.normpath(res['out_dir'])), fontsize=9)
-        ax.set_ylabel('test SER (%)')
-        ax.legend(fontsize=8)
+    kinds = ('folk', 'transposed', 'part', 'synth')
+    bars = [(os.path.basename(os.path.normpath(r['out_dir'])), sp, r['tables']['group'][sp]) for r in runs
+            for sp in r['tables']['group']]
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    w = 0.8 / len(bars)
+    for j, (name, sp, t) in enumerate(bars):
+        ser = [100 * (t.get(f'{k}/all') or {}).get('ser', np.nan) for k in kinds]
+        ax.bar(np.arange(len(kinds)) + w * j, ser, w, label=f"{name}, {'scanned' if 'scan' in sp else 'clean'}")
+    ax.set_xticks(np.arange(len(kinds)) + 0.4 - w / 2, kinds)
+    ax.set_yscale('log')
+    ax.set_ylabel('test SER (%), 3 engravers')
+    ax.legend(fontsize=8)
+    ax.grid(axis='y', alpha=0.3)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format='png')

@@ -253,7 +253,7 @@ def test_ptq_every_mode_on_the_shipped_reader(tmp_path):
     import subprocess
     import datasets
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    pngs = sorted(glob.glob(os.path.join(root, "reader", "samples", "*.png")))
+    pngs = sorted(glob.glob(os.path.join(root, "reader", "samples", "test_*.png")))
     texts = [open(p[:-4] + ".abc").read().rstrip("\n") for p in pngs]
     ds = datasets.Dataset.from_dict(dict(image=pngs, transcription=texts, source=["reader/samples"] * len(pngs),
                                          tune_id=[os.path.basename(p)[:-4] for p in pngs], font=[""] * len(pngs)))
@@ -268,7 +268,7 @@ def test_ptq_every_mode_on_the_shipped_reader(tmp_path):
     assert list(rows) == list(ptq.MODES) and not any("error" in x for x in rows.values()), rows
     assert all(x["n_images"] == len(pngs) == 12 for x in rows.values())
     base = rows["fp32"]["ser"]
-    assert 0 < base <= 0.0075, base  # the reader's 0.47% on these images (tests/test_reader.py: 1.5x bound)
+    assert 0 <= base <= 0.0075, base  # the reader's 0.24% on these images (tests/test_reader.py: 1 edit of 422)
     for mode, x in rows.items():
         assert abs(x["ser"] - base) <= 0.01, (mode, x["ser"], base)
     size = {m: rows["fp32"]["size_bytes"] / x["size_bytes"] for m, x in rows.items()}
