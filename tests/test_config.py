@@ -70,7 +70,7 @@ CONFIG_RUNS = [[f'config/{b}.py'] for b in BACKBONE_CONFIGS] + [
     ['config/resnet50.py', 'config/lora_r8.py'], ['config/resnet50.py', 'config/lora_r4.py'],
     ['config/vit_small.py', 'config/lora_r16.py'], ['config/convnext_tiny.py', 'config/qlora_r8.py'],
     ['config/swin_tiny.py', 'config/frozen_backbone.py'], ['config/quickstart.py'], ['config/tiny_test.py'],
-    ['config/reader.py'], ['config/poly.py'], ['config/distill_convnext_to_mobilevit.py']]
+    ['config/reader.py'], ['config/reader_all.py'], ['config/poly.py'], ['config/distill_convnext_to_mobilevit.py']]
 
 
 def configured(files, monkeypatch):
@@ -119,7 +119,10 @@ def test_every_config_file_is_valid(files, monkeypatch):
         assert os.path.basename(files[1])[:-3] in ADD_ON_CONFIGS and g['out_dir'] == f'out-{name}-{suffix}'
     if g['quant_backbone']:  # QLoRA: the 4-bit backbone trains through adapters only
         assert g['lora_rank'] > 0 and any(t.startswith('backbone') for t in g['lora_targets'])
-    if name in ('reader', 'poly', 'quickstart'):  # the CPU recipes: one step is the whole global batch
+    if name == 'reader_all':  # stage 2 starts from stage 1's run: the same model, so its weights load
+        stage1 = configured(['config/reader.py'], monkeypatch)
+        assert g['init_weights'] == stage1['out_dir'] and all(g[k] == stage1[k] for k in keys)
+    if name in ('reader', 'reader_all', 'poly', 'quickstart'):  # the CPU recipes: one step is the whole global batch
         assert g['device'] == 'cpu' and g['gradient_accumulation_steps'] == 1 and g['cache_images']
     if name == 'quickstart':  # the README's one command prepares its own corpus
         assert g['prepare_args'] and g['data_dir'] == 'data/m21/quick' and g['max_time_minutes'] > 0
