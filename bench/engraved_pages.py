@@ -426,13 +426,10 @@ def build_pages(engraver, n, seed=0, tunes=None):
     for i, (title, composer, measures) in enumerate(tunes):
         if len(out) >= n:
             break
-        rng = np.random.default_rng([seed, i])
-        style = page_style(rng, measures[0]['ctx'][2])
-        systems = plan_systems(measures, rng, style['lyrics'])
-        if systems is None:
+        plan = plan_page(P, measures, np.random.default_rng([seed, i]))
+        if plan is None:
             continue
-        measures = measures[:systems[-1][1]]
-        label = B.label(P, measures)
+        rng, style, systems, measures, label = plan
         refs = [B.label(P, measures[a:b]) for a, b in systems]
         job = (title, composer, label, systems, style, measures)
         if engraver == 'abcm2ps':
@@ -460,6 +457,17 @@ def build_pages(engraver, n, seed=0, tunes=None):
     return out, rejected
 
 
+def plan_page(P, measures, rng):
+    """a tune's page: its style, its systems (measure ranges), the measures they use and their label
+    -> (rng, style, systems, measures, label), or None when no plan fits."""
+    style = page_style(rng, measures[0]['ctx'][2])
+    systems = plan_systems(measures, rng, style['lyrics'])
+    if systems is None:
+        return None
+    measures = measures[:systems[-1][1]]
+    return rng, style, systems, measures, B.label(P, measures)
+
+
 def reason(e):
     """a rejection's kind, for the report: its message without the numbers."""
     msg = str(e).split(' (exit')[0]
@@ -475,13 +483,10 @@ def multipage_pdf(path, tunes, seed=0, min_pages=2):
     L = P.engravers.engrave_lilypond
     scores, refs = [], []
     for i, (title, composer, measures) in enumerate(tunes):
-        rng = np.random.default_rng([seed, 7, i])
-        style = page_style(rng, measures[0]['ctx'][2])
-        systems = plan_systems(measures, rng, style['lyrics'])
-        if systems is None:
+        plan = plan_page(P, measures, np.random.default_rng([seed, 7, i]))
+        if plan is None:
             continue
-        measures = measures[:systems[-1][1]]
-        label = B.label(P, measures)
+        _, style, systems, measures, label = plan
         try:
             music = lily_music(label, systems, L)
         except Exception:  # a tune music21 or musicxml2ly cannot take: the next one

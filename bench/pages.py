@@ -130,18 +130,23 @@ def iou(a, b):
     return inter / union if union > 0 else 0.0
 
 
-def match(found, truth, thr=0.5):
-    """number of one-to-one matches at IoU >= thr (greedy, best pairs first)."""
+def match_pairs(found, truth, thr=0.5):
+    """one-to-one (found index, true index) pairs at IoU >= thr (greedy, best pairs first)."""
     pairs = sorted(((iou(f, t), i, j) for i, f in enumerate(found) for j, t in enumerate(truth)), reverse=True)
-    used_f, used_t, n = set(), set(), 0
+    used_f, used_t, out = set(), set(), []
     for v, i, j in pairs:
         if v < thr:
             break
         if i not in used_f and j not in used_t:
             used_f.add(i)
             used_t.add(j)
-            n += 1
-    return n
+            out.append((i, j))
+    return sorted(out)
+
+
+def match(found, truth, thr=0.5):
+    """number of one-to-one matches at IoU >= thr (match_pairs)."""
+    return len(match_pairs(found, truth, thr))
 
 
 # -----------------------------------------------------------------------------

@@ -151,18 +151,7 @@ def truth_boxes(truth, move, shape, angle):
     return out
 
 
-def match_pairs(found, truth, thr=0.5):
-    """one-to-one (found index, true index) pairs at IoU >= thr, best pairs first (bench/pages.py match)."""
-    pairs = sorted(((B.iou(f, t), i, j) for i, f in enumerate(found) for j, t in enumerate(truth)), reverse=True)
-    used_f, used_t, out = set(), set(), []
-    for v, i, j in pairs:
-        if v < thr:
-            break
-        if i not in used_f and j not in used_t:
-            used_f.add(i)
-            used_t.add(j)
-            out.append((i, j))
-    return sorted(out)
+match_pairs = B.match_pairs  # bench/pages.py's one-to-one matcher, pairs kept (a miss is drawn)
 
 
 def header_of(abc):
