@@ -35,7 +35,7 @@ import sentencepiece as spm
 import torch
 from PIL import Image
 
-from core import degrade, images
+from core import clutter, degrade, images
 from core.metrics import source_group
 from core.files import atomic_path, atomic_write
 
@@ -195,17 +195,17 @@ def holdout_error(data_dir, font):
 
 
 def run_splits(data_dirs, tokenizer, img_height, max_width, max_len, cache=False, augment=False, shape=False, seed=0,
-               holdout_font=None, scan=0.0, scan_preset='medium'):
+               holdout_font=None, scan=0.0, scan_preset='medium', clutter=0.0):
     """train.py's three datasets over the prepared dirs data_dirs: (train, val, test). Labels whose
     [bos] + ids do not fit max_len decoder positions are left out. holdout_font: train and val never
     see it (a font, an engraver or a source group); test keeps them all (final_eval scores each one). scan: the share of train images printed
-    and scanned per step (core/degrade.py). Problems raise ValueError."""
+    and scanned per step (core/degrade.py); clutter: the share given page text first. Problems raise ValueError."""
     for err in filter(None, (holdout_error(d, holdout_font) for d in data_dirs)):
         raise ValueError(err)
     kw = dict(tokenizer=tokenizer, img_height=img_height, max_width=max_width, max_len=max_len, cache=cache)
     no_font = (holdout_font,) if holdout_font else ()
     return (OMRDataset(data_dirs, 'train', augment=augment, shape=shape, seed=seed, exclude_fonts=no_font, scan=scan,
-                       scan_preset=scan_preset, **kw),
+                       scan_preset=scan_preset, clutter=clutter, **kw),
             OMRDataset(data_dirs, 'val', exclude_fonts=no_font, **kw), OMRDataset(data_dirs, 'test', **kw))
 
 
@@ -246,17 +246,18 @@ class OMRDataset(torch.utils.data.Dataset):
     but there is no reason to move 3x the bytes around before collate stacks the batch."""
 
     def __init__(self, data_dir, split, tokenizer, img_height=224, max_width=2048, max_len=None,
-                 augment=False, shape=False, seed=0, cache=False, exclude_fonts=(), scan=0.0, scan_preset='medium'):
+                 augment=False, shape=False, seed=0, cache=False, exclude_fonts=(), scan=0.0, scan_preset='medium', clutter=0.0):
         import datasets
         # a list of prepared dirs = one mixed corpus (train.py's data_mix): their splits end to end
         dirs = [data_dir] if isinstance(data_dir, (str, os.PathLike)) else list(data_dir)
         self.data_dir, self.split, self.tokenizer = str(dirs[0]), split, tokenizer  # the cache lives in the first
         self.img_height, self.max_width, self.augment, self.seed = img_height, max_width, augment, seed
         self.shape = shape  # with augment: images.shape_augment too (glyph shapes, for unseen fonts)
-        self.scan, self.scan_preset = scan, scan_preset  # this share of items printed and scanned (degrade.scan)
-        if not 0.0 <= scan <= 1.0 or (scan and scan_preset not in degrade.PRESETS):
-            raise ValueError(f"augment_scan must be a share in [0, 1] and augment_scan_preset one of "
-                             f"{', '.join(degrade.PRESETS)}; got {scan!r}, {scan_preset!r}")
+        # these shares of items get a page's text around the staff (clutter.add), then are printed and scanned (degrade.scan)
+        self.scan, self.scan_preset, self.clutter = scan, scan_preset, clutter
+        if not 0.0 <= scan <= 1.0 or (scan and scan_preset not in degrade.PRESETS) or not 0.0 <= clutter <= 1.0:
+            raise ValueError(f"augment_scan and augment_clutter must be shares in [0, 1] and augment_scan_preset one "
+                             f"of {', '.join(degrade.PRESETS)}; got {scan!r}, {clutter!r}, {scan_preset!r}")
         self.epoch = 0
         self._pixels = None  # the decoded-image cache (see cache_images), a memory-mapped uint8 array
         ds = load_split(dirs[0], split)
@@ -363,8 +364,7 @@ class OMRDataset(torch.utils.data.Dataset):
             arr = np.array(self._pixels[a:b]).reshape(self.img_height, -1)  # (H, W) uint8, a copy
         else:
             arr = self.load_image(row)
-        if self.scan > 0:
-            arr = self.scan_image(arr, row)
+        arr = self.scan_image(arr, row) if self.clutter > 0 or self.scan > 0 else arr
         text = self.texts[row]
         x = torch.from_numpy(arr).unsqueeze(0).float().div_(255.0)  # (1, H, W)
         if self.augment:
@@ -373,12 +373,14 @@ class OMRDataset(torch.utils.data.Dataset):
         return dict(image=x.expand(3, -1, -1), ids=self.tokenizer.encode(text), text=text, index=row)
 
     def scan_image(self, arr, row):
-        """With probability self.scan, the image printed and scanned (core/degrade.py), drawn per step from
-        (seed, epoch, row) like augment_image: a fresh look every epoch, the same for any number of workers."""
-        rng = np.random.default_rng([self.seed & 0xFFFF_FFFF, self.epoch, row, 24])  # 24: a stream of its own
-        if rng.random() >= self.scan:
-            return arr
-        return degrade.scan_line(arr, rng, self.scan_preset, self.img_height, self.max_width)
+        """With probability self.clutter page text around the staff (core/clutter.py), then with probability self.scan
+        printed and scanned (core/degrade.py); each drawn per step from (seed, epoch, row) and a stream of its own
+        (25, 24) like augment_image: a fresh look every epoch, the same for any number of workers."""
+        key = [self.seed & 0xFFFF_FFFF, self.epoch, row]
+        if self.clutter > 0 and (g := np.random.default_rng(key + [25])).random() < self.clutter:
+            arr = clutter.add(arr, g, self.img_height, self.max_width)
+        rng = np.random.default_rng(key + [24])
+        return degrade.scan_line(arr, rng, self.scan_preset, self.img_height, self.max_width) if rng.random() < self.scan else arr
 
     def widths(self):
         """Width of every sample after resizing (np.int64, aligned with this dataset's positions), read

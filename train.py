@@ -49,8 +49,7 @@ eval_decode_samples = 200  # val images greedy-decoded at each eval for SER / CE
 eval_test_samples = -1  # test images decoded at the end for final_eval.json (-1 = all of them)
 always_save_checkpoint = True  # write ckpt_last at every eval (ckpt_best is written whenever val loss improves)
 init_from = 'scratch'  # 'scratch', 'resume' (continue out_dir/ckpt_last exactly), 'auto' (resume if out_dir has one)
-init_weights = ''  # with 'scratch': a run or checkpoint dir (reader/) whose weights+tokenizer start the run
-                   # (fine-tuning; its tokenizer replaces tokenizer_vocab's: the ids are the model's)
+init_weights = ''  # with 'scratch': a run or checkpoint dir (reader/): its weights+tokenizer (not tokenizer_vocab's)
 max_time_minutes = 0.0  # > 0: stop cleanly (eval + ckpt_last) once this many minutes have passed since launch
 fit_to_time = False  # with max_time_minutes: after 20 steps, shorten max_iters (and the lr schedule) to what fits
 nan_loss = 'skip'  # a step with inf/NaN gradients: 'skip' it (no update, a warning) or 'stop' the run
@@ -71,6 +70,7 @@ augment = False  # data.py's light augmentation (blur, noise, small rotation, co
 augment_shape = False  # with augment: also stroke weight, elastic warp and width (images.shape_augment)
 augment_scan = 0.0  # > 0: this share of train images printed and scanned per step (degrade.py: paper, blur, JPEG, ...)
 augment_scan_preset = 'medium'  # degrade.PRESETS: 'light', 'medium' or 'heavy'
+augment_clutter = 0.0  # > 0: this share of train images get page text around the staff (core/clutter.py), before the scan
 cache_images = False  # decode + resize every image once into data_dir/cache/ (a memory map): no PNG work per step
 holdout_font = None  # a font ('Petaluma'), engraver ('lilypond') or source ('parts'): train and val never see it
 tokenizer_vocab = 0  # 0 = data_dir's tokenizer; > 0 = train a BPE of this size on the train labels into out_dir
@@ -211,7 +211,7 @@ try:  # a missing dir fails in load_split, with the command that prepares it
     tokenizer = data.Tokenizer(tok_path)
     train_ds, val_ds, test_ds = data.run_splits(data_dirs, tokenizer, img_height, max_width, max_seq_len, cache_images,
                                                 augment, augment_shape, seed, holdout_font, augment_scan,
-                                                augment_scan_preset)
+                                                augment_scan_preset, augment_clutter)
 except (FileNotFoundError, ValueError) as e:
     die(e)
 collate_fn = data.Collate(tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id)

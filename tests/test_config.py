@@ -70,7 +70,7 @@ CONFIG_RUNS = [[f'config/{b}.py'] for b in BACKBONE_CONFIGS] + [
     ['config/resnet50.py', 'config/lora_r8.py'], ['config/resnet50.py', 'config/lora_r4.py'],
     ['config/vit_small.py', 'config/lora_r16.py'], ['config/convnext_tiny.py', 'config/qlora_r8.py'],
     ['config/swin_tiny.py', 'config/frozen_backbone.py'], ['config/quickstart.py'], ['config/tiny_test.py'],
-    ['config/reader.py'], ['config/reader_all.py'], ['config/poly.py'], ['config/distill_convnext_to_mobilevit.py']]
+    ['config/reader.py'], ['config/reader_all.py'], ['config/reader_pages.py'], ['config/poly.py'], ['config/distill_convnext_to_mobilevit.py']]
 
 
 def configured(files, monkeypatch):
@@ -122,7 +122,11 @@ def test_every_config_file_is_valid(files, monkeypatch):
     if name == 'reader_all':  # stage 2 starts from stage 1's run: the same model, so its weights load
         stage1 = configured(['config/reader.py'], monkeypatch)
         assert g['init_weights'] == stage1['out_dir'] and all(g[k] == stage1[k] for k in keys)
-    if name in ('reader', 'reader_all', 'poly', 'quickstart'):  # the CPU recipes: one step is the whole global batch
+    if name == 'reader_pages':  # stage 3 starts from stage 2's run, same data, and adds page text to the scans
+        stage2 = configured(['config/reader_all.py'], monkeypatch)
+        assert g['init_weights'] == stage2['out_dir'] and all(g[k] == stage2[k] for k in (*keys, 'data_dir'))
+        assert 0 < g['augment_clutter'] <= 1 and g['augment_scan'] == stage2['augment_scan']
+    if name in ('reader', 'reader_all', 'reader_pages', 'poly', 'quickstart'):  # the CPU recipes: one step is the whole global batch
         assert g['device'] == 'cpu' and g['gradient_accumulation_steps'] == 1 and g['cache_images']
     if name == 'quickstart':  # the README's one command prepares its own corpus
         assert g['prepare_args'] and g['data_dir'] == 'data/m21/quick' and g['max_time_minutes'] > 0
