@@ -31,6 +31,7 @@ from core import images
 MAX_SKEW = 3.0          # degrees; deskew searches +-MAX_SKEW
 CROP_MARGIN = 0.55      # staff spaces of white around a crop (training: 6-19 px at 18-27 px per space)
 MAX_REACH = 6.0         # staff spaces above/below the outer lines a crop may grow (ledger lines)
+TEXT_RUN = 8.0          # staff spaces: an island of ink beside the staff this wide is text, not a grace group
 
 
 @dataclass
@@ -242,9 +243,12 @@ def ink_extent(ink, staff, up_limit, down_limit):
             return y
         cols = ink[min(rows):max(rows) + 1, x0:x1].any(0)
         covered = np.convolve(cols, np.ones(2 * k + 1), mode='same') > 0  # within sp/2 of ink
+        edges = np.diff(np.concatenate(([0], covered.astype(np.int8), [0])))
+        longest = (np.nonzero(edges < 0)[0] - np.nonzero(edges > 0)[0]).max()  # the widest island, columns
         # one island deep only: a grace note or a triplet number sits next to the staff's own ink;
-        # further out (a composer's name above a tempo mark) is page text
-        return y if covered.mean() > 0.25 else rows[-1]
+        # further out (a composer's name above a tempo mark) is page text. So is an island wider than
+        # TEXT_RUN spaces: a tempo mark ('Adagio (q = 60)'), which abcm2ps puts within a space of the notes
+        return y if covered.mean() > 0.25 or longest > TEXT_RUN * sp else rows[-1]
 
     top, bot = grow(staff[1], up_limit, -1), grow(staff[3], down_limit, +1)
     return attach(top, up_limit, -1), attach(bot, down_limit, +1)
