@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from core import images
 
@@ -243,8 +243,7 @@ def ink_extent(ink, staff, up_limit, down_limit):
             return y
         cols = ink[min(rows):max(rows) + 1, x0:x1].any(0)
         covered = np.convolve(cols, np.ones(2 * k + 1), mode='same') > 0  # within sp/2 of ink
-        edges = np.diff(np.concatenate(([0], covered.astype(np.int8), [0])))
-        longest = (np.nonzero(edges < 0)[0] - np.nonzero(edges > 0)[0]).max()  # the widest island, columns
+        longest = widest_run(cols, sp)  # the widest island, columns (the words of a line of text joined)
         # one island deep only: a grace note or a triplet number sits next to the staff's own ink;
         # further out (a composer's name above a tempo mark) is page text. So is an island wider than
         # TEXT_RUN spaces: a tempo mark ('Adagio (q = 60)'), which abcm2ps puts within a space of the notes
@@ -252,6 +251,62 @@ def ink_extent(ink, staff, up_limit, down_limit):
 
     top, bot = grow(staff[1], up_limit, -1), grow(staff[3], down_limit, +1)
     return attach(top, up_limit, -1), attach(bot, down_limit, +1)
+
+
+def text_in_crop(ink, box, cb, sp):
+    """bool (h, w) mask over crop box cb of the page text inside it: ink above the staff's top line or below
+    its bottom line that is not connected to the staff (grown row by row as ink_extent grows) and lies in
+    an island wider than TEXT_RUN spaces, e.g. a tempo mark level with a high note's ledger line. Narrow
+    detached ink (grace notes, triplet numbers, dots, bar numbers) stays: training images have it."""
+    x0, y0, x1, y1 = cb
+    sub = ink[y0:y1, x0:x1]  # (h, w)
+    conn = np.zeros_like(sub)
+    top, bot = max(0, box[1] - y0), min(sub.shape[0] - 1, box[3] - y0)
+    conn[top:bot + 1] = sub[top:bot + 1]  # the staff band itself is music
+    for rows, step in ((range(top - 1, -1, -1), 1), (range(bot + 1, sub.shape[0]), -1)):
+        for y in rows:
+            prev = conn[y + step]
+            if not prev.any():
+                break  # nothing connected further out
+            seed = prev.copy()  # 8-connectivity, as ink_extent
+            seed[1:] |= prev[:-1]
+            seed[:-1] |= prev[1:]
+            row = sub[y]
+            labels = np.cumsum(np.diff(np.concatenate(([False], row)).astype(np.int8)) == 1) * row  # run ids
+            conn[y] = np.isin(labels, np.unique(labels[seed & row])) & row
+    out = np.zeros_like(sub)
+    for a, b in ((0, top), (bot + 1, sub.shape[0])):
+        loose = sub[a:b] & ~conn[a:b]
+        if loose.any():
+            for s0, s1 in island_runs(loose.any(0), sp):
+                if s1 - s0 > TEXT_RUN * sp:
+                    out[a:b, s0:s1] = loose[:, s0:s1]
+    return out
+
+
+def island_runs(cols, sp):
+    """bool (w,) columns holding ink -> [(start, end)] of its islands, gaps under two staff spaces closed (the
+    space between the words of a tempo mark; triplet numbers and grace groups sit further apart)."""
+    k = max(1, int(round(sp)))
+    covered = np.convolve(cols, np.ones(2 * k + 1), mode='same') > 0
+    edges = np.diff(np.concatenate(([0], covered.astype(np.int8), [0])))
+    return list(zip(np.nonzero(edges > 0)[0], np.nonzero(edges < 0)[0]))
+
+
+def widest_run(cols, sp):
+    return max((b - a for a, b in island_runs(cols, sp)), default=0)
+
+
+def clean_crop(gray_im, ink, box, cb, sp):
+    """the crop of cb with its page text (text_in_crop) painted white, one pixel around it too (antialiasing)."""
+    crop = gray_im.crop(cb)
+    text = text_in_crop(ink, box, cb, sp)
+    if not text.any():
+        return crop
+    text = np.asarray(Image.fromarray(text.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(3))) > 0
+    a = np.array(crop)
+    a[text] = 255
+    return Image.fromarray(a)
 
 
 def find_staves(image, max_skew=MAX_SKEW, crops=True):
@@ -295,7 +350,7 @@ def find_staves(image, max_skew=MAX_SKEW, crops=True):
         top, bot = ink_extent(ink, (x0, y0, x1, y1), up, down)
         m = int(round(CROP_MARGIN * s))
         cb = (max(0, x0 - m), max(0, top - m), min(W, x1 + m), min(H, bot + m + 1))
-        crop = gray_im.crop(cb) if crops else None
+        crop = clean_crop(gray_im, ink, (x0, y0, x1, y1), cb, s) if crops else None
         staves.append(Staff(box=(x0, y0, x1, y1), lines=tuple(round(y, 1) for y in ys), space=round(s, 2),
                             crop_box=cb, crop=crop, system=k, index=k))
     rows = np.nonzero(ink.any(1))[0]
