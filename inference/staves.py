@@ -371,6 +371,41 @@ def looks_like_line(image):
     return bool(1 <= rows <= 0.85 * g.shape[0])
 
 
+def is_plain_line(image):
+    """A quick check, run before find_staves, that an image is plainly one cropped line of music, the
+    image a user most often gives sample.py: True only when find_staves would find exactly one staff
+    in it and is_single_line would accept it, so sample.py can read it as it is without the ~15 ms of
+    the full finder (its deskew search, ink growing, ...). False means 'not sure': find_staves decides.
+
+    True when, in the ink's column range, exactly five bands of rows are dark across at least half of
+    it (staff lines; ledger lines and beams cover much less), thin (at most a third of their gap),
+    equally spaced (within 10%) at >= 4 px, level (any tilt that widens a line past a third of its
+    gap fails), and the image is short enough for one staff: at most 14 staff spaces high, with every
+    ink row within 5.5 staff spaces of the outer lines (is_single_line allows 15 and 6). Measured on
+    real lines and pages of all three engravers (tests/test_staves.py): it never says True where the
+    full check would not read the image as one line."""
+    gray = np.asarray(images.to_gray(image))
+    H, W = gray.shape
+    if H < 8 or W < 2 * H:  # a line is wide; anything else goes the long way
+        return False
+    ink = ink_mask(gray)
+    cols = np.nonzero(ink.any(0))[0]
+    if len(cols) < W // 2:
+        return False
+    frac = ink[:, cols[0]:cols[-1] + 1].mean(1)  # (H,) how much of the ink's width each row darkens
+    strong = np.concatenate(([False], frac >= 0.5, [False])).astype(np.int8)
+    starts, ends = np.nonzero(np.diff(strong) == 1)[0], np.nonzero(np.diff(strong) == -1)[0]  # rows [s, e)
+    if len(starts) != 5:
+        return False
+    centres = (starts + ends - 1) / 2
+    gaps = np.diff(centres)
+    sp = float(gaps.mean())
+    if sp < 4 or np.abs(gaps - sp).max() > 0.1 * sp or (ends - starts).max() > sp / 3:
+        return False
+    rows = np.nonzero(ink.any(1))[0]
+    return bool(H <= 14 * sp and rows[0] >= centres[0] - 5.5 * sp and rows[-1] <= centres[-1] + 5.5 * sp)
+
+
 def draw_staves(page):
     """RGB picture of the page with each staff boxed (red: the crop, blue: the five lines) and
     numbered from 1, as sample.py writes it to <stem>.staves.png."""
