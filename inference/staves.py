@@ -374,16 +374,19 @@ def looks_like_line(image):
 def is_plain_line(image):
     """A quick check, run before find_staves, that an image is plainly one cropped line of music, the
     image a user most often gives sample.py: True only when find_staves would find exactly one staff
-    in it and is_single_line would accept it, so sample.py can read it as it is without the ~15 ms of
-    the full finder (its deskew search, ink growing, ...). False means 'not sure': find_staves decides.
+    in it and is_single_line would accept it, so sample.py can read it as it is without the full
+    finder (its deskew search, ink growing, ...), ~20x dearer. False means 'not sure': find_staves decides.
 
     True when, in the ink's column range, exactly five bands of rows are dark across at least half of
     it (staff lines; ledger lines and beams cover much less), thin (at most a third of their gap),
     equally spaced (within 10%) at >= 4 px, level (any tilt that widens a line past a third of its
     gap fails), and the image is short enough for one staff: at most 14 staff spaces high, with every
     ink row within 5.5 staff spaces of the outer lines (is_single_line allows 15 and 6). Measured on
-    real lines and pages of all three engravers (tests/test_staves.py): it never says True where the
-    full check would not read the image as one line."""
+    data/m21/all's 3,503 test lines (three engravers), 1,752 of its scanned-looking test lines, the
+    shipped samples and 245 crops of two LilyPond pages (staves with 0-12 staff spaces above, two
+    staves, tilted staves, title regions): True for 96% of the clean lines and 29% of the scans, and
+    never where sample.py's full check (find_staves + is_single_line, else looks_like_line) would
+    not read a line; tests/test_staves.py keeps a small version of that."""
     gray = np.asarray(images.to_gray(image))
     H, W = gray.shape
     if H < 8 or W < 2 * H:  # a line is wide; anything else goes the long way
