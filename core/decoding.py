@@ -21,8 +21,9 @@ class KVCache:
     def append(self, k, v):
         B, nh, T, hs = k.shape
         if self.k is None:  # allocate on first use, to get device and dtype (autocast) right
-            self.k = k.new_zeros(B, nh, self.max_len, hs)
-            self.v = v.new_zeros(B, nh, self.max_len, hs)
+            # uninitialized: a position is written (append) before attention reads it ([:pos])
+            self.k = k.new_empty(B, nh, self.max_len, hs)
+            self.v = v.new_empty(B, nh, self.max_len, hs)
         assert self.pos + T <= self.max_len, "KV cache overflow"
         self.k[:, :, self.pos:self.pos + T] = k
         self.v[:, :, self.pos:self.pos + T] = v
@@ -30,19 +31,31 @@ class KVCache:
         return self.k[:, :, :self.pos], self.v[:, :, :self.pos]
 
     def reorder(self, index):
-        """Beam search: row i of the new cache is row index[i] of the old one."""
+        """Row i of the new cache is row index[i] of the old one (beam search: a beam's parent; greedy:
+        the rows still decoded, so index may be shorter). Only the positions filled so far are copied,
+        in place, into the first len(index) rows: no new max_len buffer per step."""
         if self.k is not None:
-            self.k = self.k.index_select(0, index)
-            self.v = self.v.index_select(0, index)
+            n, p = index.numel(), self.pos
+            self.k[:n, :, :p] = self.k[index, :, :p]  # the right side is a copy: no overlap trouble
+            self.v[:n, :, :p] = self.v[index, :, :p]
+            self.k, self.v = self.k[:n], self.v[:n]
 
 
 @torch.no_grad()
-def generate(model, images, max_new_tokens, temperature, top_k, K, use_cache, widths, ignore_eos):
-    """The loop of MusicTrOCR.generate (see its docstring), for a model in eval mode; K = beam size."""
+def generate(model, images, max_new_tokens, temperature, top_k, K, use_cache, widths, ignore_eos, encoded=None):
+    """The loop of MusicTrOCR.generate (see its docstring), for a model in eval mode; K = beam size.
+    encoded: model.encode's (memory, mem_mask) computed already (images and widths are then unused),
+    so that images encoded in small batches can be decoded in one big one (inference/pages.Reader).
+
+    Greedy decoding with the cache drops a row from the batch once it has ended (eos or the length
+    cap): a finished row's later steps were thrown away anyway, and every row's computation is its
+    own (its cache, its memory row, its mask), so the others' tokens are the same; only the batch
+    shrinks. On the shipped reader this halves the rows computed per 8-image batch, where lengths
+    differ 2-3x (tests/test_model.py checks the tokens against the loop without it)."""
     cfg = model.config
-    B = images.size(0)
+    memory, mem_mask = model.encode(images, widths) if encoded is None else encoded  # (B, S, D), (B, S)
+    B = memory.size(0)
     n_new = min(max_new_tokens, cfg.max_seq_len)
-    memory, mem_mask = model.encode(images, widths)  # (B, S, D), (B, S)
     if K > 1:  # beams of one image are rows b*K .. b*K+K-1 and share its memory
         memory = memory.repeat_interleave(K, dim=0)
         mem_mask = None if mem_mask is None else mem_mask.repeat_interleave(K, dim=0)
@@ -58,6 +71,9 @@ def generate(model, images, max_new_tokens, temperature, top_k, K, use_cache, wi
     if cfg.collapse_height and not ignore_eos and K == 1:  # one memory vector per image column
         cap = 4 * (mem_mask.sum(1) if mem_mask is not None else torch.full((N,), memory.size(1), device=dev))  # (N,)
     seq = torch.full((N, 1), cfg.bos_id, dtype=torch.long, device=dev)  # (N, 1 + t), bos first
+    shrink = K == 1 and temperature == 0 and use_cache and not ignore_eos  # drop ended rows (docstring)
+    rows = torch.arange(N, device=dev)  # the input row of each row still decoded
+    ended = [None] * N                  # input row -> its finished sequence (bos first), once it ended
     finished = torch.zeros(N, dtype=torch.bool, device=dev)
     scores = torch.zeros(B, K, device=dev)  # beam search: total log-prob of each beam
     scores[:, 1:] = float('-inf')            # at the start only one (the bos-only) beam is alive
@@ -98,12 +114,27 @@ def generate(model, images, max_new_tokens, temperature, top_k, K, use_cache, wi
             finished = finished | (nxt == cfg.eos_id)
             if finished.all():
                 break
+            # a quarter of the rows ended: drop them (each drop copies the caches, so not after every row)
+            if shrink and 4 * int(finished.sum()) >= len(finished):
+                for i, r in zip(finished.nonzero()[:, 0].tolist(), rows[finished].tolist()):
+                    ended[r] = seq[i]
+                keep = (~finished).nonzero()[:, 0]  # (n,) rows still decoded
+                seq, rows, finished = seq[keep], rows[keep], finished[keep]
+                cap = None if cap is None else cap[keep]
+                mem_mask = None if mem_mask is None else mem_mask[keep]
+                mem_kv = [(k[keep], v[keep]) for k, v in mem_kv]
+                for c in caches:
+                    c.reorder(keep)
 
     if K > 1:  # keep the best beam of each image
         best = torch.arange(B, device=dev) * K + scores.argmax(dim=1)
         seq = seq[best]
+    if shrink:  # every input row in its place again, ended ones from `ended`
+        for i, r in enumerate(rows.tolist()):
+            ended[r] = seq[i]
+        seq = ended
     out = []
-    for row in seq[:, 1:].tolist():  # drop bos, cut at the first eos
+    for row in (r[1:].tolist() for r in seq):  # drop bos, cut at the first eos
         if not ignore_eos and cfg.eos_id in row:
             row = row[:row.index(cfg.eos_id)]
         out.append(row)

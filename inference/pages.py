@@ -20,13 +20,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 import data
-from core import images
+from core import decoding, images
 from inference import staves
 from training.checkpoint import find_checkpoint, find_tokenizer, load_model
 
 PDF_DPI = 150            # first render; then re-rendered so the staff space is TARGET_SPACE
 TARGET_SPACE = 20.0      # px; training images have 18-27 px (prepare.py, verovio scale 100-150)
 MAX_DPI = 400
+DECODE_ROWS = 64       # lines decoded together (Reader.decode); their images are still encoded batch_size at a time
 
 
 # -----------------------------------------------------------------------------
@@ -193,10 +194,15 @@ class Reader:
         self.n_new = max_new_tokens or cfg.max_seq_len
 
     def decode(self, xs):
-        """list of (3, H, W) tensors -> list of token-id lists, batch_size at a time, in order of width
-        (similar widths pad little, and similar lengths finish together), returned in the input's order."""
+        """list of (3, H, W) tensors -> list of token-id lists, returned in the input's order. The images
+        are encoded batch_size at a time in order of width (similar widths pad little), exactly the
+        batches they always had, since a CNN's last real columns see the batch's white padding. Greedy
+        decoding then runs DECODE_ROWS lines at a time, their memories padded (masked) to the longest:
+        rows leave the batch when they end (core/decoding.py), so a big batch costs the tokens it writes,
+        and its per-step overhead is paid once for many lines."""
         order = sorted(range(len(xs)), key=lambda i: xs[i].shape[-1])
-        out = []
+        greedy = self.how != 'ctc' and self.beam_size == 1 and self.temperature == 0
+        out, mems = [], []
         for i in range(0, len(xs), self.batch_size):
             chunk = [xs[k] for k in order[i:i + self.batch_size]]
             wmax = max(x.shape[-1] for x in chunk)
@@ -206,9 +212,19 @@ class Reader:
             with torch.inference_mode():
                 if self.how == 'ctc':
                     out += self.model.ctc_decode(images, widths)
+                elif greedy:
+                    mems.append(self.model.encode(images, widths))  # (b, S, D), (b, S)
                 else:
                     out += self.model.generate(images, self.n_new, temperature=self.temperature, top_k=self.top_k,
                                                beam_size=self.beam_size, widths=widths)
+        for i in range(0, len(mems), max(1, DECODE_ROWS // self.batch_size)):
+            group = mems[i:i + max(1, DECODE_ROWS // self.batch_size)]
+            S = max(m.size(1) for m, _ in group)
+            memory = torch.cat([F.pad(m, (0, 0, 0, S - m.size(1))) for m, _ in group])  # (n, S, D), zeros
+            mask = torch.cat([F.pad(k, (0, S - k.size(1)), value=False) for _, k in group])  # (n, S), padding masked
+            with torch.inference_mode():
+                out += decoding.generate(self.model, None, self.n_new, 0.0, None, 1, True, None, False,
+                                         encoded=(memory, mask))
         back = [None] * len(xs)
         for k, ids in zip(order, out):
             back[k] = ids

@@ -165,6 +165,41 @@ def test_cache_identical_and_eos_on_trained_model(trained):
     assert [len(s) for s in m.generate(imgs, 30, widths=widths, ignore_eos=True)] == [30, 30]
 
 
+def test_greedy_drops_ended_rows_and_takes_encoded_memory():
+    """Greedy decoding with the cache drops rows once they end (core/decoding.py): here they end at
+    different steps (length caps of 4 tokens a column, one row by eos), and every row's tokens equal
+    the loop without the cache, which keeps every row to the end. Memory encoded beforehand and padded
+    with masked columns (inference/pages.Reader's big decoding batches) gives the same tokens too."""
+    from core import decoding
+    m = tiny_model(seed=4, backbone='cnn_line', collapse_height=True, max_seq_len=96).eval()
+    with torch.no_grad():  # eos never wins, but for the last row after 5 tokens (see the hook below)
+        m.lm_head.bias = torch.nn.Parameter(torch.zeros(V))
+        m.lm_head.bias[EOS] = -1e9
+    imgs, widths = batch(page(40, 0), page(96, 1), page(64, 2), page(160, 3), page(48, 4))
+    head = m.lm_head
+
+    def lm_head(x):  # the last input row says eos at its 6th step; records the rows of every step
+        out = head(x)
+        if lm_head.rows == [5] * 5:
+            out[4, EOS] = 1e9
+        lm_head.rows.append(out.size(0))
+        return out
+    outs, rows = {}, {}
+    for use_cache in (True, False):
+        lm_head.rows = []
+        object.__setattr__(m, 'lm_head', lm_head)
+        outs[use_cache], rows[use_cache] = m.generate(imgs, 96, widths=widths, use_cache=use_cache), lm_head.rows
+    assert [len(o) for o in outs[True]] == [20, 48, 32, 80, 5]  # 4 a column (8 px), and eos
+    assert outs[True] == outs[False]
+    assert set(rows[False]) == {5} and rows[True][-1] == 1 and sum(rows[True]) < 0.6 * sum(rows[False])
+    object.__setattr__(m, 'lm_head', head)
+    with torch.no_grad():
+        want = m.generate(imgs, 96, widths=widths)
+        memory, mask = m.encode(imgs, widths)  # (5, S, D), (5, S)
+        memory, mask = F.pad(memory, (0, 0, 0, 7)), F.pad(mask, (0, 7), value=False)  # 7 more, masked
+        assert decoding.generate(m, None, 96, 0.0, None, 1, True, None, False, encoded=(memory, mask)) == want
+
+
 def test_generate_never_exceeds_max_seq_len():
     m = tiny_model(max_seq_len=20)
     imgs, widths = batch(page(96, 0))

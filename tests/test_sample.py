@@ -207,19 +207,22 @@ def test_folder_skips_a_file_the_finder_or_the_model_crashes_on(run_dir, tmp_pat
     wide.putpixel((0, 0), 255)
     wide.save(folder / 'b_model_bug.png')
     bad_w = sample.load_image(str(folder / 'b_model_bug.png'), IMG_H, 1024, 10**8).shape[-1]
-    find, decode = sample.staves.find_staves, sample.pages.Reader.decode
+    find, plain, decode = sample.staves.find_staves, sample.staves.is_plain_line, sample.pages.Reader.decode
 
-    def buggy_find(im, *a, **k):
-        if im.getpixel((0, 0)) == 7:
-            raise IndexError('index 100 is out of bounds for axis 0 with size 100')
-        return find(im, *a, **k)
+    def buggy(check):  # the bug fires in the quick line check and in the full finder alike
+        def f(im, *a, **k):
+            if im.getpixel((0, 0)) == 7:
+                raise IndexError('index 100 is out of bounds for axis 0 with size 100')
+            return check(im, *a, **k)
+        return f
 
     def buggy_decode(self, xs):
         if any(x.shape[-1] == bad_w for x in xs):
             raise RuntimeError('CUDA error: an illegal memory access was encountered')
         return decode(self, xs)
 
-    monkeypatch.setattr(sample.staves, 'find_staves', buggy_find)
+    monkeypatch.setattr(sample.staves, 'find_staves', buggy(find))
+    monkeypatch.setattr(sample.staves, 'is_plain_line', buggy(plain))
     monkeypatch.setattr(sample.pages.Reader, 'decode', buggy_decode)
     for k, v in dict(out_dir=str(out), image=str(folder), save_dir=str(save), max_new_tokens=60, page='auto',
                      beam_size=1, attention=None).items():
@@ -237,3 +240,29 @@ def test_folder_skips_a_file_the_finder_or_the_model_crashes_on(run_dir, tmp_pat
     monkeypatch.setattr(sample, 'image', str(folder / 'a_finder_bug.png'))
     with pytest.raises(ValueError, match='a_finder_bug.png: unexpected IndexError'):
         sample.main()
+
+
+def test_plain_line_skips_the_staff_finder_pages_and_blanks_do_not(tmp_path, monkeypatch):
+    """load_input's quick path (staves.is_plain_line): a shipped line image is read as a line in both
+    --page=auto and --page=no without the full staff finder or looks_like_line being called; a page
+    still goes to the finder and is split into its staves; a blank image still gets the one-line
+    'no staff found' error in both modes."""
+    from PIL import Image
+    line = os.path.join(ROOT, 'reader', 'samples', 'clean_verovio_folk.png')
+    page = os.path.join(ROOT, 'tests', 'data', 'lily_page1.png')
+    Image.new('L', (900, 120), 255).save(tmp_path / 'blank.png')
+    calls = []
+    find, looks = staves.find_staves, staves.looks_like_line
+    monkeypatch.setattr(staves, 'find_staves', lambda im, *a, **k: calls.append('find') or find(im, *a, **k))
+    monkeypatch.setattr(staves, 'looks_like_line', lambda im: calls.append('looks') or looks(im))
+    for mode in ('auto', 'no'):
+        monkeypatch.setattr(sample, 'page', mode)
+        j = sample.load_input(line, IMG_H, 1024)
+        assert j['kind'] == 'line' and len(j['xs']) == 1 and j['xs'][0].shape[1] == IMG_H and calls == []
+        with pytest.raises(ValueError, match=r'blank.png: no staff found') as e:
+            sample.load_input(str(tmp_path / 'blank.png'), IMG_H, 1024)
+        assert '\n' not in str(e.value) and calls
+        calls.clear()
+    monkeypatch.setattr(sample, 'page', 'auto')
+    j = sample.load_input(page, IMG_H, 1024)
+    assert j['kind'] == 'page' and len(j['xs']) == 5 and calls == ['find']

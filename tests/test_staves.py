@@ -14,6 +14,7 @@ from bench import pages as B
 from inference import staves
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
 # a tune of 6+ systems with lyrics, a tempo text, ledger lines above and below, and a key change
 TUNE = ('X:1\nT:A Test Page\nC:The Composer\nQ:"Allegro"\nM:4/4\nL:1/8\nK:G\n'
         + ' '.join(["GABc d2 e2 | f2 g2 a'2 c'2 | A,2 C2 D4 | B2 A2 G4 |"] * 8) + ' "^text" d8 |]\n'
@@ -152,3 +153,32 @@ def test_training_images_are_single_lines():
             assert p.ink_outside <= 20  # grace notes and triplet numbers included in the crop
             n += 1
     assert n >= 20
+
+
+def test_plain_line_check_takes_real_lines_never_pages():
+    """staves.is_plain_line, sample.py's quick path for a cropped line: True for most shipped line
+    images of the three engravers (clean), and wherever it says True the full check agrees (one staff,
+    is_single_line) and so does looks_like_line (--page=no). Pages, a staff with the title above it,
+    two staves, a tilted line, blank, gray, noise and degenerate images: False (the full check decides)."""
+    import glob
+    lines = sorted(glob.glob(os.path.join(ROOT, 'reader', 'samples', 'clean_*.png'))
+                   + glob.glob(os.path.join(ROOT, 'reader', 'samples', 'test_*.png')))
+    yes = 0
+    for path in lines:
+        im = Image.open(path).convert('L')
+        if staves.is_plain_line(im):
+            yes += 1
+            pg = staves.find_staves(im)
+            assert len(pg.staves) == 1 and staves.is_single_line(pg) and staves.looks_like_line(im), path
+    assert len(lines) == 24 and yes >= 20, yes
+    pg = staves.find_staves(Image.open(os.path.join(HERE, 'data', 'lily_page1.png')))
+    g, (st, st2) = pg.image, pg.staves[:2]
+    x0, y0, x1, y1 = st2.crop_box
+    assert staves.is_plain_line(g.crop(st2.crop_box))  # the staff alone is a plain line
+    no = [pg.image, g.crop((0, 0, g.size[0], st.crop_box[3])),            # the page; title + first staff
+          g.crop((x0, st.crop_box[1], x1, y1)),                           # two staves
+          g.crop((x0, int(y0 - 8 * st2.space), x1, y1)),                  # a staff and what is above it
+          g.crop(st2.crop_box).rotate(1.5, resample=Image.Resampling.BILINEAR, expand=True, fillcolor=255),
+          Image.new('L', (900, 120), 255), Image.new('L', (900, 120), 128), Image.new('L', (9000, 7), 0),
+          Image.fromarray((np.random.default_rng(0).random((120, 900)) * 255).astype(np.uint8))]
+    assert [staves.is_plain_line(im) for im in no] == [False] * len(no)
