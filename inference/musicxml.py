@@ -57,8 +57,7 @@ _LEN = re.compile(r"(\d*)(/*)(\d*)$")
 
 def parse_len(s):
     """the length suffix of a note/rest ('', '2', '/', '//', '/4', '3/2') -> Fraction of the unit."""
-    m = _LEN.search(s)
-    num, slashes, den = m.group(1), m.group(2), m.group(3)
+    num, slashes, den = _LEN.search(s).groups()
     n = Fraction(int(num)) if num else Fraction(1)
     if slashes:
         n /= int(den) if den else 2 ** len(slashes)
@@ -71,9 +70,7 @@ def meter_len(m):
     if m in ('C', 'C|'):
         return Fraction(1)
     mm = re.fullmatch(r'(\d+(?:\+\d+)*)/(\d+)', m)
-    if not mm:
-        return None
-    return Fraction(sum(int(x) for x in mm.group(1).split('+')), int(mm.group(2)))
+    return Fraction(sum(int(x) for x in mm.group(1).split('+')), int(mm.group(2))) if mm else None
 
 
 def _rest(units):
@@ -158,17 +155,24 @@ def _regular_tuplets(toks):
     """a bar's tokens -> the same without the tuplet marks MuseScore cannot read (their notes count at
     face value): one whose notes' count in their smallest written unit p does not divide ('(3A/G/F' is
     4 sixteenths: 'determineTupletBaseLen cannot divide count 4 by 3'; it lasts 1/6, no note value), or
-    with fewer than r notes before the bar line ('tuplet not stopped at end of measure')."""
+    with fewer than r notes before the bar line or another tuplet ('tuplet not stopped at end of
+    measure'; abc2xml nests none). Inner tuplets first, so an outer one sees what is left of them."""
     out = list(toks)
-    for i, (kind, text, _) in enumerate(toks):
-        if kind != 'tuplet':
+    for i in range(len(toks) - 1, -1, -1):
+        if toks[i][0] != 'tuplet':
             continue
-        p, q, r = _pqr(text)
-        ds = [t[2] for t in toks[i + 1:] if t[0] in ('note', 'rest', 'chord')][:r]
+        p, q, r = _pqr(toks[i][1])
+        kinds = [t[0] for t in out[i + 1:] if t[0] in ('note', 'rest', 'chord', 'tuplet')]
+        ds = [t[2] for t in out[i + 1:] if t[0] in ('note', 'rest', 'chord')][:r * ('tuplet' not in kinds[:r])]
         pieces = [w for x in ds for w in split_len(x)]
         count = sum(ds) / min(_smallest(w) for w in pieces) if len(ds) == r and pieces else Fraction(1, 2)
         if count.denominator != 1 or count.numerator % p:  # not a whole count, or not one p divides
             out[i] = ('space', '', None)
+            continue
+        j = i + 1  # grace notes right after the mark go before it (abc2xml counts them in: 'implicit tuplet start')
+        while j < len(out) and out[j][0] in ('grace', 'space'):
+            j += 1
+        out[i:j] = out[i + 1:j] + [out[i]]
     return out
 
 
@@ -215,10 +219,8 @@ def _events(tokens):
                 j += 1
             ev.append([i, j, dur * q / p])
             i = j
-        elif kind in ('note', 'rest', 'chord'):
-            ev.append([i, i + 1, d])
-            i += 1
         else:
+            ev += [[i, i + 1, d]] if kind in ('note', 'rest', 'chord') else []
             i += 1
     return ev
 
@@ -233,10 +235,10 @@ def repair_bars(abc):
     (pickup), last bar, and meter/unit from the header on, as abc2xml reads it."""
     lines = abc.split('\n')
     head = {'meter': None, 'unit': Fraction(1, 8)}
-    state = {}  # voice id (None: a tune without voices) -> {'meter', 'unit'} as that voice reads on
-    voice = None
-    out_lines, bars = [], []  # bars: (line index, voice, [(kind, text, duration)], meter length, unit length)
-    tails = {}  # voice -> the tokens after its last line's last bar line, when they hold music
+    state, voice = {}, None  # voice id (None: a tune without voices) -> {'meter', 'unit'} as that voice reads on
+    # bars: (line index, voice, [(kind, text, duration)], meter length, unit length); tails: voice -> the
+    # tokens after its last line's last bar line, when they hold music
+    out_lines, bars, tails = [], [], {}
     for li, ln in enumerate(lines):
         if ln.lstrip().startswith('%'):
             out_lines.append(ln)  # %%score, %%MIDI, comments: not music
@@ -308,7 +310,8 @@ def repair_bars(abc):
     length, split, before = {k: sum(e[2] for e in _events(bars[k][2])) for k in nth}, set(), {}
     for b in sorted(nth):  # before: voice -> its timed bar before b
         a, m, before[bars[b][1]] = before.get(bars[b][1]), bars[b][3], b
-        if (a is not None and m is not None and m == bars[a][3] and bars[a][2][-1][0] == 'bar' and _section(bars[a][2][-1][1])
+        end = bars[a][2][-1] if a is not None else ('', '')  # a section line: '||', '|]', a repeat; not '|' or '|1'
+        if (end[0] == 'bar' and m is not None and m == bars[a][3] and ('||' in end[1] or ']' in end[1] or ':' in end[1])
                 and 0 < length[a] < m and 0 < length[b] < m and length[a] + length[b] == m):
             split |= {a, b}
     plan, free = {}, set()  # bar -> (events kept, their length, closing bar line, may stay short); free time bars
@@ -339,9 +342,13 @@ def repair_bars(abc):
     texts, prev = {}, {}  # prev: voice -> [line, index in texts[line], text, closing bar line, extra]
     for k, (li, v, toks, mlen, u) in enumerate(bars):
         closing = toks[-1][1] if toks and toks[-1][0] == 'bar' else None
-        if k not in plan:
+        if k not in plan:  # no music: grace notes there would hang on nothing (music21: a 0-length measure)
+            toks = [t for t in toks if t[0] not in ('grace', 'other')]  # (a stray '-' or '(' alone makes a measure too)
+            if closing is not None and v not in prev:  # a bar line before any music ('||', ':|') makes an empty
+                closing = '|:' if closing.endswith(':') else None  # measure; a start repeat stays, as '|:'
+                toks = toks[:-1] + ([('bar', closing, None)] if closing else [])
             text = ''.join(t[1] for t in toks)
-            if not _events(toks) and closing is not None and v in prev:
+            if closing is not None and v in prev:
                 # an empty bar (a model's '| |', a volta with no music): abc2xml would make it a measure
                 # with no notes (MuseScore: 'empty bar type'; music21: a 0-length bar); its bar line
                 # merges into the bar line before it instead
@@ -375,11 +382,6 @@ def repair_bars(abc):
             out_lines[li] = re.sub(r' +', ' ', ''.join(texts.get(li, []))).strip()
     out_lines = _fix_ties(out_lines)
     return '\n'.join(out_lines)
-
-
-def _section(bar):
-    """a bar line that ends a section: '||', '|]', a repeat (':|', ':||:', '|:'), not a plain '|' or '|1'."""
-    return bar is not None and ('||' in bar or ']' in bar or ':' in bar)
 
 
 def _merge_bars(a, b):
@@ -456,14 +458,13 @@ def _fix_ties(lines):
 def _untie(toks, li, i, outer, tied, here):
     """the tie(s) of token i of line li, on pitches `tied`, given the next event's pitches `here`:
     kept where they reach, dropped where not."""
-    kind, text = toks[li][i]
     keep = tied & here
     if keep == tied:
         return
     if outer is not None:
         toks[li][outer][1] = ''
-    if kind == 'chord':
-        toks[li][i][1] = _tie_chord(text, keep)
+    if toks[li][i][0] == 'chord':
+        toks[li][i][1] = _tie_chord(toks[li][i][1], keep)
 
 
 def _written(body, unit):
@@ -536,10 +537,9 @@ def with_instruments(xml):
         if '<score-instrument' in block:
             return block
         n = int(re.sub(r'\D', '', pid) or 1)
-        ch = n if n < 10 else n + 1
         block = re.sub(r'<part-name\s*/>', f'<part-name>Music {n}</part-name>' if n > 1 else '<part-name>Music</part-name>', block)
         inst = (f'<score-instrument id="{pid}-I1"><instrument-name>Piano</instrument-name></score-instrument>'
-                f'<midi-instrument id="{pid}-I1"><midi-channel>{min(ch, 16)}</midi-channel>'
+                f'<midi-instrument id="{pid}-I1"><midi-channel>{min(n if n < 10 else n + 1, 16)}</midi-channel>'
                 f'<midi-program>1</midi-program><volume>80</volume><pan>0</pan></midi-instrument>')
         return block.replace('</score-part>', inst + '</score-part>')
     return re.sub(r'<score-part id="([^"]+)">.*?</score-part>', add, xml, flags=re.S)

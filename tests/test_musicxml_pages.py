@@ -2,7 +2,8 @@
 tests/test_musicxml_pages.py: the page benchmark's transcriptions exported to MusicXML (issue 25: zero MuseScore
 import errors on every export). Each case is a line the shipped reader wrote on a LilyPond or abcm2ps page
 of bench/pages_engravers.py (or a reader sample damaged by bench/musicxml_check.py), cut short, that
-MuseScore 3 or music21 complained about before inference/musicxml.py was fixed. Checked without MuseScore:
+MuseScore 3 or music21 complained about before inference/musicxml.py was fixed (four more were found by
+random strings of the reader's tokens). Checked without MuseScore:
 every note's type and dots give its duration (test_musicxml_written.written_mismatches), durations sit on
 abc2xml's grid, every tuplet is one MuseScore can measure and closes in its bar, no grace note hangs
 before a rest or a bar line, every tie reaches its pitch, and music21 finds every bar of its meter's
@@ -57,6 +58,13 @@ CASES = {
                      "c2 BB/c/ d/g/d/c/ | g3/4 z7 z/4 | a/b/c'/b/b/g/ ge/e/ df/B/d/ |"),
     # a bar split at a double bar line (the next strain's pickup): both halves kept, not padded to two bars
     'section_pickup': ('M:3/4\nL:1/8\nK:G\nBc | A2 G2 G2 | G6 | G4 || GA |\nB2 c2 d2 | e2 c2 c2 |', 'B2 c2 d2 | e2 c2 c2 |'),
+    # found by random strings of the reader's tokens: a tuplet inside a tuplet (abc2xml nests none:
+    # 'cannot divide count 8 by 3'), a grace note right after the mark (counted in: 'implicit tuplet
+    # start'), bar lines before any music and bars with none (empty measures)
+    'tuplet_nested': ('M:6/8\nL:1/8\nK:G\nd6 | (3G2(3z(3(3f3G2 | B/Ad3/2 z3 ||', 'd6 | G2(3zf3G2 | B/Ad3/2 z3 ||'),
+    'grace_in_tuplet': ('M:2/4\nL:1/8\nK:C\nc4 | (3{g}ABc z2 | c4 |', 'c4 | {g}(3ABc z2 | c4 |'),
+    'leading_bar': ('M:3/4\nL:1/8\nK:C\n||G2 |: z/[CE]AB/ :| G2 z || c6 |]', 'G2 |: z/[CE]AB/ :| G2 z || c6 |]'),
+    'music_less_bars': ('M:6/8\nL:1/8\nK:G\n{g} | c6 | d6 | -', 'c6 | d6 |'),
 }
 
 
