@@ -426,12 +426,13 @@ def _fix_ties(lines):
             m = re.match(r'^V:\s*(\S+)', ln.strip())
             voice = m.group(1) if m else voice
             continue
-        vm = _VOICE.match(ln)
-        if vm:
-            voice = vm.group(1)
-        tl = [[t.lastgroup, t.group()] for t in _TOKEN.finditer(ln)]
+        voice = vm.group(1) if (vm := _VOICE.match(ln)) else voice
+        tl, last = [[t.lastgroup, t.group()] for t in _TOKEN.finditer(ln)], None
         toks[li] = tl
         for i, (kind, text) in enumerate(tl):
+            if [kind, text] == ['other', '-'] and last not in ('note', 'chord'):
+                tl[i][1] = ''  # a '-' not right after a note ties nothing here ('c--', '| -'; abc2xml ties the note before)
+            last = kind if kind != 'space' else last
             if kind == 'field' and text[1] == 'V' and text[3:-1].split():
                 voice = text[3:-1].split()[0]
             if kind == 'grace':
@@ -444,8 +445,6 @@ def _fix_ties(lines):
             while j < len(tl) and tl[j][0] == 'space':
                 j += 1
             outer = j if j < len(tl) and tl[j] == ['other', '-'] else None
-            if kind == 'rest' and outer is not None:
-                tl[outer][1] = ''
             tied = _pitches(kind, text) if outer is not None else \
                 {m.group(2) for m in _CHORD_NOTE.finditer(text[1:text.rindex(']')]) if m.group(4)} if kind == 'chord' else set()
             if tied:

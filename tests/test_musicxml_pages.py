@@ -65,6 +65,8 @@ CASES = {
     'grace_in_tuplet': ('M:2/4\nL:1/8\nK:C\nc4 | (3{g}ABc z2 | c4 |', 'c4 | {g}(3ABc z2 | c4 |'),
     'leading_bar': ('M:3/4\nL:1/8\nK:C\n||G2 |: z/[CE]AB/ :| G2 z || c6 |]', 'G2 |: z/[CE]AB/ :| G2 z || c6 |]'),
     'music_less_bars': ('M:6/8\nL:1/8\nK:G\n{g} | c6 | d6 | -', 'c6 | d6 |'),
+    # a '-' after a bar line or a second '-' ('c2--'): abc2xml ties the note before ('tie not found')
+    'stray_ties': ('M:3/4\nL:1/8\nK:C\nc6 | f4 z2 :| --[CE]6 | c4 c2-- |', 'c6 | f4 z2 :| [CE]6 | c4 c2 |'),
 }
 
 
