@@ -18,6 +18,9 @@ the page, its strengths in units of a training line, see below); tilted by a uni
   page SER, line SER         as bench/pages.py: joined page vs joined references; each matched staff vs
                              its system's reference
   s/page                     find_staves; transcription of the page's crops
+With --abc_dir=DIR (and out_dir), each transcribed page's joined transcription and its joined reference
+are written there as <engraver>_<condition>_<page>_{pred,ref}.abc (atomically), the inputs of
+`python -m bench.musicxml_check --abc_dir=DIR` (MuseScore import check of their MusicXML exports).
 Then the multi-page check (multipage_check): a LilyPond score of several tunes over >= 2 A4 pages as a
 PDF (LilyPond's own) and the same pages as a multi-page TIFF, each read by sample.py's load_input and
 the reader as one tune; seconds per page for finding + transcription, and sample.py run on each.
@@ -36,6 +39,7 @@ import sample
 from bench import engraved_pages as G
 from bench import pages as B
 from core import degrade, metrics
+from core.files import atomic_write
 from inference import pages as pg
 from inference import staves, tune
 
@@ -52,6 +56,7 @@ rotate = 2.0             # the tilted condition: uniform angle in +-rotate degre
 preset = 'medium'        # core.degrade preset of the degraded condition ('' : skip)
 multipage = True         # the PDF / TIFF check (needs out_dir)
 write_misses = None      # a folder: every page where a true staff was missed or a false one found, boxes drawn
+abc_dir = None           # a folder: each page's joined transcription and its reference as .abc (for bench/musicxml_check.py)
 n_read = None            # transcribe only the first n_read pages of each set (None: all); staves are scored on all
 report = 'results/pages_engravers.md'
 machine = 'load not recorded'  # goes into the report
@@ -180,6 +185,14 @@ def draw_miss(im, page, truth, path):
     canvas.save(path)
 
 
+def write_abc(folder, tag, i, pred, ref):
+    """a page's joined transcription and reference -> folder/<tag>_<page>_pred.abc and _ref.abc, atomically
+    (tag: engraver and condition, e.g. 'lilypond_clean')."""
+    os.makedirs(folder, exist_ok=True)
+    for kind, abc in (('pred', pred), ('ref', ref)):
+        atomic_write(os.path.join(folder, f'{tag}_{i:03d}_{kind}.abc'), (abc or '') + '\n')
+
+
 def evaluate(pages, images, reader, tag=''):
     """pages (build_pages) and, per page, (image, point map) -> dict of the condition's numbers."""
     n_true = n_found = n_match = 0
@@ -209,6 +222,8 @@ def evaluate(pages, images, reader, tag=''):
         ref = tune.join_lines(p['lines'])[0]
         pp.append(joined)
         pr.append(ref)
+        if abc_dir:
+            write_abc(abc_dir, tag, i, joined, ref)
         hits.append(header_hits(joined, ref))
         for i, j in pairs:
             lp.append(abcs[i] or '')
@@ -286,6 +301,8 @@ def main():
         raise ValueError(f"--engravers: a comma-separated list of lilypond and abcm2ps, got {engravers!r}")
     if preset and preset not in degrade.PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(degrade.PRESETS)}")
+    if abc_dir and not out_dir:
+        raise ValueError('--abc_dir writes transcriptions: it needs --out_dir (a reader checkpoint, e.g. reader)')
     t0 = time.time()
     reader = pg.Reader(out_dir, device=device, batch_size=batch_size) if out_dir else None
     head = '| engraver, condition | pages | true staves | found | recall | precision | find s/page |'

@@ -4,35 +4,31 @@ abctoolkit's bundled abc2xml (W. Vree, LGPL), after a repair pass that makes eve
 meter. A model's ABC can have bars one eighth short or long; abc2xml would write them as they are, and
 MuseScore then shows corrupted measures. repair_bars decides:
 
-  - a bar shorter than the meter is padded with a rest at its end ('z' of the missing length);
-  - a bar longer than the meter is trimmed: whole events (a note, chord, rest, or a whole triplet)
-    are dropped from its end until it fits, then padded with a rest if it became short;
-  - left incomplete on purpose: the FIRST bar when short (a pickup/anacrusis), the LAST bar when short
-    (the pickup's complement at the end of a tune), and a short bar that ends a repeat (':|') whose
-    length plus the pickup's is exactly one meter (the usual way folk tunes are written).
-    An over-long first or last bar is still trimmed. Meter 'none' (free time) bars are left alone.
-  - multi-voice tunes (issue 12's labels: '%%score', 'V:n clef' lines, one '[V:n] ..' line per voice):
-    each voice is repaired on its own (its own first/last bar, pickup, meter); the header and '%%'
-    lines are kept as written. A bar left short (pickup, last bar) is padded to the longest voice's
-    bar of the same number, so that all voices of a measure add up alike (MuseScore flags a measure
-    whose voices do not).
+  - a short bar is padded with rests at its end; a long one loses whole events (a note, chord, rest, a
+    whole tuplet, with the grace notes and decorations before it) from its end until it fits;
+  - left short on purpose: the FIRST bar (a pickup), the LAST bar, a short bar that ends a repeat (':|')
+    and completes the pickup, and a bar split at a section line ('G4 || GA |' in 3/4: a short bar before
+    '||', '|]' or a repeat and the next strain's pickup, together one meter), as folk tunes are written;
+  - free time (no meter) bars are neither padded nor trimmed;
+  - multi-voice tunes (issue 12's labels: '%%score', 'V:n clef' lines, '[V:n] ..' lines): each voice is
+    repaired on its own; a bar left short is padded to the longest voice's bar of that number (MuseScore
+    flags a measure whose voices do not add up alike). Header and '%%' lines are kept as written.
 
 What MuseScore 3 imports without one complaint (bench/musicxml_check.py counts them):
-  - every note and rest has a written value: a length no single note value (with 0-2 dots) has, a
-    model's 'G5/2' or a padding rest of 5/32, is split into values (split_len: 5/32 = 1/8 + 1/32), tied
-    for notes and chords; a tuplet whose notes were split counts them ('(3:2:4');
-  - a bar with no music (a model's '| |', a bare volta number '|4') makes no measure: its bar line merges
-    into the one before (else music21 and MuseScore see an empty measure, and a short last bar kept as
-    the pickup's complement sits in mid-tune: the issue's "complete bar not its meter's length");
-  - a tie reaches the same pitch, or is dropped (abc2xml turns 'F2- E2' into a slur, a tie at the end
-    into one with no end);
+  - every note and rest has a written value: durations on a 32nd grid (abc2xml's 2520 divisions per
+    quarter have no 64th), a length no single value has split into values tied (split_len);
+  - every tuplet can be measured: its notes count a multiple of p in their smallest unit, inside its bar
+    (else the mark is dropped, _regular_tuplets); a split note recounts it ('(3:2:4');
+  - no grace note before a rest or a bar line; accidentals ABC has ('^^^^' -> '^^'); no stray digits;
+  - a bar with no music ('| |', a bare volta '|4') makes no measure: its bar line merges into the one
+    before; a line that ends in music is closed by a bar line (abc2xml would run it into the next);
+  - a tie reaches its pitch or is dropped (chords per note, none on grace notes or rests);
   - each part names an instrument (with_instruments; else "no instrument found for part 'P1'").
 
 Durations follow ABC: L: unit lengths ('A2', 'A/', 'A3/2'), '(3' = three notes in the time of two,
-grace notes '{..}' take no time, a chord '[..]' lasts as long as its first note (the labels write the
-length on every chord note). Inline [M:..] / [L:..] / [K:..] fields change the meter/unit for what follows.
-Decorations ('!fermata!'), quoted text ('"^Allegro"') and '%' comments are kept as written and take
-no time (their letters are not notes). A tune with its own X: line (xml2abc's output) keeps it.
+grace notes '{..}' take no time, a chord '[..]' lasts as long as its first note. Inline [M:..] / [L:..]
+/ [K:..] fields change the meter/unit for what follows. Decorations ('!fermata!'), quoted text and '%'
+comments are kept and take no time. A tune with its own X: line (xml2abc's output) keeps it.
 """
 
 import contextlib
@@ -61,8 +57,7 @@ _LEN = re.compile(r"(\d*)(/*)(\d*)$")
 
 def parse_len(s):
     """the length suffix of a note/rest ('', '2', '/', '//', '/4', '3/2') -> Fraction of the unit."""
-    m = _LEN.search(s)
-    num, slashes, den = m.group(1), m.group(2), m.group(3)
+    num, slashes, den = _LEN.search(s).groups()
     n = Fraction(int(num)) if num else Fraction(1)
     if slashes:
         n /= int(den) if den else 2 ** len(slashes)
@@ -72,14 +67,10 @@ def parse_len(s):
 def meter_len(m):
     """'6/8' -> Fraction(6, 8) of a whole note; 'C' -> 1, 'C|' -> 1; None for free time / unreadable."""
     m = (m or '').strip()
-    if m == 'C':
-        return Fraction(1)
-    if m == 'C|':
+    if m in ('C', 'C|'):
         return Fraction(1)
     mm = re.fullmatch(r'(\d+(?:\+\d+)*)/(\d+)', m)
-    if not mm:
-        return None
-    return Fraction(sum(int(x) for x in mm.group(1).split('+')), int(mm.group(2)))
+    return Fraction(sum(int(x) for x in mm.group(1).split('+')), int(mm.group(2))) if mm else None
 
 
 def _rest(units):
@@ -91,9 +82,13 @@ def _rest(units):
     return f'z{units.numerator if units.numerator != 1 else ""}/{units.denominator}'
 
 
-# note values MuseScore (and MusicXML's <type>) can write: 1/128 .. a long (4 whole notes), with 0-2 dots
-WRITTEN = sorted({Fraction(2) ** k * f for k in range(-7, 3) for f in (Fraction(1), Fraction(3, 2), Fraction(7, 4))},
-                 reverse=True)
+# every duration is put on a 32nd grid (the labels' shortest, A/4): abc2xml's 2520 divisions per quarter
+# round a 64th (157.5) and MuseScore reports 'calculated duration (1/64) not equal to ... (157/10080)'
+GRID = Fraction(1, 32)
+# note values abc2xml and MuseScore write exactly: a 32nd .. a long (4 whole notes), with 0-2 dots, on the grid
+WRITTEN = sorted({v for k in range(-5, 3) for f in (Fraction(1), Fraction(3, 2), Fraction(7, 4))
+                  for v in [Fraction(2) ** k * f] if (v / GRID).denominator == 1}, reverse=True)
+ACCIDENTALS = ('', '^', '^^', '_', '__', '=')
 
 
 def split_len(d):
@@ -101,13 +96,83 @@ def split_len(d):
     5/32 -> [1/8, 1/32], 5/16 -> [1/4, 1/16], 3/8 -> [3/8] (a dotted quarter). A note or rest of a
     length no single value has (a model's 'G5/2', a padding rest) is written as these, tied for a
     note, so that every <note>'s type and dots equal its duration (MuseScore otherwise reports
-    'calculated duration not equal to specified duration' and refills the bar its own way).
-    Anything shorter than a 128th is dropped (no notation has it)."""
+    'calculated duration not equal to specified duration'). d is on the GRID (quantize)."""
     out, d = [], Fraction(d)
     for w in WRITTEN:
         while d >= w:
             out.append(w)
             d -= w
+    return out
+
+
+def quantize(d):
+    """whole notes -> the nearest multiple of GRID, at least one: a model's 'c/8' (L:1/8) is a 32nd."""
+    return max(GRID, round(Fraction(d) / GRID) * GRID)
+
+
+def _accidental(a):
+    """'^^^^', '___', '=^' -> an ABC accidental (abc2xml misreads the run, and its bar with it): a run
+    keeps at most two signs, a mix its last."""
+    if a in ACCIDENTALS:
+        return a
+    return {'^': '^^', '_': '__', '=': '='}[a[-1]] if len(set(a)) == 1 else a[-1]
+
+
+def _clean(kind, text):
+    """a note or chord token with its accidentals made ABC's (_accidental); a rest as it is."""
+    return text if kind == 'rest' else re.sub(r"([_^=]+)(?=[A-Ga-g])", lambda m: _accidental(m.group(1)), text)
+
+
+def _with_len(kind, text, d, unit):
+    """a note, rest or chord token rewritten to last d (whole notes): the same pitches and inner ties."""
+    L = _len_text(d / unit)
+    if kind == 'rest':
+        return text[0] + L
+    if kind == 'note':
+        return re.match(r"^[_^=]*[A-Ga-g][,']*", text).group() + L
+    inner = text[1:text.rindex(']')]
+    return '[' + re.sub(r"([_^=]*[A-Ga-g][,']*)\d*/*\d*", lambda m: m.group(1) + L, inner) + ']'
+
+
+def _pqr(text):
+    """'(3', '(3:2', '(5:4:3' -> (p, q, r): p notes in the time of q, for the next r notes."""
+    pqr = [int(x) if x else None for x in text[1:].split(':')] + [None, None]
+    p = pqr[0]
+    return p, pqr[1] or {2: 3, 3: 2, 4: 3, 6: 2, 8: 3}.get(p, 2), pqr[2] or p
+
+
+def _smallest(w):
+    """a written value -> the smallest unit it is counted in by MuseScore: a dotted value in thirds
+    of itself (a dotted quarter = 3 eighths), a double-dotted one in sevenths."""
+    for f in (Fraction(7, 4), Fraction(3, 2)):
+        b = w / f
+        if b.numerator == 1 and b.denominator & (b.denominator - 1) == 0:
+            return w / f / (4 if f == Fraction(7, 4) else 2)
+    return w
+
+
+def _regular_tuplets(toks):
+    """a bar's tokens -> the same without the tuplet marks MuseScore cannot read (their notes count at
+    face value): one whose notes' count in their smallest written unit p does not divide ('(3A/G/F' is
+    4 sixteenths: 'determineTupletBaseLen cannot divide count 4 by 3'; it lasts 1/6, no note value), or
+    with fewer than r notes before the bar line or another tuplet ('tuplet not stopped at end of
+    measure'; abc2xml nests none). Inner tuplets first, so an outer one sees what is left of them."""
+    out = list(toks)
+    for i in range(len(toks) - 1, -1, -1):
+        if toks[i][0] != 'tuplet':
+            continue
+        p, q, r = _pqr(toks[i][1])
+        kinds = [t[0] for t in out[i + 1:] if t[0] in ('note', 'rest', 'chord', 'tuplet')]
+        ds = [t[2] for t in out[i + 1:] if t[0] in ('note', 'rest', 'chord')][:r * ('tuplet' not in kinds[:r])]
+        pieces = [w for x in ds for w in split_len(x)]
+        count = sum(ds) / min(_smallest(w) for w in pieces) if len(ds) == r and pieces else Fraction(1, 2)
+        if count.denominator != 1 or count.numerator % p:  # not a whole count, or not one p divides
+            out[i] = ('space', '', None)
+            continue
+        j = i + 1  # grace notes right after the mark go before it (abc2xml counts them in: 'implicit tuplet start')
+        while j < len(out) and out[j][0] in ('grace', 'space'):
+            j += 1
+        out[i:j] = out[i + 1:j] + [out[i]]
     return out
 
 
@@ -125,8 +190,7 @@ def _split_token(kind, text, d, unit):
     if kind == 'rest':
         return ' '.join(text[0] + _len_text(w / unit) for w in parts), len(parts)
     if kind == 'note':
-        m = re.match(r"^([_^=]*)([A-Ga-g][,']*)", text)
-        acc, pitch = m.group(1), m.group(2)
+        acc, pitch = re.match(r"^([_^=]*)([A-Ga-g][,']*)", text).groups()
         tie = '-' if text.rstrip().endswith('-') else ''
         notes = [(acc if i == 0 else '') + pitch + _len_text(w / unit) for i, w in enumerate(parts)]
         return '-'.join(notes) + tie, len(parts)
@@ -134,11 +198,8 @@ def _split_token(kind, text, d, unit):
     inner = text[1:text.rindex(']')]
     pitches = [m.group(1) + m.group(2) for m in re.finditer(r"([_^=]*)([A-Ga-g][,']*)\d*/*\d*", inner)]
     plain = [re.sub(r'^[_^=]*', '', q) for q in pitches]
-    chords = []
-    for i, w in enumerate(parts):
-        ps = pitches if i == 0 else plain
-        last = i == len(parts) - 1
-        chords.append('[' + ''.join(q + _len_text(w / unit) + ('' if last else '-') for q in ps) + ']')
+    chords = ['[' + ''.join(q + _len_text(w / unit) + '-' * (i < len(parts) - 1) for q in (plain if i else pitches)) + ']'
+              for i, w in enumerate(parts)]
     return ''.join(chords), len(parts)
 
 
@@ -149,10 +210,7 @@ def _events(tokens):
     while i < n:
         kind, text, d = tokens[i]
         if kind == 'tuplet':
-            pqr = [int(x) if x else None for x in text[1:].split(':')] + [None, None]
-            p = pqr[0]
-            q = pqr[1] or {2: 3, 3: 2, 4: 3, 6: 2, 8: 3}.get(p, 2)
-            r = pqr[2] or p  # (p:q:r: p notes in the time of q, for the next r notes
+            p, q, r = _pqr(text)
             j, got, dur = i + 1, 0, Fraction(0)
             while j < n and got < r:
                 if tokens[j][0] in ('note', 'rest', 'chord'):
@@ -161,10 +219,8 @@ def _events(tokens):
                 j += 1
             ev.append([i, j, dur * q / p])
             i = j
-        elif kind in ('note', 'rest', 'chord'):
-            ev.append([i, i + 1, d])
-            i += 1
         else:
+            ev += [[i, i + 1, d]] if kind in ('note', 'rest', 'chord') else []
             i += 1
     return ev
 
@@ -179,9 +235,10 @@ def repair_bars(abc):
     (pickup), last bar, and meter/unit from the header on, as abc2xml reads it."""
     lines = abc.split('\n')
     head = {'meter': None, 'unit': Fraction(1, 8)}
-    state = {}  # voice id (None: a tune without voices) -> {'meter', 'unit'} as that voice reads on
-    voice = None
-    out_lines, bars = [], []  # bars: (line index, voice, [(kind, text, duration)], meter length, unit length)
+    state, voice = {}, None  # voice id (None: a tune without voices) -> {'meter', 'unit'} as that voice reads on
+    # bars: (line index, voice, [(kind, text, duration)], meter length, unit length); tails: voice -> the
+    # tokens after its last line's last bar line, when they hold music
+    out_lines, bars, tails = [], [], {}
     for li, ln in enumerate(lines):
         if ln.lstrip().startswith('%'):
             out_lines.append(ln)  # %%score, %%MIDI, comments: not music
@@ -201,6 +258,9 @@ def repair_bars(abc):
         if vm:
             voice = vm.group(1)
         st = state.setdefault(voice, dict(head))
+        if tails.get(voice):  # the voice's last line ended in music, no bar line: closed there, as it is
+            # repaired on its own (abc2xml would run it into this line's first bar: two padded bars in one)
+            tails.pop(voice).extend([('space', ' ', None), ('bar', '|', None)])
         cur = []
         for t in _TOKEN.finditer(ln):
             kind, text = t.lastgroup, t.group()
@@ -222,13 +282,20 @@ def repair_bars(abc):
                 d = (parse_len(inner[0]) if inner else Fraction(1)) * (parse_len(after) if after else 1) * unit
             else:
                 d = None
-            if kind == 'other' and text not in '-().~HLMOPSTuv!"+<>0123456789':
-                continue  # stray characters abc2xml would choke on
+            if d is not None:  # on the grid, with accidentals ABC has (labels are already)
+                text = _clean(kind, text)
+                if quantize(d) != d:
+                    d = quantize(d)
+                    text = _with_len(kind, text, d, unit)
+            if kind == 'other' and text not in '-().~HLMOPSTuv!"+<>':
+                continue  # stray characters abc2xml would choke on (a digit: it misreads the next note's length)
             cur.append((kind, text, d))
             if kind == 'bar':
-                bars.append((li, voice, cur, st['meter'], unit))
+                bars.append((li, voice, _regular_tuplets(cur), st['meter'], unit))
                 cur = []
+        cur = _regular_tuplets(cur)
         bars.append((li, voice, cur, st['meter'], st['unit']))  # the rest of the line (no closing bar)
+        tails[voice] = cur if _events(cur) else None
         out_lines.append(None)  # rebuilt below
 
     # first and last timed bar, and the pickup, are each voice's own
@@ -238,16 +305,29 @@ def repair_bars(abc):
             first.setdefault(v, k)
             last[v] = k
             nth[k] = sum(1 for j in nth if bars[j][1] == v)  # the bar's number within its voice
-    plan = {}  # bar -> (events kept, their length, closing bar line, may stay short)
+    # a bar split at a section line: a short bar closed by '||', '|]' or a repeat, and the short bar
+    # after it (the next strain's pickup), together exactly one meter ('G4 || GA |' in 3/4): both kept
+    length, split, before = {k: sum(e[2] for e in _events(bars[k][2])) for k in nth}, set(), {}
+    for b in sorted(nth):  # before: voice -> its timed bar before b
+        a, m, before[bars[b][1]] = before.get(bars[b][1]), bars[b][3], b
+        end = bars[a][2][-1] if a is not None else ('', '')  # a section line: '||', '|]', a repeat; not '|' or '|1'
+        if (end[0] == 'bar' and m is not None and m == bars[a][3] and ('||' in end[1] or ']' in end[1] or ':' in end[1])
+                and 0 < length[a] < m and 0 < length[b] < m and length[a] + length[b] == m):
+            split |= {a, b}
+    plan, free = {}, set()  # bar -> (events kept, their length, closing bar line, may stay short); free time bars
     for k, (li, v, toks, mlen, u) in enumerate(bars):
         ev = _events(toks)
-        if not ev or mlen is None:
+        if not ev:
             continue
         total = sum(e[2] for e in ev)
+        if mlen is None:  # free time: written in note values, never padded or trimmed
+            plan[k] = (ev, total, None, True)
+            free.add(k)
+            continue
         closing = toks[-1][1] if toks and toks[-1][0] == 'bar' else None
         if k == first[v] and total < mlen:
             pickup[v] = total
-        keep_short = (k == first[v] or k == last[v] or
+        keep_short = (k == first[v] or k == last[v] or k in split or
                       (closing is not None and closing.startswith(':') and v in pickup and total + pickup[v] == mlen))
         while ev and sum(e[2] for e in ev) > mlen:  # drop whole events from the end until it fits
             ev.pop()
@@ -257,13 +337,18 @@ def repair_bars(abc):
     # number: the voices of one measure must add up alike, or MuseScore marks the measure corrupt
     goal = {}
     for k, (_, total, _, _) in plan.items():
-        goal[nth[k]] = max(goal.get(nth[k], 0), total)
+        if k not in free:
+            goal[nth[k]] = max(goal.get(nth[k], 0), total)
     texts, prev = {}, {}  # prev: voice -> [line, index in texts[line], text, closing bar line, extra]
     for k, (li, v, toks, mlen, u) in enumerate(bars):
         closing = toks[-1][1] if toks and toks[-1][0] == 'bar' else None
-        if k not in plan:
+        if k not in plan:  # no music: grace notes there would hang on nothing (music21: a 0-length measure)
+            toks = [t for t in toks if t[0] not in ('grace', 'other')]  # (a stray '-' or '(' alone makes a measure too)
+            if closing is not None and v not in prev:  # a bar line before any music ('||', ':|') makes an empty
+                closing = '|:' if closing.endswith(':') else None  # measure; a start repeat stays, as '|:'
+                toks = toks[:-1] + ([('bar', closing, None)] if closing else [])
             text = ''.join(t[1] for t in toks)
-            if not _events(toks) and closing is not None and v in prev:
+            if closing is not None and v in prev:
                 # an empty bar (a model's '| |', a volta with no music): abc2xml would make it a measure
                 # with no notes (MuseScore: 'empty bar type'; music21: a 0-length bar); its bar line
                 # merges into the bar line before it instead
@@ -282,9 +367,12 @@ def repair_bars(abc):
         body = list(toks[:-1]) if closing is not None else list(toks)
         if len(ev) < len(_events(toks)):  # trimmed: cut the tokens after the last event kept
             s = _events(toks)[len(ev)][0]
+            while s > 0 and (body[s - 1][0] in ('grace', 'deco', 'space') or
+                             body[s - 1][0] == 'other' and body[s - 1][1] in '(~.HLMOPSTuv'):
+                s -= 1  # the grace notes, decorations and slur start of the first event dropped go with it
             body = body[:s] + [t for t in body[s:] if t[0] in ('field',)]
         text = _written(body, u).rstrip()
-        want = goal[nth[k]] if keep_short else mlen
+        want = total if k in free else goal[nth[k]] if keep_short else mlen
         if total < want:
             text += ' ' + ' '.join(_rest(w / u) for w in split_len(want - total))
         texts.setdefault(li, []).append(text + (' ' + closing + ' ' if closing else ''))
@@ -311,54 +399,90 @@ def _merge_bars(a, b):
     return b
 
 
+_CHORD_NOTE = re.compile(r"([_^=]*)([A-Ga-g][,']*)(\d*/*\d*)(-?)")
+
+
+def _pitches(kind, text):
+    """a note or chord token -> its pitches without accidentals, as abc2xml matches a tie's ends; a rest -> none."""
+    inner = text[1:text.rindex(']')] if kind == 'chord' else text if kind == 'note' else ''
+    return {m.group(2) for m in _CHORD_NOTE.finditer(inner)}
+
+
+def _tie_chord(text, keep):
+    """a chord token -> the same chord with a tie ('-' after the note, inside) on the pitches in keep only."""
+    end = text.rindex(']')
+    return '[' + _CHORD_NOTE.sub(lambda m: ''.join(m.group(1, 2, 3)) + '-' * (m.group(2) in keep), text[1:end]) + text[end:]
+
+
 def _fix_ties(lines):
-    """A tie ('-' after a note) must reach the same pitch: abc2xml turns a tie into a rest, another
-    pitch or nothing (a model's 'F2- E2', a tie at the tune's end) into a slur or a tie with no end,
-    and MuseScore reports 'duplicate slur start' / 'next note for tie not found'. Such a '-' is
-    dropped; ties of chords are kept unless what follows is a rest or nothing. Per voice, across
-    bars and lines (a tie may cross a line break)."""
-    toks, voice, pend = {}, None, {}  # pend: voice -> (line, token index, pitch or None for a chord)
+    """A tie ('-') must reach its pitch: abc2xml turns one into a rest, another pitch or nothing (a
+    model's 'F2- E2', a tie at the end) into a slur or a tie with no end (MuseScore: 'duplicate slur
+    start', 'next note for tie not found'); such a '-' is dropped. A chord's ties ('[CE]-', '[C-E-]')
+    stay on the pitches the next note or chord has; ties on grace notes ('{g-}': 'spanner (Tie) doesn't
+    have an endpoint') and rests go. Per voice, across bars and lines."""
+    toks, voice, pend = {}, None, {}  # pend: voice -> (line, token index, index of a '-' after it or None, pitches tied)
     for li, ln in enumerate(lines):
         if ln.lstrip().startswith('%') or re.match(r'^[A-Za-z]:', ln.strip()):
             m = re.match(r'^V:\s*(\S+)', ln.strip())
             voice = m.group(1) if m else voice
             continue
-        vm = _VOICE.match(ln)
-        if vm:
-            voice = vm.group(1)
-        tl = [[t.lastgroup, t.group()] for t in _TOKEN.finditer(ln)]
+        voice = vm.group(1) if (vm := _VOICE.match(ln)) else voice
+        tl, last = [[t.lastgroup, t.group()] for t in _TOKEN.finditer(ln)], None
         toks[li] = tl
         for i, (kind, text) in enumerate(tl):
+            if [kind, text] == ['other', '-'] and last not in ('note', 'chord'):
+                tl[i][1] = ''  # a '-' not right after a note ties nothing here ('c--', '| -'; abc2xml ties the note before)
+            last = kind if kind != 'space' else last
             if kind == 'field' and text[1] == 'V' and text[3:-1].split():
                 voice = text[3:-1].split()[0]
+            if kind == 'grace':
+                tl[i][1] = text.replace('-', '')
             if kind not in ('note', 'rest', 'chord'):
                 continue
             if voice in pend:
-                pli, pi, pitch = pend.pop(voice)
-                here = re.sub(r'^[_^=]*', '', re.match(r"^[_^=]*[A-Ga-g][,']*", text).group()) if kind == 'note' else None
-                if kind == 'rest' or (pitch is not None and here != pitch):
-                    toks[pli][pi][1] = ''
+                _untie(toks, *pend.pop(voice), _pitches(kind, text))
             j = i + 1
             while j < len(tl) and tl[j][0] == 'space':
                 j += 1
-            if kind != 'rest' and j < len(tl) and tl[j] == ['other', '-']:
-                pitch = re.sub(r'^[_^=]*', '', re.match(r"^[_^=]*[A-Ga-g][,']*", text).group()) if kind == 'note' else None
-                pend[voice] = (li, j, pitch)
-    for pli, pi, _ in pend.values():  # a tie at the end of a voice: nothing to tie to
-        toks[pli][pi][1] = ''
+            outer = j if j < len(tl) and tl[j] == ['other', '-'] else None
+            tied = _pitches(kind, text) if outer is not None else \
+                {m.group(2) for m in _CHORD_NOTE.finditer(text[1:text.rindex(']')]) if m.group(4)} if kind == 'chord' else set()
+            if tied:
+                pend[voice] = (li, i, outer, tied)
+    for pend_tie in pend.values():  # a tie at the end of a voice: nothing to tie to
+        _untie(toks, *pend_tie, set())
     return [''.join(t[1] for t in toks[li]) if li in toks else ln for li, ln in enumerate(lines)]
+
+
+def _untie(toks, li, i, outer, tied, here):
+    """the tie(s) of token i of line li, on pitches `tied`, given the next event's pitches `here`:
+    kept where they reach, dropped where not."""
+    keep = tied & here
+    if keep == tied:
+        return
+    if outer is not None:
+        toks[li][outer][1] = ''
+    if toks[li][i][0] == 'chord':
+        toks[li][i][1] = _tie_chord(toks[li][i][1], keep)
 
 
 def _written(body, unit):
     """a bar's tokens -> its text with every note, rest and chord of a length no single note value has
     split into written values (_split_token); a tuplet whose notes were split counts them ('(3' ->
-    '(3:2:4'). Tokens that need nothing are kept exactly as written."""
+    '(3:2:4'). Grace notes with no note after them in the bar (before a rest, or at its end) are
+    dropped: MuseScore can hang them on no chord ('addGraceChordsAfter'). Tokens that need nothing are
+    kept exactly as written."""
     out, tup = [], None  # tup: [index in out, p, q, notes left, pieces so far]
-    for kind, text, d in body:
+    nxt = [None] * len(body)  # the kind of the next timed token after each
+    for i in range(len(body) - 2, -1, -1):
+        k = body[i + 1][0]
+        nxt[i] = k if k in ('note', 'rest', 'chord') else nxt[i + 1]
+    for i, (kind, text, d) in enumerate(body):
+        if kind == 'grace' and nxt[i] not in ('note', 'chord'):
+            continue
         if kind == 'tuplet':
-            pqr = [int(x) if x else None for x in text[1:].split(':')] + [None, None]
-            q = pqr[1] or {2: 3, 3: 2, 4: 3, 6: 2, 8: 3}.get(pqr[0], 2)
-            tup = [len(out), pqr[0], q, pqr[2] or pqr[0], 0, text]
+            p, q, r = _pqr(text)
+            tup = [len(out), p, q, r, 0, text]
             out.append(text)
             continue
         if kind in ('note', 'rest', 'chord'):
@@ -368,7 +492,7 @@ def _written(body, unit):
                 tup[3] -= 1
                 tup[4] += pieces
                 if tup[3] == 0:
-                    if tup[4] != (tup[5].count(':') == 2 and int(tup[5].split(':')[2] or 0) or tup[1]):
+                    if tup[4] != _pqr(tup[5])[2]:
                         out[tup[0]] = f'({tup[1]}:{tup[2]}:{tup[4]}'
                     tup = None
             continue
@@ -412,10 +536,9 @@ def with_instruments(xml):
         if '<score-instrument' in block:
             return block
         n = int(re.sub(r'\D', '', pid) or 1)
-        ch = n if n < 10 else n + 1
         block = re.sub(r'<part-name\s*/>', f'<part-name>Music {n}</part-name>' if n > 1 else '<part-name>Music</part-name>', block)
         inst = (f'<score-instrument id="{pid}-I1"><instrument-name>Piano</instrument-name></score-instrument>'
-                f'<midi-instrument id="{pid}-I1"><midi-channel>{min(ch, 16)}</midi-channel>'
+                f'<midi-instrument id="{pid}-I1"><midi-channel>{min(n if n < 10 else n + 1, 16)}</midi-channel>'
                 f'<midi-program>1</midi-program><volume>80</volume><pan>0</pan></midi-instrument>')
         return block.replace('</score-part>', inst + '</score-part>')
     return re.sub(r'<score-part id="([^"]+)">.*?</score-part>', add, xml, flags=re.S)

@@ -52,9 +52,15 @@ def test_split_len_gives_written_values_that_add_up():
     assert musicxml.split_len(F(3, 8)) == [F(3, 8)]      # a dotted quarter is one value
     assert musicxml.split_len(F(7, 16)) == [F(7, 16)]    # a double-dotted quarter
     assert musicxml.split_len(F(9, 8)) == [F(1), F(1, 8)]
+    # abc2xml writes 2520 divisions per quarter: a 64th (157.5) or a dotted 32nd (472.5) has none, so the
+    # written values stop at a 32nd and durations are put on that grid first (quantize)
+    assert min(musicxml.WRITTEN) == F(1, 32) and F(3, 64) not in musicxml.WRITTEN and F(7, 64) not in musicxml.WRITTEN
+    assert all((w * 4 * 2520).denominator == 1 for w in musicxml.WRITTEN)
+    assert [musicxml.quantize(x) for x in (F(1, 64), F(1, 128), F(3, 64), F(5, 32), F(0))] == \
+        [F(1, 32), F(1, 32), F(1, 16), F(5, 32), F(1, 32)]
     rng = random.Random(0)
     for _ in range(500):
-        d = F(rng.randint(1, 200), 2 ** rng.randint(0, 6))
+        d = F(rng.randint(1, 200), 2 ** rng.randint(0, 5))
         parts = musicxml.split_len(d)
         assert sum(parts) == d and all(p in musicxml.WRITTEN for p in parts) and parts == sorted(parts, reverse=True)
 
@@ -117,8 +123,9 @@ def test_repeats_pickups_and_instruments_survive():
     assert ms[0].duration.quarterLength == 0.5  # the pickup
     reps = [b.direction for m in ms for b in (m.leftBarline, m.rightBarline) if isinstance(b, music21.bar.Repeat)]
     assert reps == ['start', 'end', 'start', 'end']
+    assert ms[3].duration.quarterLength == 0.5  # the second strain's pickup (after ':|'), kept short too
     bars, bad, rep = bar_check(xml)
-    assert bad == 0 and rep == 1  # the short bar closing the first repeat completes the pickup: the convention
+    assert bad == 0 and rep == 2  # the short bar closing the first repeat + the next pickup: one bar split, the convention
     two = musicxml.with_instruments('<part-list><score-part id="P1"><part-name /></score-part>'
                                     '<score-part id="P2"><part-name /></score-part></part-list>')
     assert two.count('<score-instrument') == 2 and '<midi-channel>2</midi-channel>' in two

@@ -139,3 +139,21 @@ def test_degraded_page_truth_follows_rotation_and_perspective(job, monkeypatch):
     out, move, geo = PE.degrade_page(img, np.random.default_rng(3), 20.0, 'flat')
     pts = np.array([[10.0, 20.0], [300.0, 400.0]])
     assert geo == ['paper'] and np.array_equal(move(pts), pts) and np.asarray(out).shape == np.asarray(img).shape
+
+
+def test_abc_dir_writes_each_page_and_its_reference(tmp_path, monkeypatch):
+    """--abc_dir: a page's joined transcription and reference as <engraver>_<condition>_<page>_{pred,ref}.abc,
+    read back as written (the inputs of bench/musicxml_check.py --abc_dir); rewriting replaces them whole.
+    Without a reader there is nothing to write: one clear error before any page is drawn."""
+    d = tmp_path / 'abc'
+    PE.write_abc(str(d), 'abcm2ps_tilted', 7, 'M:3/4\nL:1/8\nK:D\nA2 | d4 |', 'M:3/4\nL:1/8\nK:D\nA2 | d2 e2 |')
+    PE.write_abc(str(d), 'abcm2ps_tilted', 7, 'M:3/4\nL:1/8\nK:D\nA2 | d2 f2 |', 'M:3/4\nL:1/8\nK:D\nA2 | d2 e2 |')
+    PE.write_abc(str(d), 'lilypond_clean', 0, '', 'L:1/8\nK:C\nC8 |')  # no staff found: an empty transcription
+    assert sorted(p.name for p in d.iterdir()) == ['abcm2ps_tilted_007_pred.abc', 'abcm2ps_tilted_007_ref.abc',
+                                                   'lilypond_clean_000_pred.abc', 'lilypond_clean_000_ref.abc']
+    assert (d / 'abcm2ps_tilted_007_pred.abc').read_text() == 'M:3/4\nL:1/8\nK:D\nA2 | d2 f2 |\n'
+    assert (d / 'lilypond_clean_000_pred.abc').read_text() == '\n'
+    monkeypatch.setattr(PE, 'abc_dir', str(d))
+    monkeypatch.setattr(PE, 'out_dir', None)
+    with pytest.raises(ValueError, match='--abc_dir .* needs --out_dir'):
+        PE.main()
