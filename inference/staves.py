@@ -155,13 +155,14 @@ def row_runs(ink, min_len):
 # -----------------------------------------------------------------------------
 # lines -> staves
 
-def find_lines(ink, t, sp):
+def find_lines(ink, t, sp, runs=None):
     """Staff-line candidates: bands of rows whose long horizontal runs add up to >= 6 staff spaces
     (a clef, a key and a note), trimmed to the rows within 50% of the band's peak (a horizontal beam
     touching a line must not make it thick; two lines joined by beams split apart again), and at most
     max(3, 2.5 t) thick (dark blobs of a photo
-    are not lines). -> list of (y centre, x0, x1, strength = the peak row's long-run length)."""
-    score, r, s, e = row_runs(ink, max(10, int(2 * sp)))
+    are not lines). runs: row_runs(ink, max(10, int(2 * sp))) when the caller has them.
+    -> list of (y centre, x0, x1, strength = the peak row's long-run length)."""
+    score, r, s, e = runs if runs is not None else row_runs(ink, max(10, int(2 * sp)))
     on = score >= 6 * sp
     lines = []
     y, H = 0, len(score)
@@ -278,6 +279,68 @@ def ink_extent(ink, staff, up_limit, down_limit):
     return attach(top, up_limit, -1), attach(bot, down_limit, +1)
 
 
+def turn(pts, deg, shape):
+    """where PIL's Image.rotate(deg) (counter-clockwise about the centre, same canvas) takes the (N, 2)
+    (x, y) points of an image of shape (H, W); turn(., -deg, .) takes them back."""
+    r = np.deg2rad(deg)
+    c, s = np.cos(r), np.sin(r)
+    x, y = pts[:, 0] - shape[1] / 2, pts[:, 1] - shape[0] / 2
+    return np.stack([shape[1] / 2 + c * x + s * y, shape[0] / 2 - s * x + c * y], 1)
+
+
+def unexplained_bands(score, boxes, sp):
+    """Rows with staff-line-like runs (score >= 6 sp, as find_lines) more than a staff space away from
+    every staff found, in clusters (gaps <= sp) at least 3 staff spaces tall: where a staff may have been
+    missed. -> [(first row, last row, lo, hi)]: lo, hi the rows between the found staves around it."""
+    on = score >= 6 * sp
+    for x0, y0, x1, y1, _ in boxes:
+        on[max(0, int(y0 - sp)):int(y1 + sp) + 1] = False
+    rows = np.nonzero(on)[0]
+    out = []
+    for grp in np.split(rows, np.nonzero(np.diff(rows) > sp)[0] + 1) if len(rows) else []:
+        if grp[-1] - grp[0] >= 3 * sp:
+            lo = max([b[3] + 1 for b in boxes if b[3] < grp[0]], default=0)
+            hi = min([b[1] - 1 for b in boxes if b[1] > grp[-1]], default=len(score) - 1)
+            out.append((int(grp[0]), int(grp[-1]), lo, hi))
+    return out
+
+
+def retilted_staves(gray_im, ink, score, boxes, t, sp, max_skew):
+    """The staves a sheet not flat on the glass hides from one deskew: under perspective, staff lines
+    near the top and bottom of a page tilt differently from those in the middle (up to ~1-2 deg with
+    core.degrade's medium preset), and a line 1 deg off crosses ~35 rows over a 2000 px staff, too
+    thick a band for find_lines. Each band of rows where line-like runs are left unexplained
+    (unexplained_bands) is measured for its own angle (skew_angle on the band), turned straight and
+    searched again. -> [(page box (x0, y0, x1, y1, ys), frame)]: ys the line centres at the staff's
+    middle; frame = (band image turned, its ink, angle, first row, box in the band)."""
+    H, W = ink.shape
+    out = []
+    for c0, c1, lo, hi in unexplained_bands(score, boxes, sp):
+        a = skew_angle(ink[max(lo, int(c0 - sp)):min(hi, int(c1 + sp)) + 1], max_skew)
+        if abs(a) < 0.05:
+            continue
+        m = int(np.ceil(abs(np.tan(np.radians(a))) * W / 2))  # rows a turned line sweeps at the edges
+        r0, r1 = max(lo, int(c0 - (MAX_REACH + 1) * sp) - m), min(hi, int(c1 + (MAX_REACH + 1) * sp) + m)
+        band = gray_im.crop((0, r0, W, r1 + 1))
+        paper = int(np.percentile(np.asarray(band)[::4, ::4], 90))
+        R = band.rotate(a, resample=Image.Resampling.BILINEAR, fillcolor=paper)
+        R_ink = ink_mask(np.asarray(R))
+        for g in group_staves(find_lines(R_ink, t, sp), sp):
+            ys = [l[0] for l in g]
+            x0, x1 = int(np.median([l[1] for l in g])), int(np.median([l[2] for l in g]))
+            ends = turn(np.array([(x, y) for y in ys for x in (x0, x1)], np.float64), -a, R_ink.shape) + (0, r0)
+            mid = turn(np.array([((x0 + x1) / 2, y) for y in ys]), -a, R_ink.shape)[:, 1] + r0
+            box = (max(0, int(ends[:, 0].min())), max(0, int(np.floor(ends[:, 1].min() - t / 2))),
+                   min(W, int(np.ceil(ends[:, 0].max()))), min(H - 1, int(np.ceil(ends[:, 1].max() + t / 2))), list(mid))
+            if not c0 - sp <= (box[1] + box[3]) / 2 <= c1 + sp:
+                continue  # a staff of the margin, half seen: the band around it is someone else's
+            if any(b[1] <= box[3] and box[1] <= b[3] and b[0] <= box[2] and box[0] <= b[2] for b in boxes + [o[0] for o in out]):
+                continue
+            rbox = (x0, max(0, int(np.floor(ys[0] - t / 2))), x1, min(R_ink.shape[0] - 1, int(np.ceil(ys[-1] + t / 2))))
+            out.append((box, (R, R_ink, a, r0, rbox)))
+    return out
+
+
 def find_staves(image, max_skew=MAX_SKEW, crops=True):
     """PIL image (any mode) or uint8 (H, W) array of a page -> Page (deskewed image, angle, staves
     top to bottom, each with its box, five lines, staff space, crop box and crop).
@@ -300,9 +363,8 @@ def find_staves(image, max_skew=MAX_SKEW, crops=True):
     t, sp = line_metrics(ink)
     if t < 1 or sp < 4 or t > sp / 2:
         raise ValueError('no staff found')
-    groups = group_staves(find_lines(ink, t, sp), sp)
-    if not groups:
-        raise ValueError('no staff found')
+    runs = row_runs(ink, max(10, int(2 * sp)))
+    groups = group_staves(find_lines(ink, t, sp, runs), sp)
     H, W = gray.shape
     boxes = []
     for g in groups:
@@ -311,16 +373,32 @@ def find_staves(image, max_skew=MAX_SKEW, crops=True):
         # a line on the image's first or last row (a crop cut at the staff, low notes at the edge) would
         # put the box's outer row outside the image: clamp it, the row grown from must exist
         boxes.append((x0, max(0, int(np.floor(ys[0] - t / 2))), x1, min(H - 1, int(np.ceil(ys[-1] + t / 2))), ys))
+    found = [(b, None) for b in boxes]
+    if max_skew > 0:
+        found += retilted_staves(gray_im, ink, runs[0], boxes, t, sp, max_skew)
+    if not found:
+        raise ValueError('no staff found')
+    found.sort(key=lambda f: f[0][1])
     staves = []
-    for k, (x0, y0, x1, y1, ys) in enumerate(boxes):
+    for k, ((x0, y0, x1, y1, ys), frame) in enumerate(found):
         s = float(np.mean(np.diff(ys)))
-        up = max(0, int(y0 - MAX_REACH * s), (boxes[k - 1][3] + y0) // 2 + 1 if k else 0)
-        down = min(H - 1, int(y1 + MAX_REACH * s), (y1 + boxes[k + 1][1]) // 2 - 1 if k + 1 < len(boxes) else H - 1)
-        top, bot = ink_extent(ink, (x0, y0, x1, y1), up, down)
-        m = int(round(CROP_MARGIN * s))
-        cb = (max(0, x0 - m), max(0, top - m), min(W, x1 + m), min(H, bot + m + 1))
-        crop = gray_im.crop(cb) if crops else None
-        staves.append(Staff(box=(x0, y0, x1, y1), lines=tuple(round(y, 1) for y in ys), space=round(s, 2),
+        if frame is None:
+            up = max(0, int(y0 - MAX_REACH * s), (found[k - 1][0][3] + y0) // 2 + 1 if k else 0)
+            down = min(H - 1, int(y1 + MAX_REACH * s), (y1 + found[k + 1][0][1]) // 2 - 1 if k + 1 < len(found) else H - 1)
+            top, bot = ink_extent(ink, (x0, y0, x1, y1), up, down)
+            m = int(round(CROP_MARGIN * s))
+            cb = (max(0, x0 - m), max(0, top - m), min(W, x1 + m), min(H, bot + m + 1))
+            crop = gray_im.crop(cb) if crops else None
+        else:  # a staff found turned straight in its own band: cut from that band, boxed back on the page
+            R, R_ink, a, r0, (rx0, ry0, rx1, ry1) = frame
+            hR = R_ink.shape[0]
+            top, bot = ink_extent(R_ink, (rx0, ry0, rx1, ry1), max(0, int(ry0 - MAX_REACH * s)), min(hR - 1, int(ry1 + MAX_REACH * s)))
+            m = int(round(CROP_MARGIN * s))
+            rcb = (max(0, rx0 - m), max(0, top - m), min(W, rx1 + m), min(hR, bot + m + 1))
+            crop = R.crop(rcb) if crops else None
+            q = turn(np.array([(rcb[0], rcb[1]), (rcb[2], rcb[1]), (rcb[2], rcb[3]), (rcb[0], rcb[3])], np.float64), -a, R_ink.shape) + (0, r0)
+            cb = (max(0, int(q[:, 0].min())), max(0, int(q[:, 1].min())), min(W, int(np.ceil(q[:, 0].max()))), min(H, int(np.ceil(q[:, 1].max()))))
+        staves.append(Staff(box=(x0, y0, x1, y1), lines=tuple(round(float(y), 1) for y in ys), space=round(s, 2),
                             crop_box=cb, crop=crop, system=k, index=k))
     rows = np.nonzero(ink.any(1))[0]
     inside = np.zeros_like(ink)
