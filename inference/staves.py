@@ -39,9 +39,11 @@ class Staff:
     lines: tuple         # the five line centres, y, top to bottom
     space: float         # staff space (distance between lines), pixels
     crop_box: tuple      # (x0, y0, x1, y1) of the crop: the staff's ink plus a margin
-    crop: object = field(repr=False, default=None)  # PIL 'L' image of crop_box
+    crop: object = field(repr=False, default=None)  # PIL 'L' image of crop_box (turned: see there)
     system: int = 0      # the system it belongs to (find_staves: its own; systems.find_systems sets it)
     index: int = 0       # 0-based, top to bottom
+    turned: float = 0.0  # degrees this staff was turned beyond the page's angle (retilted_staves): its
+                         # crop is its band turned straight, crop_box the page's box around where that lies
 
 
 @dataclass
@@ -59,39 +61,44 @@ class Page:
 # pixels
 
 def paper_grid(gray, block=64):
-    """float32 (ny, nx) paper brightness of blocks of ~block x block px: the 90th percentile of each
-    block, taken on every 4th pixel (a block is paper unless ink covers 90% of it)."""
+    """(ny, nx, 2) float32: the 50th and 90th percentiles of blocks of ~block x block px, taken on
+    every 4th pixel (the 90th is paper unless ink covers 90% of the block)."""
     s = gray[::4, ::4]
     b = max(1, block // 4)
     ny, nx = -(-s.shape[0] // b), -(-s.shape[1] // b)
     pad = np.pad(s, ((0, ny * b - s.shape[0]), (0, nx * b - s.shape[1])), mode='edge')
     blocks = pad.reshape(ny, b, nx, b).transpose(0, 2, 1, 3).reshape(ny, nx, b * b)  # (ny, nx, b*b)
-    return np.percentile(blocks, 90, axis=2).astype(np.float32)
+    return np.moveaxis(np.percentile(blocks, (50, 90), axis=2), 0, -1).astype(np.float32)
 
 
 def ink_mask(gray):
     """uint8 (H, W) -> bool ink mask. The threshold is 78% of the paper's brightness (200 on white,
     as prepare.rasterize counts ink), so that antialiased 1-2 px staff lines stay whole and a grey
-    scan still separates ink from paper. On a scan the paper is judged where it is: uneven light
-    or a greyer sheet gives each 64 px block its own paper level (paper_grid, bilinearly
-    interpolated), and a grainy sheet (the paper's own spread, its 90th percentile minus its median,
-    >= 4 grey levels) is smoothed over 3x3 px first: Gaussian noise of sigma 15 put 1 paper pixel in
-    40 under the threshold, line_metrics' most common black run became a 1 px speck and no staff was
-    found; the 3x3 mean cuts that noise by 3 and leaves a (blurred) staff line dark. A clean, even
-    page takes the one global threshold, as before."""
+    scan still separates ink from paper. A clean, even page takes one threshold, as it always did.
+    On a scan the paper is judged where it is: each 64 px block has its own paper level (uneven
+    light, a greyer sheet; paper_grid, bilinearly interpolated). On grainy paper (the typical block's
+    90th percentile minus its median, `spread`, >= 4 grey levels) a pixel is ink when its 3x3 mean is
+    under the threshold (a blurred line in heavy grain, its own pixels speckled), or when it is under
+    the threshold itself and its 3x3 mean is two thirds of the way from the grain's middle to it (a thin
+    line keeps its shape; a lone speck, or two, goes). Without this, Gaussian grain of sigma 15 put 1
+    paper pixel in 40 under the threshold, line_metrics' most common black run became a 1 px speck and
+    no staff of the page was found (issue 25)."""
     gray = np.asarray(gray)
-    p90, p50 = np.percentile(gray[::4, ::4], (90, 50))
     grid = paper_grid(gray)
-    lo, hi = np.percentile(grid, (5, 95))
-    grainy = p90 - p50 >= 4
-    if lo >= 0.97 * hi and not grainy:
-        return gray < max(1.0, 0.78 * float(p90))  # an even, clean page: one threshold for all of it
+    spread = float(np.median(grid[..., 1] - grid[..., 0]))
+    lo, hi = np.percentile(grid[..., 1], (5, 95))
+    if lo >= 0.97 * hi and spread < 4:  # an even, clean page: one threshold for all of it
+        return gray < max(1.0, 0.78 * float(np.percentile(gray[::4, ::4], 90)))
     H, W = gray.shape
-    thr = np.asarray(Image.fromarray(np.clip(0.78 * grid + 0.5, 1, 255).astype(np.uint8))
-                     .resize((W, H), Image.Resampling.BILINEAR))  # (H, W) uint8 local threshold
-    if grainy:
-        gray = np.asarray(Image.fromarray(np.ascontiguousarray(gray, dtype=np.uint8)).filter(ImageFilter.BoxBlur(1)))
-    return gray < thr
+    up = lambda f: np.asarray(Image.fromarray(np.clip(f + 0.5, 1, 255).astype(np.uint8))
+                              .resize((W, H), Image.Resampling.BILINEAR))  # (ny, nx) -> (H, W) uint8
+    thr = up(0.78 * grid[..., 1])
+    if spread < 4:
+        return gray < thr
+    mean = np.asarray(Image.fromarray(np.ascontiguousarray(gray, dtype=np.uint8)).filter(ImageFilter.BoxBlur(1)))
+    # a 3x3 mean under the threshold: a (blurred) line in heavy grain, its own pixels speckled; or a dark
+    # pixel whose 3x3 mean is two thirds of the way from the grain's middle to the threshold: a thin line
+    return (mean < thr) | ((gray < thr) & (mean < up((1 - 0.22 * 2 / 3) * (grid[..., 1] - spread))))
 
 
 def skew_angle(ink, max_deg=MAX_SKEW, max_points=200_000):
@@ -399,7 +406,7 @@ def find_staves(image, max_skew=MAX_SKEW, crops=True):
             q = turn(np.array([(rcb[0], rcb[1]), (rcb[2], rcb[1]), (rcb[2], rcb[3]), (rcb[0], rcb[3])], np.float64), -a, R_ink.shape) + (0, r0)
             cb = (max(0, int(q[:, 0].min())), max(0, int(q[:, 1].min())), min(W, int(np.ceil(q[:, 0].max()))), min(H, int(np.ceil(q[:, 1].max()))))
         staves.append(Staff(box=(x0, y0, x1, y1), lines=tuple(round(float(y), 1) for y in ys), space=round(s, 2),
-                            crop_box=cb, crop=crop, system=k, index=k))
+                            crop_box=cb, crop=crop, system=k, index=k, turned=round(frame[2], 2) if frame else 0.0))
     rows = np.nonzero(ink.any(1))[0]
     inside = np.zeros_like(ink)
     for st in staves:
