@@ -1,11 +1,13 @@
 """
 inference/staves.py: find the staves on a page image and cut each one out the way the training images look.
 
-    page (gray) --ink mask--> deskew (max projection-profile sharpness over angles in +-3 deg)
+    page (gray) --ink mask (local paper level; grain specks dropped)--> deskew (max projection-profile sharpness over angles in +-3 deg)
       --vertical run lengths--> line thickness t, staff space sp (the most common black run, and
         black + the most common white run between blacks; Fujinaga 1988, as oemer does)
       --horizontal runs >= 2 sp, summed per row--> candidate staff-line rows --> thin bands = lines
       --five lines, equally spaced at ~sp, overlapping in x--> staves
+      --rows of line-like runs no staff explains (perspective tilts a staff off the page's angle)
+        --that band's own angle, turned straight, searched again--> more staves (retilted_staves)
       --grow up/down from the outer lines through connected ink (stems, ledger lines, not text)--> crop
 
 The training images (data/m21/prepare.py) are ONE line of music cropped to its ink plus a 6-19 px
