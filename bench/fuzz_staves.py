@@ -159,7 +159,9 @@ def check(im):
             return 'find_staves returned no staves without raising'
         for st in page.staves:
             x0, y0, x1, y1 = st.crop_box
-            if not (0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H) or st.crop.size != (x1 - x0, y1 - y0):
+            # a turned staff's crop is cut from its band turned straight, not from crop_box: its own size
+            if not (0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H) or (st.crop.size != (x1 - x0, y1 - y0) and not st.turned) \
+                    or min(st.crop.size) < 1:
                 return f'crop box {st.crop_box} outside the {W}x{H} image'
         for sy in systems.find_systems(page):
             x0, y0, x1, y1 = sy.crop_box

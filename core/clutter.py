@@ -11,7 +11,7 @@ learns to look through it.
 
     add(arr, rng) -> a new uint8 (H', W') line: text above and/or below the staff, then the rows an
                      inference crop would keep (the music's rows; with some chance grown to take in
-                     a short text band, as staves.ink_extent's attach does), scaled back to H rows
+                     a short text band, as crops.ink_extent's attach does), scaled back to H rows
 
 Positions and sizes are in staff spaces, measured on the image (staff_lines). Fonts: matplotlib's
 DejaVu, STIX and Computer Modern (no download). Only numpy and PIL; ~1 ms a line.
@@ -118,7 +118,7 @@ def add(a, rng, img_height=None, max_width=None):
         text(DYNAMICS[rng.integers(len(DYNAMICS))], U(0, 0.9) * W, b + U(1.0, 3.0) * sp, U(1.2, 2.0) * sp,
              FONTS[3] if rng.random() < 0.5 else fonts(), 'lt', below)
     # the crop an inference page gives: the music's rows (the original image); a short text band next to
-    # them joins it (staves.ink_extent attach: covers < 1/4 of the width), and then is whole
+    # them joins it (crops.ink_extent attach: covers < 1/4 of the width), and then is whole
     y0, y1 = pad, pad + H
     if above and rng.random() < 0.5 and sum(x1 - x0 for *_, x0, x1 in above) < W / 4:
         y0 = min(y0, int(min(r[0] for r in above) - 0.55 * sp))

@@ -1,12 +1,15 @@
 """
 inference/staves.py: find the staves on a page image and cut each one out the way the training images look.
 
-    page (gray) --ink mask--> deskew (max projection-profile sharpness over angles in +-3 deg)
+    page (gray) --ink mask (local paper level; grain specks dropped)--> deskew (max projection-profile sharpness over angles in +-3 deg)
       --vertical run lengths--> line thickness t, staff space sp (the most common black run, and
         black + the most common white run between blacks; Fujinaga 1988, as oemer does)
       --horizontal runs >= 2 sp, summed per row--> candidate staff-line rows --> thin bands = lines
       --five lines, equally spaced at ~sp, overlapping in x--> staves
+      --rows of line-like runs no staff explains (perspective tilts a staff off the page's angle)
+        --that band's own angle, turned straight, searched again--> more staves (retilted_staves)
       --grow up/down from the outer lines through connected ink (stems, ledger lines, not text)--> crop
+        (inference/crops.py: the rows, and page text painted out)
 
 The training images (data/m21/prepare.py) are ONE line of music cropped to its ink plus a 6-19 px
 white margin at a staff space of 18-27 px, i.e. a margin of ~0.55 staff spaces. A crop here is the
@@ -27,11 +30,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from core import images
+from inference.crops import CROP_MARGIN, MAX_REACH, clean_crop, ink_extent
 
 MAX_SKEW = 3.0          # degrees; deskew searches +-MAX_SKEW
-CROP_MARGIN = 0.55      # staff spaces of white around a crop (training: 6-19 px at 18-27 px per space)
-MAX_REACH = 6.0         # staff spaces above/below the outer lines a crop may grow (ledger lines)
-TEXT_RUN = 8.0          # staff spaces: an island of ink beside the staff this wide is text, not a grace group
 
 
 @dataclass
@@ -40,9 +41,11 @@ class Staff:
     lines: tuple         # the five line centres, y, top to bottom
     space: float         # staff space (distance between lines), pixels
     crop_box: tuple      # (x0, y0, x1, y1) of the crop: the staff's ink plus a margin
-    crop: object = field(repr=False, default=None)  # PIL 'L' image of crop_box
+    crop: object = field(repr=False, default=None)  # PIL 'L' image of crop_box (turned: see there)
     system: int = 0      # the system it belongs to (find_staves: its own; systems.find_systems sets it)
     index: int = 0       # 0-based, top to bottom
+    turned: float = 0.0  # degrees this staff was turned beyond the page's angle (retilted_staves): its
+                         # crop is its band turned straight, crop_box the page's box around where that lies
 
 
 @dataclass
@@ -59,12 +62,45 @@ class Page:
 # -----------------------------------------------------------------------------
 # pixels
 
+def paper_grid(gray, block=64):
+    """(ny, nx, 2) float32: the 50th and 90th percentiles of blocks of ~block x block px, taken on
+    every 4th pixel (the 90th is paper unless ink covers 90% of the block)."""
+    s = gray[::4, ::4]
+    b = max(1, block // 4)
+    ny, nx = -(-s.shape[0] // b), -(-s.shape[1] // b)
+    pad = np.pad(s, ((0, ny * b - s.shape[0]), (0, nx * b - s.shape[1])), mode='edge')
+    blocks = pad.reshape(ny, b, nx, b).transpose(0, 2, 1, 3).reshape(ny, nx, b * b)  # (ny, nx, b*b)
+    return np.moveaxis(np.percentile(blocks, (50, 90), axis=2), 0, -1).astype(np.float32)
+
+
 def ink_mask(gray):
     """uint8 (H, W) -> bool ink mask. The threshold is 78% of the paper's brightness (200 on white,
     as prepare.rasterize counts ink), so that antialiased 1-2 px staff lines stay whole and a grey
-    scan still separates ink from paper."""
-    paper = float(np.percentile(gray[::4, ::4], 90))
-    return gray < max(1.0, 0.78 * paper)
+    scan still separates ink from paper. A clean, even page takes one threshold, as it always did.
+    On a scan the paper is judged where it is: each 64 px block has its own paper level (uneven
+    light, a greyer sheet; paper_grid, bilinearly interpolated). On grainy paper (the typical block's
+    90th percentile minus its median, `spread`, >= 4 grey levels) a pixel is ink when its 3x3 mean is
+    under the threshold (a blurred line in heavy grain, its own pixels speckled), or when it is under
+    the threshold itself and its 3x3 mean is two thirds of the way from the grain's middle to it (a thin
+    line keeps its shape; a lone speck, or two, goes). Without this, Gaussian grain of sigma 15 put 1
+    paper pixel in 40 under the threshold, line_metrics' most common black run became a 1 px speck and
+    no staff of the page was found (issue 25)."""
+    gray = np.asarray(gray)
+    grid = paper_grid(gray)
+    spread = float(np.median(grid[..., 1] - grid[..., 0]))
+    lo, hi = np.percentile(grid[..., 1], (5, 95))
+    if lo >= 0.97 * hi and spread < 4:  # an even, clean page: one threshold for all of it
+        return gray < max(1.0, 0.78 * float(np.percentile(gray[::4, ::4], 90)))
+    H, W = gray.shape
+    up = lambda f: np.asarray(Image.fromarray(np.clip(f + 0.5, 1, 255).astype(np.uint8))
+                              .resize((W, H), Image.Resampling.BILINEAR))  # (ny, nx) -> (H, W) uint8
+    thr = up(0.78 * grid[..., 1])
+    if spread < 4:
+        return gray < thr
+    mean = np.asarray(Image.fromarray(np.ascontiguousarray(gray, dtype=np.uint8)).filter(ImageFilter.BoxBlur(1)))
+    # a 3x3 mean under the threshold: a (blurred) line in heavy grain, its own pixels speckled; or a dark
+    # pixel whose 3x3 mean is two thirds of the way from the grain's middle to the threshold: a thin line
+    return (mean < thr) | ((gray < thr) & (mean < up((1 - 0.22 * 2 / 3) * (grid[..., 1] - spread))))
 
 
 def skew_angle(ink, max_deg=MAX_SKEW, max_points=200_000):
@@ -128,13 +164,14 @@ def row_runs(ink, min_len):
 # -----------------------------------------------------------------------------
 # lines -> staves
 
-def find_lines(ink, t, sp):
+def find_lines(ink, t, sp, runs=None):
     """Staff-line candidates: bands of rows whose long horizontal runs add up to >= 6 staff spaces
     (a clef, a key and a note), trimmed to the rows within 50% of the band's peak (a horizontal beam
     touching a line must not make it thick; two lines joined by beams split apart again), and at most
     max(3, 2.5 t) thick (dark blobs of a photo
-    are not lines). -> list of (y centre, x0, x1, strength = the peak row's long-run length)."""
-    score, r, s, e = row_runs(ink, max(10, int(2 * sp)))
+    are not lines). runs: row_runs(ink, max(10, int(2 * sp))) when the caller has them.
+    -> list of (y centre, x0, x1, strength = the peak row's long-run length)."""
+    score, r, s, e = runs if runs is not None else row_runs(ink, max(10, int(2 * sp)))
     on = score >= 6 * sp
     lines = []
     y, H = 0, len(score)
@@ -192,121 +229,66 @@ def group_staves(lines, sp):
     return out
 
 
-def ink_extent(ink, staff, up_limit, down_limit):
-    """Rows [top, bottom] of the ink connected to a staff's lines: grown row by row outward from the
-    outer lines, a row's ink run is kept if it touches (8-connected) ink kept in the row before. So
-    stems, beams, ledger lines with their notes and slurs come along, while text that does not touch
-    the music (titles, tempo marks, measure numbers, lyrics) stays out, as it is absent from every
-    training image. Then nearby islands of ink that cover little of the width join (see attach). Stops at an empty row or at the limits (half way to the neighbouring staff, and
-    MAX_REACH staff spaces). Per row this is a 1-D run labelling, so no connected-components library."""
-    x0, x1 = staff[0], staff[2]
-
-    def grow(y, stop, step):
-        active = ink[y, x0:x1].copy()
-        last = y
-        while (y + step >= stop) if step < 0 else (y + step <= stop):
-            y += step
-            row = ink[y, x0:x1]
-            if not row.any():
-                break
-            seed = active.copy()  # 8-connectivity: a pixel diagonally above/below counts too
-            seed[1:] |= active[:-1]
-            seed[:-1] |= active[1:]
-            labels = np.cumsum(np.diff(np.concatenate(([False], row)).astype(np.int8)) == 1) * row  # run ids, 0 = paper
-            hit = np.unique(labels[seed & row])
-            if len(hit) == 0:
-                break
-            active = np.isin(labels, hit)
-            last = y
-        return last
-
-    def attach(y, stop, step):
-        """past the connected ink: the next band of rows with ink, at most a staff space away, joins
-        when it covers little of the staff's width (a grace note above the staff, a triplet's 3);
-        a band across the width is text (lyrics, a tempo line) and is left out. With this, every
-        ink pixel of 299 real training images falls inside its crop (11 of 145 did not without)."""
-        sp = (staff[3] - staff[1]) / 4
-        k = max(1, int(sp / 2))
-        rows = []
-        yy, empty = y, 0
-        while (yy + step >= stop) if step < 0 else (yy + step <= stop):
-            yy += step
-            if ink[yy, x0:x1].sum() >= 2:
-                rows.append(yy)
-            elif rows:
-                break
-            else:
-                empty += 1
-                if empty > sp:
-                    return y
-        if not rows:
-            return y
-        cols = ink[min(rows):max(rows) + 1, x0:x1].any(0)
-        covered = np.convolve(cols, np.ones(2 * k + 1), mode='same') > 0  # within sp/2 of ink
-        longest = widest_run(cols, sp)  # the widest island, columns (the words of a line of text joined)
-        # one island deep only: a grace note or a triplet number sits next to the staff's own ink;
-        # further out (a composer's name above a tempo mark) is page text. So is an island wider than
-        # TEXT_RUN spaces: a tempo mark ('Adagio (q = 60)'), which abcm2ps puts within a space of the notes
-        return y if covered.mean() > 0.25 or longest > TEXT_RUN * sp else rows[-1]
-
-    top, bot = grow(staff[1], up_limit, -1), grow(staff[3], down_limit, +1)
-    return attach(top, up_limit, -1), attach(bot, down_limit, +1)
+def turn(pts, deg, shape):
+    """where PIL's Image.rotate(deg) (counter-clockwise about the centre, same canvas) takes the (N, 2)
+    (x, y) points of an image of shape (H, W); turn(., -deg, .) takes them back."""
+    r = np.deg2rad(deg)
+    c, s = np.cos(r), np.sin(r)
+    x, y = pts[:, 0] - shape[1] / 2, pts[:, 1] - shape[0] / 2
+    return np.stack([shape[1] / 2 + c * x + s * y, shape[0] / 2 - s * x + c * y], 1)
 
 
-def text_in_crop(ink, box, cb, sp):
-    """bool (h, w) mask over crop box cb of the page text inside it: ink above the staff's top line or below
-    its bottom line that is not connected to the staff (grown row by row as ink_extent grows) and lies in
-    an island wider than TEXT_RUN spaces, e.g. a tempo mark level with a high note's ledger line. Narrow
-    detached ink (grace notes, triplet numbers, dots, bar numbers) stays: training images have it."""
-    x0, y0, x1, y1 = cb
-    sub = ink[y0:y1, x0:x1]  # (h, w)
-    conn = np.zeros_like(sub)
-    top, bot = max(0, box[1] - y0), min(sub.shape[0] - 1, box[3] - y0)
-    conn[top:bot + 1] = sub[top:bot + 1]  # the staff band itself is music
-    for rows, step in ((range(top - 1, -1, -1), 1), (range(bot + 1, sub.shape[0]), -1)):
-        for y in rows:
-            prev = conn[y + step]
-            if not prev.any():
-                break  # nothing connected further out
-            seed = prev.copy()  # 8-connectivity, as ink_extent
-            seed[1:] |= prev[:-1]
-            seed[:-1] |= prev[1:]
-            row = sub[y]
-            labels = np.cumsum(np.diff(np.concatenate(([False], row)).astype(np.int8)) == 1) * row  # run ids
-            conn[y] = np.isin(labels, np.unique(labels[seed & row])) & row
-    out = np.zeros_like(sub)
-    for a, b in ((0, top), (bot + 1, sub.shape[0])):
-        loose = sub[a:b] & ~conn[a:b]
-        if loose.any():
-            for s0, s1 in island_runs(loose.any(0), sp):
-                if s1 - s0 > TEXT_RUN * sp:
-                    out[a:b, s0:s1] = loose[:, s0:s1]
+def unexplained_bands(score, boxes, sp):
+    """Rows with staff-line-like runs (score >= 6 sp, as find_lines) more than a staff space away from
+    every staff found, in clusters (gaps <= sp) at least 3 staff spaces tall: where a staff may have been
+    missed. -> [(first row, last row, lo, hi)]: lo, hi the rows between the found staves around it."""
+    on = score >= 6 * sp
+    for x0, y0, x1, y1, _ in boxes:
+        on[max(0, int(y0 - sp)):int(y1 + sp) + 1] = False
+    rows = np.nonzero(on)[0]
+    out = []
+    for grp in np.split(rows, np.nonzero(np.diff(rows) > sp)[0] + 1) if len(rows) else []:
+        if grp[-1] - grp[0] >= 3 * sp:
+            lo = max([b[3] + 1 for b in boxes if b[3] < grp[0]], default=0)
+            hi = min([b[1] - 1 for b in boxes if b[1] > grp[-1]], default=len(score) - 1)
+            out.append((int(grp[0]), int(grp[-1]), lo, hi))
     return out
 
 
-def island_runs(cols, sp):
-    """bool (w,) columns holding ink -> [(start, end)] of its islands, gaps under two staff spaces closed (the
-    space between the words of a tempo mark; triplet numbers and grace groups sit further apart)."""
-    k = max(1, int(round(sp)))
-    covered = np.convolve(cols, np.ones(2 * k + 1), mode='same') > 0
-    edges = np.diff(np.concatenate(([0], covered.astype(np.int8), [0])))
-    return list(zip(np.nonzero(edges > 0)[0], np.nonzero(edges < 0)[0]))
-
-
-def widest_run(cols, sp):
-    return max((b - a for a, b in island_runs(cols, sp)), default=0)
-
-
-def clean_crop(gray_im, ink, box, cb, sp):
-    """the crop of cb with its page text (text_in_crop) painted white, one pixel around it too (antialiasing)."""
-    crop = gray_im.crop(cb)
-    text = text_in_crop(ink, box, cb, sp)
-    if not text.any():
-        return crop
-    text = np.asarray(Image.fromarray(text.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(3))) > 0
-    a = np.array(crop)
-    a[text] = 255
-    return Image.fromarray(a)
+def retilted_staves(gray_im, ink, score, boxes, t, sp, max_skew):
+    """The staves a sheet not flat on the glass hides from one deskew: under perspective, staff lines
+    near the top and bottom of a page tilt differently from those in the middle (up to ~1-2 deg with
+    core.degrade's medium preset), and a line 1 deg off crosses ~35 rows over a 2000 px staff, too
+    thick a band for find_lines. Each band of rows where line-like runs are left unexplained
+    (unexplained_bands) is measured for its own angle (skew_angle on the band), turned straight and
+    searched again. -> [(page box (x0, y0, x1, y1, ys), frame)]: ys the line centres at the staff's
+    middle; frame = (band image turned, its ink, angle, first row, box in the band)."""
+    H, W = ink.shape
+    out = []
+    for c0, c1, lo, hi in unexplained_bands(score, boxes, sp):
+        a = skew_angle(ink[max(lo, int(c0 - sp)):min(hi, int(c1 + sp)) + 1], max_skew)
+        if abs(a) < 0.05:
+            continue
+        m = int(np.ceil(abs(np.tan(np.radians(a))) * W / 2))  # rows a turned line sweeps at the edges
+        r0, r1 = max(lo, int(c0 - (MAX_REACH + 1) * sp) - m), min(hi, int(c1 + (MAX_REACH + 1) * sp) + m)
+        band = gray_im.crop((0, r0, W, r1 + 1))
+        paper = int(np.percentile(np.asarray(band)[::4, ::4], 90))
+        R = band.rotate(a, resample=Image.Resampling.BILINEAR, fillcolor=paper)
+        R_ink = ink_mask(np.asarray(R))
+        for g in group_staves(find_lines(R_ink, t, sp), sp):
+            ys = [l[0] for l in g]
+            x0, x1 = int(np.median([l[1] for l in g])), int(np.median([l[2] for l in g]))
+            ends = turn(np.array([(x, y) for y in ys for x in (x0, x1)], np.float64), -a, R_ink.shape) + (0, r0)
+            mid = turn(np.array([((x0 + x1) / 2, y) for y in ys]), -a, R_ink.shape)[:, 1] + r0
+            box = (max(0, int(ends[:, 0].min())), max(0, int(np.floor(ends[:, 1].min() - t / 2))),
+                   min(W, int(np.ceil(ends[:, 0].max()))), min(H - 1, int(np.ceil(ends[:, 1].max() + t / 2))), list(mid))
+            if not c0 - sp <= (box[1] + box[3]) / 2 <= c1 + sp:
+                continue  # a staff of the margin, half seen: the band around it is someone else's
+            if any(b[1] <= box[3] and box[1] <= b[3] and b[0] <= box[2] and box[0] <= b[2] for b in boxes + [o[0] for o in out]):
+                continue
+            rbox = (x0, max(0, int(np.floor(ys[0] - t / 2))), x1, min(R_ink.shape[0] - 1, int(np.ceil(ys[-1] + t / 2))))
+            out.append((box, (R, R_ink, a, r0, rbox)))
+    return out
 
 
 def find_staves(image, max_skew=MAX_SKEW, crops=True):
@@ -331,9 +313,8 @@ def find_staves(image, max_skew=MAX_SKEW, crops=True):
     t, sp = line_metrics(ink)
     if t < 1 or sp < 4 or t > sp / 2:
         raise ValueError('no staff found')
-    groups = group_staves(find_lines(ink, t, sp), sp)
-    if not groups:
-        raise ValueError('no staff found')
+    runs = row_runs(ink, max(10, int(2 * sp)))
+    groups = group_staves(find_lines(ink, t, sp, runs), sp)
     H, W = gray.shape
     boxes = []
     for g in groups:
@@ -342,17 +323,33 @@ def find_staves(image, max_skew=MAX_SKEW, crops=True):
         # a line on the image's first or last row (a crop cut at the staff, low notes at the edge) would
         # put the box's outer row outside the image: clamp it, the row grown from must exist
         boxes.append((x0, max(0, int(np.floor(ys[0] - t / 2))), x1, min(H - 1, int(np.ceil(ys[-1] + t / 2))), ys))
+    found = [(b, None) for b in boxes]
+    if max_skew > 0:
+        found += retilted_staves(gray_im, ink, runs[0], boxes, t, sp, max_skew)
+    if not found:
+        raise ValueError('no staff found')
+    found.sort(key=lambda f: f[0][1])
     staves = []
-    for k, (x0, y0, x1, y1, ys) in enumerate(boxes):
+    for k, ((x0, y0, x1, y1, ys), frame) in enumerate(found):
         s = float(np.mean(np.diff(ys)))
-        up = max(0, int(y0 - MAX_REACH * s), (boxes[k - 1][3] + y0) // 2 + 1 if k else 0)
-        down = min(H - 1, int(y1 + MAX_REACH * s), (y1 + boxes[k + 1][1]) // 2 - 1 if k + 1 < len(boxes) else H - 1)
-        top, bot = ink_extent(ink, (x0, y0, x1, y1), up, down)
-        m = int(round(CROP_MARGIN * s))
-        cb = (max(0, x0 - m), max(0, top - m), min(W, x1 + m), min(H, bot + m + 1))
-        crop = clean_crop(gray_im, ink, (x0, y0, x1, y1), cb, s) if crops else None
-        staves.append(Staff(box=(x0, y0, x1, y1), lines=tuple(round(y, 1) for y in ys), space=round(s, 2),
-                            crop_box=cb, crop=crop, system=k, index=k))
+        if frame is None:
+            up = max(0, int(y0 - MAX_REACH * s), (found[k - 1][0][3] + y0) // 2 + 1 if k else 0)
+            down = min(H - 1, int(y1 + MAX_REACH * s), (y1 + found[k + 1][0][1]) // 2 - 1 if k + 1 < len(found) else H - 1)
+            top, bot = ink_extent(ink, (x0, y0, x1, y1), up, down)
+            m = int(round(CROP_MARGIN * s))
+            cb = (max(0, x0 - m), max(0, top - m), min(W, x1 + m), min(H, bot + m + 1))
+            crop = clean_crop(gray_im, ink, (x0, y0, x1, y1), cb, s) if crops else None
+        else:  # a staff found turned straight in its own band: cut from that band, boxed back on the page
+            R, R_ink, a, r0, (rx0, ry0, rx1, ry1) = frame
+            hR = R_ink.shape[0]
+            top, bot = ink_extent(R_ink, (rx0, ry0, rx1, ry1), max(0, int(ry0 - MAX_REACH * s)), min(hR - 1, int(ry1 + MAX_REACH * s)))
+            m = int(round(CROP_MARGIN * s))
+            rcb = (max(0, rx0 - m), max(0, top - m), min(W, rx1 + m), min(hR, bot + m + 1))
+            crop = clean_crop(R, R_ink, (rx0, ry0, rx1, ry1), rcb, s) if crops else None
+            q = turn(np.array([(rcb[0], rcb[1]), (rcb[2], rcb[1]), (rcb[2], rcb[3]), (rcb[0], rcb[3])], np.float64), -a, R_ink.shape) + (0, r0)
+            cb = (max(0, int(q[:, 0].min())), max(0, int(q[:, 1].min())), min(W, int(np.ceil(q[:, 0].max()))), min(H, int(np.ceil(q[:, 1].max()))))
+        staves.append(Staff(box=(x0, y0, x1, y1), lines=tuple(round(float(y), 1) for y in ys), space=round(s, 2),
+                            crop_box=cb, crop=crop, system=k, index=k, turned=round(frame[2], 2) if frame else 0.0))
     rows = np.nonzero(ink.any(1))[0]
     inside = np.zeros_like(ink)
     for st in staves:

@@ -106,7 +106,7 @@ def test_lilypond_pages(name, n):
     for st in p.staves[1:]:  # a staff and its notes, not the lyrics line under it nor the bar numbers
         assert st.crop.size[1] < 10 * st.space
     # the first staff may take the tempo mark or composer line right above it as one island of ink
-    # (see staves.ink_extent), never the title further up
+    # (see crops.ink_extent), never the title further up
     assert p.staves[0].crop_box[1] > 110 and p.staves[0].crop.size[1] < 12 * p.staves[0].space
 
 
