@@ -16,6 +16,7 @@ from PIL import Image, ImageFilter
 CROP_MARGIN = 0.55      # staff spaces of white around a crop (training: 6-19 px at 18-27 px per space)
 MAX_REACH = 6.0         # staff spaces above/below the outer lines a crop may grow (ledger lines)
 TEXT_RUN = 8.0          # staff spaces: an island of ink beside the staff this wide is text, not a grace group
+LINE_BAND, TEXT_COVER = 2.5, 0.25  # detached ink covering > 1/4 of the width within 2.5 spaces of rows: text
 
 
 def ink_extent(ink, staff, up_limit, down_limit):
@@ -82,7 +83,8 @@ def ink_extent(ink, staff, up_limit, down_limit):
 def text_in_crop(ink, box, cb, sp):
     """bool (h, w) mask over crop box cb of the page text inside it: ink above the staff's top line or below
     its bottom line that is not connected to the staff (grown row by row as ink_extent grows) and lies in
-    an island wider than TEXT_RUN spaces, e.g. a tempo mark level with a high note's ledger line. Narrow
+    an island wider than TEXT_RUN spaces (a tempo mark level with a high note's ledger line) or in a band of
+    rows where it covers more than TEXT_COVER of the width (a line of lyrics between low notes). Narrow
     detached ink (grace notes, triplet numbers, dots, bar numbers) stays: training images have it."""
     x0, y0, x1, y1 = cb
     sub = ink[y0:y1, x0:x1]  # (h, w)
@@ -101,12 +103,21 @@ def text_in_crop(ink, box, cb, sp):
             labels = np.cumsum(np.diff(np.concatenate(([False], row)).astype(np.int8)) == 1) * row  # run ids
             conn[y] = np.isin(labels, np.unique(labels[seed & row])) & row
     out = np.zeros_like(sub)
+    h = max(2, int(round(LINE_BAND * sp)))
     for a, b in ((0, top), (bot + 1, sub.shape[0])):
         loose = sub[a:b] & ~conn[a:b]
-        if loose.any():
-            for s0, s1 in island_runs(loose.any(0), sp):
-                if s1 - s0 > TEXT_RUN * sp:
-                    out[a:b, s0:s1] = loose[:, s0:s1]
+        if not loose.any():
+            continue
+        for s0, s1 in island_runs(loose.any(0), sp):
+            if s1 - s0 > TEXT_RUN * sp:
+                out[a:b, s0:s1] = loose[:, s0:s1]
+        # a line of text: lyrics, whose syllables are narrow islands far apart, but together in one band of
+        # rows cover much of the width (a row of triplet numbers or detached notes covers far less)
+        if len(loose) >= h:
+            cover = [loose[y:y + h].any(0).mean() for y in range(len(loose) - h + 1)]
+            y = int(np.argmax(cover))
+            if cover[y] > TEXT_COVER:
+                out[a + y:a + y + h] |= loose[y:y + h]
     return out
 
 

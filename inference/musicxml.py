@@ -19,17 +19,16 @@ What MuseScore 3 imports without one complaint (bench/musicxml_check.py counts t
     quarter have no 64th), a length no single value has split into values tied (split_len);
   - every tuplet can be measured: its notes count a multiple of p in their smallest unit, inside its bar
     (else the mark is dropped, _regular_tuplets); a split note recounts it ('(3:2:4');
-  - no grace note before a rest or a bar line; accidentals ABC has ('^^^^' -> '^^'); no stray digits;
+  - no grace note before a rest or a bar line; accidentals ABC has ('^^^^' -> '^^'); octaves 0-9; no stray
+    digits, no volta but 1 and 2;
   - a bar with no music ('| |', a bare volta '|4') makes no measure: its bar line merges into the one
     before; a line that ends in music is closed by a bar line (abc2xml would run it into the next);
   - a tie reaches its pitch or is dropped (chords per note, none on grace notes or rests);
   - each part names an instrument (with_instruments; else "no instrument found for part 'P1'").
-
 Durations follow ABC: L: unit lengths ('A2', 'A/', 'A3/2'), '(3' = three notes in the time of two,
 grace notes '{..}' take no time, a chord '[..]' lasts as long as its first note. Inline [M:..] / [L:..]
 / [K:..] fields change the meter/unit for what follows. Decorations ('!fermata!'), quoted text and '%'
-comments are kept and take no time. A tune with its own X: line (xml2abc's output) keeps it.
-"""
+comments are kept and take no time. A tune with its own X: line (xml2abc's output) keeps it."""
 
 import contextlib
 import io
@@ -120,6 +119,7 @@ def _accidental(a):
 
 def _clean(kind, text):
     """a note or chord token with its accidentals made ABC's (_accidental); a rest as it is."""
+    text = text if kind == 'rest' else re.sub(r",{5,}", ",,,,", re.sub(r"'{5,}", "'" * 4, text))  # octaves 0-9
     return text if kind == 'rest' else re.sub(r"([_^=]+)(?=[A-Ga-g])", lambda m: _accidental(m.group(1)), text)
 
 
@@ -289,6 +289,7 @@ def repair_bars(abc):
                     text = _with_len(kind, text, d, unit)
             if kind == 'other' and text not in '-().~HLMOPSTuv!"+<>':
                 continue  # stray characters abc2xml would choke on (a digit: it misreads the next note's length)
+            text = re.sub(r'(?<=[|\]:])([3-9]|\d\d+)$', '', text) if kind == 'bar' else text  # voltas are 1 or 2
             cur.append((kind, text, d))
             if kind == 'bar':
                 bars.append((li, voice, _regular_tuplets(cur), st['meter'], unit))

@@ -67,6 +67,11 @@ CASES = {
     'music_less_bars': ('M:6/8\nL:1/8\nK:G\n{g} | c6 | d6 | -', 'c6 | d6 |'),
     # a '-' after a bar line or a second '-' ('c2--'): abc2xml ties the note before ('tie not found')
     'stray_ties': ('M:3/4\nL:1/8\nK:C\nc6 | f4 z2 :| --[CE]6 | c4 c2-- |', 'c6 | f4 z2 :| [CE]6 | c4 c2 |'),
+    # 100-page run: five commas on a misread bass line is octave -1 (MuseScore: "invalid octave '-1'", and
+    # the file is not valid MusicXML); kept at four, C0
+    'octave_low': ('M:6/8\nL:1/8\nK:G clef=bass\nF,D,B,, A,,B,,,,,C, | G,3 G,3 |', 'F,D,B,, A,,B,,,,C, | G,3 G,3 |'),
+    # a bar number read as volta 4 ('|4'): MuseScore 'empty bar type'; the labels' voltas are 1 and 2
+    'volta_four': ('M:2/4\nL:1/8\nK:G\nd/e/f/ |4 z8 | gf ef | ed z d/e/f/ |', 'd/e/f/ | z4 | gf ef | ed z d/e/ |'),
 }
 
 
