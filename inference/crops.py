@@ -19,6 +19,16 @@ TEXT_RUN = 8.0          # staff spaces: an island of ink beside the staff this w
 LINE_BAND, TEXT_COVER = 2.5, 0.25  # detached ink covering > 1/4 of the width within 2.5 spaces of rows: text
 
 
+def touching(prev, row):
+    """bool (w,) ink of a row, and of the row next to it the ink kept -> the row's ink runs that touch it,
+    8-connected (a pixel diagonally next counts too). Per row a 1-D run labelling: no connected-components library."""
+    seed = prev.copy()
+    seed[1:] |= prev[:-1]
+    seed[:-1] |= prev[1:]
+    labels = np.cumsum(np.diff(np.concatenate(([False], row)).astype(np.int8)) == 1) * row  # run ids, 0 = paper
+    return np.isin(labels, np.unique(labels[seed & row])) & row
+
+
 def ink_extent(ink, staff, up_limit, down_limit):
     """Rows [top, bottom] of the ink connected to a staff's lines: grown row by row outward from the
     outer lines, a row's ink run is kept if it touches (8-connected) ink kept in the row before. So
@@ -33,18 +43,10 @@ def ink_extent(ink, staff, up_limit, down_limit):
         last = y
         while (y + step >= stop) if step < 0 else (y + step <= stop):
             y += step
-            row = ink[y, x0:x1]
-            if not row.any():
+            nxt = touching(active, ink[y, x0:x1])
+            if not nxt.any():
                 break
-            seed = active.copy()  # 8-connectivity: a pixel diagonally above/below counts too
-            seed[1:] |= active[:-1]
-            seed[:-1] |= active[1:]
-            labels = np.cumsum(np.diff(np.concatenate(([False], row)).astype(np.int8)) == 1) * row  # run ids, 0 = paper
-            hit = np.unique(labels[seed & row])
-            if len(hit) == 0:
-                break
-            active = np.isin(labels, hit)
-            last = y
+            active, last = nxt, y
         return last
 
     def attach(y, stop, step):
@@ -70,7 +72,7 @@ def ink_extent(ink, staff, up_limit, down_limit):
             return y
         cols = ink[min(rows):max(rows) + 1, x0:x1].any(0)
         covered = np.convolve(cols, np.ones(2 * k + 1), mode='same') > 0  # within sp/2 of ink
-        longest = widest_run(cols, sp)  # the widest island, columns (the words of a line of text joined)
+        longest = max(b - a for a, b in island_runs(cols, sp))  # the widest island (a line's words joined)
         # one island deep only: a grace note or a triplet number sits next to the staff's own ink;
         # further out (a composer's name above a tempo mark) is page text. So is an island wider than
         # TEXT_RUN spaces: a tempo mark ('Adagio (q = 60)'), which abcm2ps puts within a space of the notes
@@ -93,15 +95,9 @@ def text_in_crop(ink, box, cb, sp):
     conn[top:bot + 1] = sub[top:bot + 1]  # the staff band itself is music
     for rows, step in ((range(top - 1, -1, -1), 1), (range(bot + 1, sub.shape[0]), -1)):
         for y in rows:
-            prev = conn[y + step]
-            if not prev.any():
+            if not conn[y + step].any():
                 break  # nothing connected further out
-            seed = prev.copy()  # 8-connectivity, as ink_extent
-            seed[1:] |= prev[:-1]
-            seed[:-1] |= prev[1:]
-            row = sub[y]
-            labels = np.cumsum(np.diff(np.concatenate(([False], row)).astype(np.int8)) == 1) * row  # run ids
-            conn[y] = np.isin(labels, np.unique(labels[seed & row])) & row
+            conn[y] = touching(conn[y + step], sub[y])
     out = np.zeros_like(sub)
     h = max(2, int(round(LINE_BAND * sp)))
     for a, b in ((0, top), (bot + 1, sub.shape[0])):
@@ -128,10 +124,6 @@ def island_runs(cols, sp):
     covered = np.convolve(cols, np.ones(2 * k + 1), mode='same') > 0
     edges = np.diff(np.concatenate(([0], covered.astype(np.int8), [0])))
     return list(zip(np.nonzero(edges > 0)[0], np.nonzero(edges < 0)[0]))
-
-
-def widest_run(cols, sp):
-    return max((b - a for a, b in island_runs(cols, sp)), default=0)
 
 
 def clean_crop(gray_im, ink, box, cb, sp):

@@ -217,8 +217,9 @@ class Reader:
                 else:
                     out += self.model.generate(images, self.n_new, temperature=self.temperature, top_k=self.top_k,
                                                beam_size=self.beam_size, widths=widths)
-        for i in range(0, len(mems), max(1, DECODE_ROWS // self.batch_size)):
-            group = mems[i:i + max(1, DECODE_ROWS // self.batch_size)]
+        per = max(1, DECODE_ROWS // self.batch_size)  # encoded batches decoded together
+        for i in range(0, len(mems), per):
+            group = mems[i:i + per]
             S = max(m.size(1) for m, _ in group)
             memory = torch.cat([F.pad(m, (0, 0, 0, S - m.size(1))) for m, _ in group])  # (n, S, D), zeros
             mask = torch.cat([F.pad(k, (0, S - k.size(1)), value=False) for _, k in group])  # (n, S), padding masked
