@@ -260,6 +260,10 @@ def main():
                 print(f"error: {_why(j['path'], e)}", file=sys.stderr)
                 j['ids'] = None
                 failed += 1
+    # a page's first staff read again where the staves below it outvote its clef and key (Reader.settle)
+    staffed = [j for j in jobs if j['ids'] is not None and j['kind'] == 'page' and not j.get('systems')]
+    for j, ids in zip(staffed, reader.settle([(j['xs'], j['ids']) for j in staffed])):
+        j['ids'] = ids
     many = len(paths) > 1
     for j in jobs:
         if j['ids'] is None:
@@ -292,6 +296,7 @@ def _write_job(j, reader, many):
         abc = abcs[0]
     else:
         abc, skipped = tune.join_lines(abcs)
+        abc = tune.settle_meter(abc)  # the meter the bars add up to, where the one read disagrees
         what = 'system' if j.get('systems') else 'staff'
         for i in skipped:
             print(f"warning: {p}: {what} {i + 1} of {n}: the model's transcription is not ABC "

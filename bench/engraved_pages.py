@@ -414,7 +414,7 @@ def annotated(P, measures):
     return ex
 
 
-def build_pages(engraver, n, seed=0, tunes=None):
+def build_pages(engraver, n, seed=0, tunes=None, split='test'):
     """n pages drawn by `engraver` ('lilypond' or 'abcm2ps') from the test tunes in order (the same
     tunes, systems and styles for both engravers with the same seed) -> [dict(image, truth, lines,
     header, title, style)]: truth = staves in pixels, lines = reference ABC per system; and a Counter of
@@ -422,7 +422,7 @@ def build_pages(engraver, n, seed=0, tunes=None):
     P = B.load_prepare()  # puts data/ and data/m21/ on sys.path: its engravers module holds both drawers
     E = P.engravers
     out, batch, rejected = [], [], collections.Counter()
-    tunes = tunes if tunes is not None else B.test_tunes(P, limit=6 * n)
+    tunes = tunes if tunes is not None else B.test_tunes(P, limit=6 * n, split=split)
     for i, (title, composer, measures) in enumerate(tunes):
         if len(out) >= n:
             break

@@ -152,12 +152,12 @@ def match(found, truth, thr=0.5):
 # -----------------------------------------------------------------------------
 # building the pages
 
-def test_tunes(P, limit=None):
-    """(title, composer, measures) of test-split music21 tunes that prepare.py's canonical writer
+def test_tunes(P, limit=None, split='test'):
+    """(title, composer, measures) of test-split (or `split`) music21 tunes that prepare.py's canonical writer
     supports whole (every measure ok, one clef/key/meter), in corpus order."""
     out = []
     for src, rel, idx, text in P.list_tunes(P.ABC_SOURCES):
-        if P.split_of(rel, idx) != 'test':
+        if P.split_of(rel, idx) != split:
             continue
         try:
             measures = P.score_to_measures(P.parse_abc(text))
@@ -281,9 +281,8 @@ def transcription_report(pages, found_pages):
     preds_page, refs_page, preds_line, refs_line, secs = [], [], [], [], []
     for p, page in zip(pages, found_pages):
         t = time.perf_counter()
-        abcs, _ = reader.read([s.crop for s in page.staves])
+        joined, abcs = reader.read_page([s.crop for s in page.staves])
         secs.append(time.perf_counter() - t)
-        joined, _ = tune.join_lines([a for a in abcs if a is not None])
         preds_page.append(joined)
         refs_page.append(tune.join_lines(p['lines'])[0])
         if len(abcs) == len(p['lines']):

@@ -42,10 +42,14 @@ class KVCache:
 
 
 @torch.no_grad()
-def generate(model, images, max_new_tokens, temperature, top_k, K, use_cache, widths, ignore_eos, encoded=None):
+def generate(model, images, max_new_tokens, temperature, top_k, K, use_cache, widths, ignore_eos, encoded=None,
+             prefix=None):
     """The loop of MusicTrOCR.generate (see its docstring), for a model in eval mode; K = beam size.
     encoded: model.encode's (memory, mem_mask) computed already (images and widths are then unused),
     so that images encoded in small batches can be decoded in one big one (inference/pages.Reader).
+    prefix: greedy only, one list of token ids per row (may be empty) that the row writes first, whatever
+    its logits say; it then goes on by itself (inference/pages.Reader.settle reads a staff again under a
+    clef and key given: 'M:3/4\nL:1/8\nK:G\n' encoded, as the labels' headers tokenize alike).
 
     Greedy decoding with the cache drops a row from the batch once it has ended (eos or the length
     cap): a finished row's later steps were thrown away anyway, and every row's computation is its
@@ -73,6 +77,13 @@ def generate(model, images, max_new_tokens, temperature, top_k, K, use_cache, wi
     seq = torch.full((N, 1), cfg.bos_id, dtype=torch.long, device=dev)  # (N, 1 + t), bos first
     shrink = K == 1 and temperature == 0 and use_cache and not ignore_eos  # drop ended rows (docstring)
     rows = torch.arange(N, device=dev)  # the input row of each row still decoded
+    forced = None
+    if prefix is not None:
+        assert K == 1 and temperature == 0, "a prefix is forced in greedy decoding only"
+        P = max(1, max(len(p) for p in prefix))
+        forced = torch.full((N, P), -1, dtype=torch.long, device=dev)  # (N, P), -1: the row's own choice
+        for i, p in enumerate(prefix):
+            forced[i, :len(p)] = torch.tensor(p, dtype=torch.long)
     ended = [None] * N                  # input row -> its finished sequence (bos first), once it ended
     finished = torch.zeros(N, dtype=torch.bool, device=dev)
     scores = torch.zeros(B, K, device=dev)  # beam search: total log-prob of each beam
@@ -93,6 +104,9 @@ def generate(model, images, max_new_tokens, temperature, top_k, K, use_cache, wi
                     v, _ = torch.topk(logits, min(top_k, V))
                     logits[logits < v[:, [-1]]] = float('-inf')
                 nxt = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1).view(N)
+            if forced is not None and t < forced.size(1):
+                f = forced[rows, t]  # (n,) rows still decoded
+                nxt = torch.where(f >= 0, f, nxt)
             done = finished if cap is None else finished | (cap <= t)
             nxt = torch.where(done, torch.full_like(nxt, cfg.eos_id), nxt)  # done rows: keep eos
         else:

@@ -11,7 +11,7 @@ high note). Only numpy and PIL.
 """
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image, ImageFilter, ImageOps
 
 CROP_MARGIN = 0.55      # staff spaces of white around a crop (training: 6-19 px at 18-27 px per space)
 MAX_REACH = 6.0         # staff spaces above/below the outer lines a crop may grow (ledger lines)
@@ -127,12 +127,17 @@ def island_runs(cols, sp):
 
 
 def clean_crop(gray_im, ink, box, cb, sp):
-    """the crop of cb with its page text (text_in_crop) painted white, one pixel around it too (antialiasing)."""
+    """the crop of cb with its page text (text_in_crop) painted over, one pixel around it too (antialiasing),
+    in the crop's paper grey (the median of its pixels off the ink), then its contrast stretched (1% of the
+    pixels clipped at each end: a scan's grey paper white, faded ink black; a clean crop is unchanged).
+    On 100 scanned LilyPond and abcm2ps val pages the stretch took staff SER 18.6 -> 17.8% and
+    20.2 -> 19.2%; white paint on grey paper was a patch the reader took for music."""
     crop = gray_im.crop(cb)
     text = text_in_crop(ink, box, cb, sp)
-    if not text.any():
-        return crop
-    text = np.asarray(Image.fromarray(text.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(3))) > 0
-    a = np.array(crop)
-    a[text] = 255
-    return Image.fromarray(a)
+    if text.any():
+        text = np.asarray(Image.fromarray(text.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(3))) > 0
+        a = np.array(crop)
+        off = ~ink[cb[1]:cb[3], cb[0]:cb[2]]
+        a[text] = int(np.median(a[off])) if off.any() else 255
+        crop = Image.fromarray(a)
+    return ImageOps.autocontrast(crop, cutoff=1)

@@ -21,7 +21,7 @@ from PIL import Image
 
 import data
 from core import decoding, images
-from inference import staves
+from inference import staves, tune
 from training.checkpoint import find_checkpoint, find_tokenizer, load_model
 
 PDF_DPI = 150            # first render; then re-rendered so the staff space is TARGET_SPACE
@@ -192,9 +192,11 @@ class Reader:
         self.device, self.batch_size, self.beam_size = device, batch_size, beam_size
         self.temperature, self.top_k = temperature, top_k
         self.n_new = max_new_tokens or cfg.max_seq_len
+        self.settled = [0, 0]  # settle(): first staves read again, new readings kept
 
-    def decode(self, xs):
-        """list of (3, H, W) tensors -> list of token-id lists, returned in the input's order. The images
+    def decode(self, xs, prefixes=None):
+        """list of (3, H, W) tensors -> list of token-id lists, returned in the input's order (prefixes:
+        greedy decoding only, token ids each line writes first, see core/decoding.generate). The images
         are encoded batch_size at a time in order of width (similar widths pad little), exactly the
         batches they always had, since a CNN's last real columns see the batch's white padding. Greedy
         decoding then runs DECODE_ROWS lines at a time, their memories padded (masked) to the longest:
@@ -223,13 +225,62 @@ class Reader:
             S = max(m.size(1) for m, _ in group)
             memory = torch.cat([F.pad(m, (0, 0, 0, S - m.size(1))) for m, _ in group])  # (n, S, D), zeros
             mask = torch.cat([F.pad(k, (0, S - k.size(1)), value=False) for _, k in group])  # (n, S), padding masked
+            pre = None if prefixes is None else [prefixes[k] for k in order[len(out):len(out) + len(memory)]]
             with torch.inference_mode():
                 out += decoding.generate(self.model, None, self.n_new, 0.0, None, 1, True, None, False,
-                                         encoded=(memory, mask))
+                                         encoded=(memory, mask), prefix=pre)
         back = [None] * len(xs)
         for k, ids in zip(order, out):
             back[k] = ids
         return back
+
+    def logprob(self, xs, ids):
+        """(3, H, W) tensors and a token-id list for each -> the mean log-probability per token the model
+        gives each list (eos included) reading its image: teacher forcing, one image at a time."""
+        out, cfg = [], self.model.config
+        for x, s in zip(xs, ids):
+            seq = torch.tensor([[cfg.bos_id] + list(s)[:cfg.max_seq_len - 1]], device=self.device)  # (1, T)
+            tgt = torch.cat([seq[:, 1:], torch.tensor([[cfg.eos_id]], device=self.device)], 1)  # (1, T): next tokens
+            with torch.inference_mode():
+                memory, mask = self.model.encode(x[None].to(self.device), torch.tensor([x.shape[-1]], device=self.device))
+                logp = F.log_softmax(self.model.lm_head(self.model.decode(seq, memory, mask)).float(), -1)  # (1, T, V)
+            out.append(float(logp.gather(-1, tgt[..., None]).mean()))
+        return out
+
+    def settle(self, pages):
+        """[(xs, ids)] of pages (their staves' tensors and token ids, as decoded) -> the ids, each page's first
+        staff read again under the clef and key its next two staves agree on where it read another
+        (tune.first_staff_header), and the new reading kept only if the model gives it a mean log-probability
+        per token at least that of its own: a degraded first staff read under a bass clef is outvoted,
+        a key that truly changes at the second staff is not. Greedy attention decoding only (else unchanged).
+        self.settled counts [staves read again, readings kept]."""
+        out = [list(ids) for _, ids in pages]
+        if self.how == 'ctc' or self.beam_size != 1 or self.temperature != 0:
+            return out
+        jobs = []  # (page, staff, forced header ids)
+        for p, (xs, ids) in enumerate(pages):
+            k, head = tune.first_staff_header([self.tok.decode(s) for s in ids])
+            if k is not None:
+                jobs.append((p, k, self.tok.encode(head)))
+        if not jobs:
+            return out
+        xs = [pages[p][0][k] for p, k, _ in jobs]
+        new = self.decode(xs, prefixes=[h for *_, h in jobs])
+        old = self.logprob(xs, [out[p][k] for p, k, _ in jobs])
+        for (p, k, _), n, a, b in zip(jobs, new, old, self.logprob(xs, new)):
+            self.settled[0] += 1
+            if b >= a:
+                out[p][k] = n
+                self.settled[1] += 1
+        return out
+
+    def read_page(self, crops):
+        """PIL crops of one page's staves, top to bottom -> (the page's tune, ABC per crop): read, the
+        first staff settled (settle), joined (tune.join_lines), the meter settled (tune.settle_meter)."""
+        xs = [to_tensor(im, self.img_height, self.max_width) for im in crops]
+        ids = self.settle([(xs, self.decode(xs))])[0] if xs else []
+        abcs = [self.tok.decode(s) for s in ids]
+        return tune.settle_meter(tune.join_lines(abcs)[0]), abcs
 
     def read(self, images):
         """PIL line images -> (ABC per image, token ids per image)."""

@@ -167,7 +167,8 @@ def row_runs(ink, min_len):
 def find_lines(ink, t, sp, runs=None):
     """Staff-line candidates: bands of rows whose long horizontal runs add up to >= 6 staff spaces
     (a clef, a key and a note), trimmed to the rows within 50% of the band's peak (a horizontal beam
-    touching a line must not make it thick; two lines joined by beams split apart again), and at most
+    touching a line must not make it thick; two lines joined by beams split apart again), or 80% where
+    that is still too thick (beams over half the width on the line), and at most
     max(3, 2.5 t) thick (dark blobs of a photo
     are not lines). runs: row_runs(ink, max(10, int(2 * sp))) when the caller has them.
     -> list of (y centre, x0, x1, strength = the peak row's long-run length)."""
@@ -186,7 +187,12 @@ def find_lines(ink, t, sp, runs=None):
         core = band[score[band] >= 0.5 * score[band].max()]
         # a band can hold two lines joined by beams or slurs between them: each run of core rows is one
         for grp in np.split(core, np.nonzero(np.diff(core) > 1)[0] + 1):
-            if grp[-1] - grp[0] + 1 <= max(3, 2.5 * t):
+            if grp[-1] - grp[0] + 1 > max(3, 2.5 * t):
+                # too thick: beams over more than half the width lie on the line (three groups of 16ths
+                # on a dense page); the line is the rows that run (nearly) the whole width
+                grp = grp[score[grp] >= 0.8 * score[grp].max()]
+                grp = grp if len(grp) and grp[-1] - grp[0] + 1 <= max(3, 2.5 * t) else None
+            if grp is not None:
                 sel = (r >= grp[0]) & (r <= grp[-1])
                 cy = float(np.dot(grp, score[grp]) / score[grp].sum())
                 lines.append((cy, int(s[sel].min()), int(e[sel].max()), float(score[grp].max())))

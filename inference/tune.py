@@ -2,8 +2,19 @@
 inference/tune.py: the text of a transcribed tune. Split one transcription into its header fields and
 its music, or into its voices; join the transcriptions of a page's staves (or systems) into one tune.
 Plain text in, plain text out (no torch), so the engraving child process of sample.py stays light.
+
+Two checks settle a page's header from the rest of the page, as a reader of the page would:
+  - first_staff_header: the first staff's clef and key disagree with the two staves below it, which agree
+    (a degraded first staff read under a bass clef, say); inference/pages.Reader.settle reads it again
+    with theirs, and keeps that reading only if the model finds it as likely as its own;
+  - settle_meter: the meter read on the first staff (a 3/8 read as 6/8) disagrees with the bars the
+    music adds up to; the length most bars share wins when most of them share it.
 """
 import re
+from collections import Counter
+from fractions import Fraction
+
+from inference.musicxml import _TOKEN, _pqr, meter_len, parse_len
 
 _FIELD = re.compile(r'^([A-Za-z]):(.*)$')
 
@@ -96,3 +107,86 @@ def join_lines(abcs):
     if poly is not None:
         out = [f'[V:{v}] {music}' for v, music in poly.items()]
     return head + '\n' + '\n'.join(out), skipped
+
+
+def first_staff_header(abcs):
+    """Transcriptions of a page's staves -> (index of the first readable staff, the header to read it
+    again with: its own M: and L:, and the K: (clef and key) that the next two readable staves both
+    read), or (None, None) when they agree with it, there are fewer than three, or the page has voices.
+    A key that changes at the second staff and stays is read the same way, which is why the re-reading
+    must convince the model (Reader.settle) before it replaces the first one."""
+    readable = []
+    for i, abc in enumerate(abcs):
+        if split_voices(abc or '') is not None:
+            return None, None
+        fields, body = split_abc(abc or '')
+        if 'K' in fields and body.strip():
+            readable.append((i, fields))
+        if len(readable) == 3:
+            break
+    if len(readable) < 3:
+        return None, None
+    (i, f0), (_, f1), (_, f2) = readable
+    if f1['K'] != f2['K'] or f1['K'] == f0['K']:
+        return None, None
+    head = [('M', f0.get('M')), ('L', f0.get('L', '1/8')), ('K', f1['K'])]
+    return i, ''.join(f'{k}:{v}\n' for k, v in head if v)
+
+
+def bar_lengths(body, unit=Fraction(1, 8)):
+    """Music of one voice -> the length of each bar in whole notes, in order (empty bars dropped), up
+    to the first inline [M:] or [L:]. Grace notes take no time; '(3' puts three in the time of two; a
+    chord lasts as long as its first note, times the length after ']'."""
+    out, cur, tup = [], Fraction(0), None  # tup: [notes left in the tuplet, their time factor q/p]
+    for t in _TOKEN.finditer(body):
+        kind, text = t.lastgroup, t.group()
+        if kind == 'field' and text[1] in 'ML':
+            break
+        if kind == 'bar':
+            out, cur = out + [cur], Fraction(0)
+        elif kind == 'tuplet':
+            p, q, r = _pqr(text)
+            tup = [r, Fraction(q, p)]
+        elif kind in ('note', 'rest', 'chord'):
+            if kind == 'chord':
+                inner = re.findall(r"[_^=]*[A-Ga-g][,']*(\d*/*\d*)", text[1:text.rindex(']')])
+                d = (parse_len(inner[0]) if inner else 1) * parse_len(text[text.rindex(']') + 1:] or '1')
+            else:
+                d = parse_len(text[1:] if kind == 'rest' else re.sub(r"^[_^=]*[A-Ga-g][,']*", '', text))
+            if tup:
+                d, tup[0] = d * tup[1], tup[0] - 1
+                tup = tup if tup[0] > 0 else None
+            cur += d * unit
+    return [x for x in out + [cur] if x > 0]
+
+
+# the meters of >= 100 train lines of data/m21/all, most common first: a settled meter is one of these
+METERS = ('2/4', '4/4', '6/8', '3/4', 'C', '2/2', '4/2', '3/2', '3/8', '9/8', 'C|', '12/8', '6/4')
+MIN_BARS = 4      # whole bars (first and last left out) needed before the bars may overrule the meter
+BAR_SHARE = 0.6   # ... and the share of them that must have one length, not the meter's
+
+
+def settle_meter(abc):
+    """A transcribed tune -> the same with its M: replaced by the meter its bars add up to, where the
+    meter read disagrees with the music: of the bars but the first (a pickup) and the last, at least
+    MIN_BARS, BAR_SHARE or more have one length and it is not the meter's. The new meter keeps the
+    denominator read (6/8 -> 3/8, 4/4 -> 2/4) when one of METERS does, else it is the most common of
+    METERS with that length. Free time, multi-voice tunes and a 6/8 read as 3/4 (one length) stay."""
+    if split_voices(abc or '') is not None:
+        return abc
+    fields, body = split_abc(abc or '')
+    m = fields.get('M', '').strip()
+    ml = meter_len(m)
+    lm = re.fullmatch(r'1/(\d+)', fields.get('L', '1/8').strip())
+    if ml is None or lm is None:
+        return abc
+    lens = bar_lengths(body, Fraction(1, int(lm.group(1))))[1:-1]
+    if len(lens) < MIN_BARS:
+        return abc
+    length, n = Counter(lens).most_common(1)[0]
+    if length == ml or n < BAR_SHARE * len(lens):
+        return abc
+    den = int(m.split('/')[1]) if '/' in m else 2 if m == 'C|' else 4
+    same = f'{length * den}/{den}' if (length * den).denominator == 1 else None
+    new = same if same in METERS else next((x for x in METERS if meter_len(x) == length), None)
+    return abc if new is None else re.sub(r'(?m)^M:.*$', lambda _: 'M:' + new, abc, count=1)

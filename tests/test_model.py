@@ -200,6 +200,31 @@ def test_greedy_drops_ended_rows_and_takes_encoded_memory():
         assert decoding.generate(m, None, 96, 0.0, None, 1, True, None, False, encoded=(memory, mask)) == want
 
 
+def test_prefix_is_written_first_then_the_row_goes_on_greedily(trained):
+    """core/decoding.generate's prefix (inference/pages.Reader.settle reads a staff again under a header
+    given): each row writes its own prefix (of any length, empty too) whatever its logits say, then
+    continues greedily from it, as the step-by-step loop over the whole sequence does. Its own greedy
+    start as the prefix changes nothing; in one batch with the cache and rows leaving it, the same."""
+    from core import decoding
+    m, imgs, widths = trained[:3]
+    own = m.generate(imgs, 30, widths=widths)
+    assert own == TUNES
+
+    def by_hand(b, prefix):  # no cache: every step re-reads the whole sequence
+        seq = [BOS] + list(prefix)
+        with torch.no_grad():
+            while len(seq) <= 30 and seq[-1] != EOS:
+                logits, _ = m(imgs[b:b + 1], torch.tensor([seq]), widths=widths[b:b + 1])
+                seq.append(int(logits[0, -1].argmax()))
+        return [t for t in seq[1:] if t != EOS]
+    prefixes = [TUNES[1][:3], []]  # row 0 starts as tune 1 does; row 1 by itself
+    with torch.no_grad():
+        got = decoding.generate(m, imgs, 30, 0.0, None, 1, True, widths, False, prefix=prefixes)
+        assert decoding.generate(m, imgs, 30, 0.0, None, 1, True, widths, False, prefix=[t[:2] for t in own]) == own
+    assert got[0][:3] == TUNES[1][:3] and got[1] == own[1]
+    assert got == [by_hand(0, prefixes[0]), by_hand(1, [])]
+
+
 def test_generate_never_exceeds_max_seq_len():
     m = tiny_model(max_seq_len=20)
     imgs, widths = batch(page(96, 0))

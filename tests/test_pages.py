@@ -17,7 +17,7 @@ import model as M
 from core import metrics
 from inference import attention as A
 from inference import musicxml, pages, staves
-from inference.tune import join_lines
+from inference.tune import bar_lengths as abc_bars, first_staff_header, join_lines, settle_meter
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # see tests/conftest.py
 
@@ -40,6 +40,44 @@ def test_join_lines_header_once_inline_changes_and_skips():
     n_line, n_page = len(metrics.abc_symbols('f2 g2 a4 |')), len(metrics.abc_symbols(tune))
     assert (n_line, n_page) == (6, 32)
     assert metrics.score([lost], [tune])['ser'] == pytest.approx((n_line + 1) / n_page)
+
+
+def test_bar_lengths_count_tuplets_chords_graces_and_stop_at_a_meter_change():
+    assert abc_bars('|: {g}A2 B | (3cde [CEG]2 | z/ A3/2 [A/c/]4 :| [M:2/4] B4 |') == \
+        [Fraction(3, 8), Fraction(4, 8), Fraction(4, 8)]  # '|:' opens no bar; [A/c/]4 = 2 units
+    assert abc_bars('A4 | B4', Fraction(1, 4)) == [1, 1]  # the last bar needs no bar line
+
+
+def test_settle_meter_follows_the_bars_only_when_most_agree():
+    bars = lambda n, bar: ' | '.join([bar] * n) + ' |'
+    page = lambda m, body: f'M:{m}\nL:1/8\nK:G\n{body}'
+    three8 = 'G | ' + bars(6, 'GBd') + ' G2'  # a pickup, six bars of 3/8, a short last bar
+    assert settle_meter(page('6/8', three8)) == page('3/8', three8)  # the denominator read is kept
+    assert settle_meter(page('4/4', bars(6, 'G2 A2'))) == page('2/4', bars(6, 'G2 A2'))
+    assert settle_meter(page('C', bars(6, 'G2 A2'))) == page('2/4', bars(6, 'G2 A2'))
+    # 3/4 in halves is no meter: the most common of METERS with that length, 6/8 (as many lines as 3/4)
+    assert settle_meter(page('2/2', bars(6, 'G2 A2 B2'))) == page('6/8', bars(6, 'G2 A2 B2'))
+    for m, body in [('6/8', bars(6, 'GAB cde')),           # right already
+                    ('6/8', bars(6, 'G2 A2 B2')),          # 3/4 has 6/8's length: bars cannot tell
+                    ('6/8', bars(4, 'GBd')),               # 2 whole bars: too few to overrule
+                    ('4/4', bars(3, 'G2 A2') + ' ' + bars(3, 'G4 A4')),  # half of them: no majority
+                    ('2/4', bars(6, 'G A B c d')),         # 5/8 is no common meter
+                    ('', bars(6, 'GBd'))]:                 # free time
+        assert settle_meter(page(m, body)) == page(m, body)
+    poly = 'M:6/8\nL:1/8\nK:G\n[V:1] ' + bars(6, 'GBd') + '\n[V:2] ' + bars(6, 'G,B,D')
+    assert settle_meter(poly) == poly  # voices: left alone
+
+
+def test_first_staff_header_asks_for_the_key_the_next_staves_agree_on():
+    st = lambda k, m=None: (f'M:{m}\n' if m else '') + f'L:1/8\nK:{k}\nGABc d2 e2 |'
+    assert first_staff_header([st('F clef=bass', '3/4'), st('G'), 'garbage', st('G'), st('D')]) == \
+        (0, 'M:3/4\nL:1/8\nK:G\n')
+    assert first_staff_header(['no key', st('C', 'C'), st('G'), st('G')]) == (1, 'M:C\nL:1/8\nK:G\n')
+    for abcs in ([st('G', '3/4'), st('G'), st('D')],       # the first agrees with the next
+                 [st('F', '3/4'), st('G'), st('D')],       # the next two disagree
+                 [st('F', '3/4'), st('G')],                # two staves: nothing to outvote with
+                 ['[V:1] ' + st('F'), st('G'), st('G')]):  # voices
+        assert first_staff_header(abcs) == (None, None)
 
 
 # -----------------------------------------------------------------------------
