@@ -311,7 +311,10 @@ def find_staves(image, max_skew=MAX_SKEW, crops=True):
     angle = skew_angle(ink, max_skew) if max_skew > 0 else 0.0
     if abs(angle) >= 0.05:
         # lines that fall to the right (y grows with x) are turned counter-clockwise, PIL's positive
-        gray_im = gray_im.rotate(angle, resample=Image.Resampling.BILINEAR, fillcolor=255)
+        # the corners turned in are filled with the page's own paper (its commonest grey, 90th percentile):
+        # a white strip beside a scan's grey paper made ink_mask's local threshold call that paper ink, a
+        # band the first staff's crop then grew up through, to the title (val pages, tall crops)
+        gray_im = gray_im.rotate(angle, resample=Image.Resampling.BILINEAR, fillcolor=int(np.percentile(gray, 90)))
         gray = np.asarray(gray_im)
         ink = ink_mask(gray)
     else:
