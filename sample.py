@@ -296,7 +296,8 @@ def _write_job(j, reader, many):
         abc = abcs[0]
     else:
         abc, skipped = tune.join_lines(abcs)
-        abc = tune.settle_meter(abc)  # the meter the bars add up to, where the one read disagrees
+        if not j.get('systems') and abc:  # the meter: the bars decide between the model's likely readings
+            abc = reader.join(j['xs'], jids)[0]
         what = 'system' if j.get('systems') else 'staff'
         for i in skipped:
             print(f"warning: {p}: {what} {i + 1} of {n}: the model's transcription is not ABC "

@@ -272,7 +272,7 @@ def multipage_check(reader, tmp, used):
         t = time.perf_counter()
         job = sample.load_input(path, reader.img_height, reader.max_width)
         ids = reader.settle([(job['xs'], reader.decode(job['xs']))])[0]
-        abc = tune.settle_meter(tune.join_lines([reader.tok.decode(s) for s in ids])[0])
+        abc = reader.join(job['xs'], ids)[0]
         secs = time.perf_counter() - t
         ser = metrics.score([abc], [ref])['ser']
         t = time.perf_counter()
@@ -351,7 +351,8 @@ def main():
               'perspective up to 2.5% of the page height). Tilted: rotated about the centre. Header: the page '
               'transcription\'s M:, K: key, K: clef against the label\'s, as sample.py reads a page (pages.Reader.read_page: '
               'the first staff read again where the next two staves outvote its clef and key and the model finds the new '
-              'reading as likely, `first staves read again / kept`; then tune.settle_meter: the meter most bars add up to). '
+              'reading as likely, `first staves read again / kept`; then tune.settle_meter: of the meters the model finds '
+              'likely on the first staff, the one most bars add up to). '
               'page/line: page SER / line SER (issue target <= 1.2). '
               'Transcription columns (`pages read` onwards) are over the first pages read of each set; staves over all.', ''] + rows
     if effects:
@@ -362,7 +363,7 @@ def main():
             lines += ['', '## A score of several pages (PDF and multi-page TIFF)', '',
                       'One LilyPond book of test tunes (not those above) over >= 2 A4 pages: its PDF (LilyPond\'s), and the '
                       'same pages rendered by inference/pages.read_pdf saved as one deflate TIFF. Each read with sample.py\'s '
-                      'load_input + the reader (settle) + join_lines (settle_meter) in this process (s/page: reading/rendering, finding and '
+                      'load_input + the reader (settle, join) in this process (s/page: reading/rendering, finding and '
                       'transcription over the pages), then `python sample.py --image=<file>` run on it (wall time with '
                       'the model load).', ''] + multipage_check(reader, tmp, used)
     os.makedirs(os.path.dirname(os.path.abspath(report)), exist_ok=True)

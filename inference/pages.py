@@ -274,13 +274,41 @@ class Reader:
                 self.settled[1] += 1
         return out
 
-    def read_page(self, crops):
-        """PIL crops of one page's staves, top to bottom -> (the page's tune, ABC per crop): read, the
-        first staff settled (settle), joined (tune.join_lines), the meter settled (tune.settle_meter)."""
-        xs = [to_tensor(im, self.img_height, self.max_width) for im in crops]
-        ids = self.settle([(xs, self.decode(xs))])[0] if xs else []
+    def meter_scores(self, x, abc):
+        """A staff's (3, H, W) tensor and its transcription -> {meter: the model's log-probability of the header
+        'M:<meter>', its own L: and K:, reading this staff} for each of tune.METERS (tune.settle_meter's
+        candidates), or None without a K:. One teacher-forced pass over the 13 headers."""
+        fields, _ = tune.split_abc(abc or '')
+        if 'K' not in fields:
+            return None
+        heads = [self.tok.encode(f"M:{m}\nL:{fields.get('L', '1/8')}\nK:{fields['K']}\n") for m in tune.METERS]
+        cfg, T = self.model.config, max(len(h) for h in heads)
+        seq = torch.full((len(heads), T + 1), cfg.pad_id, dtype=torch.long, device=self.device)  # (13, 1 + T)
+        seq[:, 0] = cfg.bos_id
+        for i, h in enumerate(heads):
+            seq[i, 1:len(h) + 1] = torch.tensor(h)
+        with torch.inference_mode():
+            memory, mask = self.model.encode(x[None].to(self.device), torch.tensor([x.shape[-1]], device=self.device))
+            mask = None if mask is None else mask.expand(len(heads), -1)
+            x_ = self.model.decode(seq[:, :-1], memory.expand(len(heads), -1, -1), mask)
+            logp = F.log_softmax(self.model.lm_head(x_).float(), -1).gather(-1, seq[:, 1:, None])[..., 0]  # (13, T)
+        return {m: float(logp[i, :len(h)].sum()) for i, (m, h) in enumerate(zip(tune.METERS, heads))}
+
+    def join(self, xs, ids):
+        """A page's staves (tensors; token ids, settled) -> (its tune, ABC per staff): tune.join_lines, then
+        tune.settle_meter with the first readable staff's meter_scores."""
         abcs = [self.tok.decode(s) for s in ids]
-        return tune.settle_meter(tune.join_lines(abcs)[0]), abcs
+        joined, skipped = tune.join_lines(abcs)
+        first = next((i for i in range(len(abcs)) if i not in skipped), None)
+        if first is None or self.how == 'ctc':
+            return joined, abcs
+        return tune.settle_meter(joined, self.meter_scores(xs[first], abcs[first])), abcs
+
+    def read_page(self, crops):
+        """PIL crops of one page's staves, top to bottom -> (the page's tune, ABC per crop): read, the first
+        staff settled (settle), joined with its meter settled (join)."""
+        xs = [to_tensor(im, self.img_height, self.max_width) for im in crops]
+        return self.join(xs, self.settle([(xs, self.decode(xs))])[0] if xs else [])
 
     def read(self, images):
         """PIL line images -> (ABC per image, token ids per image)."""

@@ -7,8 +7,8 @@ Two checks settle a page's header from the rest of the page, as a reader of the 
   - first_staff_header: the first staff's clef and key disagree with the two staves below it, which agree
     (a degraded first staff read under a bass clef, say); inference/pages.Reader.settle reads it again
     with theirs, and keeps that reading only if the model finds it as likely as its own;
-  - settle_meter: the meter read on the first staff (a 3/8 read as 6/8) disagrees with the bars the
-    music adds up to; the length most bars share wins when most of them share it.
+  - settle_meter: the meter read on the first staff (a scanned 2/4 read as 4/4) fits fewer bars than
+    another the model finds nearly as likely on that staff (Reader.meter_scores); the bars decide.
 """
 import re
 from collections import Counter
@@ -162,31 +162,28 @@ def bar_lengths(body, unit=Fraction(1, 8)):
 
 # the meters of >= 100 train lines of data/m21/all, most common first: a settled meter is one of these
 METERS = ('2/4', '4/4', '6/8', '3/4', 'C', '2/2', '4/2', '3/2', '3/8', '9/8', 'C|', '12/8', '6/4')
-MIN_BARS = 4      # whole bars (first and last left out) needed before the bars may overrule the meter
-BAR_SHARE = 0.6   # ... and the share of them that must have one length, not the meter's
+METER_TAU = 3.0  # nats: a meter the model finds at most e^3 (20x) less likely than its best is still a candidate
 
 
-def settle_meter(abc):
-    """A transcribed tune -> the same with its M: replaced by the meter its bars add up to, where the
-    meter read disagrees with the music: of the bars but the first (a pickup) and the last, at least
-    MIN_BARS, BAR_SHARE or more have one length and it is not the meter's. The new meter keeps the
-    denominator read (6/8 -> 3/8, 4/4 -> 2/4) when one of METERS does, else it is the most common of
-    METERS with that length. Free time, multi-voice tunes and a 6/8 read as 3/4 (one length) stay."""
-    if split_voices(abc or '') is not None:
+def settle_meter(abc, scores):
+    """A transcribed tune and the model's log-probability of each of METERS as its first staff's header
+    (pages.Reader.meter_scores: how well each meter's digits fit the image) -> the same tune, its M:
+    replaced by the candidate (within METER_TAU of the best score) that the most whole bars (the first,
+    a pickup, and the last left out) add up to, where that is more bars than the meter read fits. Digits
+    the model reads one way with another close behind (a scanned 2/4 read 4/4) are settled by the bars;
+    one it is sure of is not. Ties keep the meter read, then the likelier one; 6/8 and 3/4 (one length)
+    are never told apart this way. Free time, multi-voice tunes and scores=None stay as they are.
+    Chosen on 100 val pages per engraver (docs/pages.md)."""
+    if scores is None or split_voices(abc or '') is not None:
         return abc
     fields, body = split_abc(abc or '')
     m = fields.get('M', '').strip()
-    ml = meter_len(m)
     lm = re.fullmatch(r'1/(\d+)', fields.get('L', '1/8').strip())
-    if ml is None or lm is None:
+    if meter_len(m) is None or lm is None or not scores:
         return abc
-    lens = bar_lengths(body, Fraction(1, int(lm.group(1))))[1:-1]
-    if len(lens) < MIN_BARS:
+    fits = Counter(bar_lengths(body, Fraction(1, int(lm.group(1))))[1:-1])
+    best = max(scores.values())
+    new = max((x for x in METERS if scores.get(x, -1e9) >= best - METER_TAU), key=lambda x: (fits[meter_len(x)], scores[x]))
+    if fits[meter_len(new)] <= fits[meter_len(m)]:
         return abc
-    length, n = Counter(lens).most_common(1)[0]
-    if length == ml or n < BAR_SHARE * len(lens):
-        return abc
-    den = int(m.split('/')[1]) if '/' in m else 2 if m == 'C|' else 4
-    same = f'{length * den}/{den}' if (length * den).denominator == 1 else None
-    new = same if same in METERS else next((x for x in METERS if meter_len(x) == length), None)
-    return abc if new is None else re.sub(r'(?m)^M:.*$', lambda _: 'M:' + new, abc, count=1)
+    return re.sub(r'(?m)^M:.*$', lambda _: 'M:' + new, abc, count=1)

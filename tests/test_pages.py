@@ -17,7 +17,7 @@ import model as M
 from core import metrics
 from inference import attention as A
 from inference import musicxml, pages, staves
-from inference.tune import bar_lengths as abc_bars, first_staff_header, join_lines, settle_meter
+from inference.tune import METERS, bar_lengths as abc_bars, first_staff_header, join_lines, settle_meter
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # see tests/conftest.py
 
@@ -48,24 +48,22 @@ def test_bar_lengths_count_tuplets_chords_graces_and_stop_at_a_meter_change():
     assert abc_bars('A4 | B4', Fraction(1, 4)) == [1, 1]  # the last bar needs no bar line
 
 
-def test_settle_meter_follows_the_bars_only_when_most_agree():
+def test_settle_meter_lets_the_bars_choose_among_the_likely_meters():
     bars = lambda n, bar: ' | '.join([bar] * n) + ' |'
     page = lambda m, body: f'M:{m}\nL:1/8\nK:G\n{body}'
-    three8 = 'G | ' + bars(6, 'GBd') + ' G2'  # a pickup, six bars of 3/8, a short last bar
-    assert settle_meter(page('6/8', three8)) == page('3/8', three8)  # the denominator read is kept
-    assert settle_meter(page('4/4', bars(6, 'G2 A2'))) == page('2/4', bars(6, 'G2 A2'))
-    assert settle_meter(page('C', bars(6, 'G2 A2'))) == page('2/4', bars(6, 'G2 A2'))
-    # 3/4 in halves is no meter: the most common of METERS with that length, 6/8 (as many lines as 3/4)
-    assert settle_meter(page('2/2', bars(6, 'G2 A2 B2'))) == page('6/8', bars(6, 'G2 A2 B2'))
-    for m, body in [('6/8', bars(6, 'GAB cde')),           # right already
-                    ('6/8', bars(6, 'G2 A2 B2')),          # 3/4 has 6/8's length: bars cannot tell
-                    ('6/8', bars(4, 'GBd')),               # 2 whole bars: too few to overrule
-                    ('4/4', bars(3, 'G2 A2') + ' ' + bars(3, 'G4 A4')),  # half of them: no majority
-                    ('2/4', bars(6, 'G A B c d')),         # 5/8 is no common meter
-                    ('', bars(6, 'GBd'))]:                 # free time
-        assert settle_meter(page(m, body)) == page(m, body)
-    poly = 'M:6/8\nL:1/8\nK:G\n[V:1] ' + bars(6, 'GBd') + '\n[V:2] ' + bars(6, 'G,B,D')
-    assert settle_meter(poly) == poly  # voices: left alone
+    lik = lambda **kw: {m: kw.get(m.replace('/', '_').replace('|', 'bar'), -20.0) for m in METERS}  # log-probs
+    two4 = 'G | ' + bars(6, 'G2 A2') + ' G2'  # a pickup, six bars of 2/4, a short last bar
+    # a 2/4 read as 4/4 with 2/4 close behind: the bars choose 2/4
+    assert settle_meter(page('4/4', two4), lik(**{'4_4': -1.0, '2_4': -2.5})) == page('2/4', two4)
+    for m, body, sc in [('4/4', two4, lik(**{'4_4': -1.0, '2_4': -4.5})),      # 2/4 more than 3 nats behind
+                        ('2/4', two4, lik(**{'4_4': -1.0, '2_4': -2.0})),      # the bars fit the meter read
+                        ('6/8', bars(6, 'G2 A2 B2'), lik(**{'6_8': -1.0, '3_4': -1.5})),  # one length: kept
+                        ('4/4', 'G | A4 | B8 | c |', lik(**{'4_4': -1.0, '2_4': -1.5})),  # one whole bar each: a tie
+                        ('', two4, lik(**{'2_4': -1.0}))]:                    # free time
+        assert settle_meter(page(m, body), sc) == page(m, body)
+    assert settle_meter(page('4/4', two4), None) == page('4/4', two4)
+    poly = 'M:4/4\nL:1/8\nK:G\n[V:1] ' + two4 + '\n[V:2] ' + two4
+    assert settle_meter(poly, lik(**{'2_4': -1.0})) == poly  # voices: left alone
 
 
 def test_first_staff_header_asks_for_the_key_the_next_staves_agree_on():

@@ -118,19 +118,21 @@ def test_auto_follows_the_recorded_decoding(reads, tmp_path):
 
 
 def test_settle_outvotes_a_misread_first_staff_and_keeps_a_real_key_change():
-    """inference/pages.Reader.settle with the shipped weights, on page-like stacks of shipped lines. Three
+    """inference/pages.Reader.settle and meter_scores with the shipped weights, on page-like stacks of shipped lines. Three
     G-major staves, the first's reading given a wrong key (K:Eb, as a degraded first staff is misread):
     it is read again under the next staves' K:G and comes out as the model reads it by itself. A B-flat
     staff above two G-major ones (a key that changes at the second staff) keeps its own reading."""
     from PIL import Image
 
-    from inference import pages
+    from inference import pages, tune
     r = pages.Reader(READER)
     load = lambda n: pages.to_tensor(Image.open(os.path.join(READER, 'samples', n + '.png')).convert('L'),
                                      r.img_height, r.max_width)
     g = [load(n) for n in ('clean_verovio_folk', 'clean_abcm2ps_folk', 'clean_lilypond_folk')]
     own = r.decode(g)
     assert all('\nK:G\n' in r.tok.decode(s) for s in own)
+    sc = r.meter_scores(g[0], r.tok.decode(own[0]))  # tune.settle_meter's candidates: the meter read is the likeliest
+    assert set(sc) == set(tune.METERS) and max(sc, key=sc.get) == tune.split_abc(r.tok.decode(own[0]))[0]['M'] == '4/4'
     wrong = r.tok.encode(r.tok.decode(own[0]).replace('\nK:G\n', '\nK:Eb\n'))
     assert r.settle([(g, [wrong] + own[1:])]) == [own] and r.settled == [1, 1]
     mixed = [load('clean_abcm2ps_transposed')] + g[1:]
