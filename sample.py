@@ -262,7 +262,7 @@ def main():
                 failed += 1
     # a page's first staff read again where the staves below it outvote its clef and key (Reader.settle)
     staffed = [j for j in jobs if j['ids'] is not None and j['kind'] == 'page' and not j.get('systems')]
-    for j, ids in zip(staffed, reader.settle([(j['xs'], j['ids']) for j in staffed])):
+    for j, ids in zip(staffed, reader.settle([(j['xs'], j['ids']) for j in staffed]) if staffed else []):
         j['ids'] = ids
     many = len(paths) > 1
     for j in jobs:
