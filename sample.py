@@ -260,10 +260,14 @@ def main():
                 print(f"error: {_why(j['path'], e)}", file=sys.stderr)
                 j['ids'] = None
                 failed += 1
-    # a page's first staff read again where the staves below it outvote its clef and key (Reader.settle)
+    # a page's first staff read again where the staves below it outvote its clef and key (Reader.settle);
+    # a refinement: should it fail, the pages keep their first readings
     staffed = [j for j in jobs if j['ids'] is not None and j['kind'] == 'page' and not j.get('systems')]
-    for j, ids in zip(staffed, reader.settle([(j['xs'], j['ids']) for j in staffed]) if staffed else []):
-        j['ids'] = ids
+    try:
+        for j, ids in zip(staffed, reader.settle([(j['xs'], j['ids']) for j in staffed]) if staffed else []):
+            j['ids'] = ids
+    except Exception as e:
+        print(f"warning: the pages' first staves were not read again ({type(e).__name__}: {e})", file=sys.stderr)
     many = len(paths) > 1
     for j in jobs:
         if j['ids'] is None:
