@@ -2,7 +2,7 @@
 bench/pages_engravers.py: the page benchmark on pages verovio did not draw (issue 25). A4 pages of
 test-split tunes drawn by LilyPond and by abcm2ps (bench/engraved_pages.py: title, composer, tempo mark,
 bar numbers, lyrics on ~40% of pages, 3-8 systems), read as sample.py reads a page: staves.find_staves,
-pages.Reader on the crops, tune.join_lines.
+pages.Reader.read_page on the crops (read, first staff settled, joined, meter settled).
 
     $ python -m bench.pages_engravers --n_pages=100 --out_dir=reader     # -> results/pages_engravers.md
     $ python -m bench.pages_engravers --n_pages=10 --report=/tmp/p.md    # staff finding only
@@ -13,8 +13,8 @@ the page, its strengths in units of a training line, see below); tilted by a uni
   staff recall / precision   found staff boxes against the SVG's staff lines, IoU >= 0.5, one to one
                              (the true boxes carried through the degradation's rotation and perspective
                              and the finder's deskew, so they sit where the found ones should)
-  header                     meter, key and clef of the page's transcription (join_lines' header, i.e.
-                             the first readable staff's) against the tune's label
+  header                     meter, key and clef of the page's transcription (pages.Reader.read_page: the
+                             first readable staff's, settled from the page) against the tune's label
   page SER, line SER         as bench/pages.py: joined page vs joined references; each matched staff vs
                              its system's reference
   s/page                     find_staves; transcription of the page's crops
