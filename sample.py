@@ -299,9 +299,8 @@ def _write_job(j, reader, many):
     if j['kind'] == 'line':
         abc = abcs[0]
     else:
-        abc, skipped = tune.join_lines(abcs)
-        if not j.get('systems') and abc:  # the meter: the bars decide between the model's likely readings
-            abc = reader.join(j['xs'], jids)[0]
+        # staves: the meter settled by the bars among the model's likely readings (Reader.join); systems as joined
+        abc, skipped = tune.join_lines(abcs) if j.get('systems') else reader.join(j['xs'], jids)
         what = 'system' if j.get('systems') else 'staff'
         for i in skipped:
             print(f"warning: {p}: {what} {i + 1} of {n}: the model's transcription is not ABC "

@@ -234,18 +234,26 @@ class Reader:
             back[k] = ids
         return back
 
+    def forced(self, x, seqs):
+        """A (3, H, W) tensor and token-id lists -> per list, the log-probability of each of its tokens and of
+        the eos after it, the model reading this image: teacher forcing, the lists as one padded batch."""
+        cfg, T = self.model.config, max(len(q) for q in seqs) + 1
+        seq = torch.full((len(seqs), T + 1), cfg.pad_id, dtype=torch.long, device=self.device)  # (n, 1 + T)
+        seq[:, 0] = cfg.bos_id
+        for i, q in enumerate(seqs):
+            seq[i, 1:len(q) + 2] = torch.tensor(list(q) + [cfg.eos_id])
+        with torch.inference_mode():
+            memory, mask = self.model.encode(x[None].to(self.device), torch.tensor([x.shape[-1]], device=self.device))
+            mask = None if mask is None else mask.expand(len(seqs), -1)
+            h = self.model.decode(seq[:, :-1], memory.expand(len(seqs), -1, -1), mask)  # (n, T, D)
+            logp = F.log_softmax(self.model.lm_head(h).float(), -1).gather(-1, seq[:, 1:, None])[..., 0]  # (n, T)
+        return [logp[i, :len(q) + 1].tolist() for i, q in enumerate(seqs)]
+
     def logprob(self, xs, ids):
         """(3, H, W) tensors and a token-id list for each -> the mean log-probability per token the model
-        gives each list (eos included) reading its image: teacher forcing, one image at a time."""
-        out, cfg = [], self.model.config
-        for x, s in zip(xs, ids):
-            seq = torch.tensor([[cfg.bos_id] + list(s)[:cfg.max_seq_len - 1]], device=self.device)  # (1, T)
-            tgt = torch.cat([seq[:, 1:], torch.tensor([[cfg.eos_id]], device=self.device)], 1)  # (1, T): next tokens
-            with torch.inference_mode():
-                memory, mask = self.model.encode(x[None].to(self.device), torch.tensor([x.shape[-1]], device=self.device))
-                logp = F.log_softmax(self.model.lm_head(self.model.decode(seq, memory, mask)).float(), -1)  # (1, T, V)
-            out.append(float(logp.gather(-1, tgt[..., None]).mean()))
-        return out
+        gives each list (eos included) reading its image."""
+        n = self.model.config.max_seq_len - 1
+        return [float(np.mean(self.forced(x, [list(s)[:n]])[0])) for x, s in zip(xs, ids)]
 
     def settle(self, pages):
         """[(xs, ids)] of pages (their staves' tensors and token ids, as decoded) -> the ids, each page's first
@@ -277,38 +285,29 @@ class Reader:
     def meter_scores(self, x, abc):
         """A staff's (3, H, W) tensor and its transcription -> {meter: the model's log-probability of the header
         'M:<meter>', its own L: and K:, reading this staff} for each of tune.METERS (tune.settle_meter's
-        candidates), or None without a K:. One teacher-forced pass over the 13 headers."""
+        candidates), or None without a K:. One teacher-forced batch of the 13 headers."""
         fields, _ = tune.split_abc(abc or '')
         if 'K' not in fields:
             return None
         heads = [self.tok.encode(f"M:{m}\nL:{fields.get('L', '1/8')}\nK:{fields['K']}\n") for m in tune.METERS]
-        cfg, T = self.model.config, max(len(h) for h in heads)
-        seq = torch.full((len(heads), T + 1), cfg.pad_id, dtype=torch.long, device=self.device)  # (13, 1 + T)
-        seq[:, 0] = cfg.bos_id
-        for i, h in enumerate(heads):
-            seq[i, 1:len(h) + 1] = torch.tensor(h)
-        with torch.inference_mode():
-            memory, mask = self.model.encode(x[None].to(self.device), torch.tensor([x.shape[-1]], device=self.device))
-            mask = None if mask is None else mask.expand(len(heads), -1)
-            x_ = self.model.decode(seq[:, :-1], memory.expand(len(heads), -1, -1), mask)
-            logp = F.log_softmax(self.model.lm_head(x_).float(), -1).gather(-1, seq[:, 1:, None])[..., 0]  # (13, T)
-        return {m: float(logp[i, :len(h)].sum()) for i, (m, h) in enumerate(zip(tune.METERS, heads))}
+        return {m: float(sum(lp[:-1])) for m, lp in zip(tune.METERS, self.forced(x, heads))}  # the header, not its eos
 
     def join(self, xs, ids):
-        """A page's staves (tensors; token ids, settled) -> (its tune, ABC per staff): tune.join_lines, then
-        tune.settle_meter with the first readable staff's meter_scores."""
+        """A page's staves (tensors; token ids, settled) -> (its tune, staves left out) as tune.join_lines, the
+        meter then settled (tune.settle_meter) with the first readable staff's meter_scores."""
         abcs = [self.tok.decode(s) for s in ids]
         joined, skipped = tune.join_lines(abcs)
         first = next((i for i in range(len(abcs)) if i not in skipped), None)
         if first is None or self.how == 'ctc':
-            return joined, abcs
-        return tune.settle_meter(joined, self.meter_scores(xs[first], abcs[first])), abcs
+            return joined, skipped
+        return tune.settle_meter(joined, self.meter_scores(xs[first], abcs[first])), skipped
 
     def read_page(self, crops):
         """PIL crops of one page's staves, top to bottom -> (the page's tune, ABC per crop): read, the first
         staff settled (settle), joined with its meter settled (join)."""
         xs = [to_tensor(im, self.img_height, self.max_width) for im in crops]
-        return self.join(xs, self.settle([(xs, self.decode(xs))])[0] if xs else [])
+        ids = self.settle([(xs, self.decode(xs))])[0] if xs else []
+        return self.join(xs, ids)[0], [self.tok.decode(s) for s in ids]
 
     def read(self, images):
         """PIL line images -> (ABC per image, token ids per image)."""
