@@ -81,6 +81,7 @@ seed = 1337              # only matters with temperature > 0
 max_pixels = 50_000_000  # refuse bigger images (a decompression bomb would eat all memory)
 page = 'auto'            # 'auto': pages and PDFs are split into staves, a cropped line is read as is; 'yes', 'no';
                          # 'systems': a page, read one system (staves joined by a brace/bracket/bar line) at a time
+respace = True           # a page's staves spread wider than a training line are read again squeezed (pages.Reader.respace)
 attention = None         # a folder: per line, a picture of the cross-attention for every generated token
 attention_layer = 'last' # 'last' (mean of the last layer's heads) or 'all' (mean over layers and heads)
 # -----------------------------------------------------------------------------
@@ -260,14 +261,18 @@ def main():
                 print(f"error: {_why(j['path'], e)}", file=sys.stderr)
                 j['ids'] = None
                 failed += 1
-    # a page's first staff read again where the staves below it outvote its clef and key (Reader.settle);
-    # a refinement: should it fail, the pages keep their first readings
+    # a page's first staff read again where the staves below it outvote its clef and key (Reader.settle),
+    # then every staff read again squeezed to the spacing of a training line (Reader.respace); refinements:
+    # should one fail, the pages keep the readings they had
     staffed = [j for j in jobs if j['ids'] is not None and j['kind'] == 'page' and not j.get('systems')]
-    try:
-        for j, ids in zip(staffed, reader.settle([(j['xs'], j['ids']) for j in staffed]) if staffed else []):
-            j['ids'] = ids
-    except Exception as e:
-        print(f"warning: the pages' first staves were not read again ({type(e).__name__}: {e})", file=sys.stderr)
+    for name, refine in (('first staves', reader.settle), ('staves, squeezed,', reader.respace if respace else None)):
+        if refine is None:
+            continue
+        try:
+            for j, ids in zip(staffed, refine([(j['xs'], j['ids']) for j in staffed]) if staffed else []):
+                j['ids'] = ids
+        except Exception as e:
+            print(f"warning: the pages' {name} were not read again ({type(e).__name__}: {e})", file=sys.stderr)
     many = len(paths) > 1
     for j in jobs:
         if j['ids'] is None:

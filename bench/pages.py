@@ -56,6 +56,8 @@ write_pages = None       # a folder: keep the page PNGs and their ground truth
 machine = 'load not recorded'  # goes into the report: --machine=idle, or what else ran
 seed = 0
 rotate = 3.0             # also score the pages tilted by a random angle in +-rotate degrees (0: skip)
+split = 'test'           # the tunes' split: 'val' for choices made on pages, 'test' to report
+respace = True           # False: staves are not read again squeezed (pages.Reader.respace), as before it
 # -----------------------------------------------------------------------------
 
 
@@ -180,11 +182,11 @@ def label(P, measures):
     return P.write_excerpt(ex)
 
 
-def build_pages(n, seed=0):
-    """-> list of dict(image, truth, font, title, lines=[reference ABC per system])."""
+def build_pages(n, seed=0, split='test'):
+    """-> list of dict(image, truth, font, title, lines=[reference ABC per system]) of `split`'s tunes."""
     P = load_prepare()
     pages, fonts, rng = [], P.FONTS, np.random.default_rng(seed)
-    for title, composer, measures in test_tunes(P, limit=4 * n):
+    for title, composer, measures in test_tunes(P, limit=4 * n, split=split):
         if len(pages) >= n:
             break
         font = fonts[len(pages) % len(fonts)]
@@ -211,7 +213,7 @@ def build_pages(n, seed=0):
 
 def main():
     t0 = time.time()
-    pages = build_pages(n_pages, seed)
+    pages = build_pages(n_pages, seed, split)
     if not pages:
         raise RuntimeError('no test tune could be engraved as a page')
     print(f'built {len(pages)} pages in {time.time() - t0:.1f}s', file=sys.stderr)
@@ -278,6 +280,8 @@ def main():
 def transcription_report(pages, found_pages):
     """page SER and line SER with the checkpoint in out_dir; seconds per page for transcription."""
     reader = pg.Reader(out_dir, device=device, batch_size=batch_size, beam_size=beam_size, max_new_tokens=max_new_tokens)
+    if not respace:
+        pg.MIN_SQUEEZE = 1.0  # no staff is squeezed: respace returns the readings as they are
     preds_page, refs_page, preds_line, refs_line, secs = [], [], [], [], []
     for p, page in zip(pages, found_pages):
         t = time.perf_counter()
@@ -289,7 +293,8 @@ def transcription_report(pages, found_pages):
             preds_line += [a or '' for a in abcs]
             refs_line += p['lines']
     sp, sl = metrics.score(preds_page, refs_page), metrics.score(preds_line, refs_line) if refs_line else None
-    out = ['## Transcription', '', f'Checkpoint `{out_dir}`, {"greedy" if beam_size == 1 else f"beam {beam_size}"}.', '',
+    out = ['## Transcription', '', f'Checkpoint `{out_dir}`, {"greedy" if beam_size == 1 else f"beam {beam_size}"}, read as sample.py reads a page '
+           f'(pages.Reader.read_page{"" if respace else "; --respace=False: no staff read again squeezed"}).', '',
            '| level | n | SER | CER |', '|---|---:|---:|---:|',
            f'| page (joined tune vs reference tune) | {sp["n"]} | {sp["ser"]:.2%} | {sp["cer"]:.2%} |']
     if sl:

@@ -2,7 +2,8 @@
 bench/pages_engravers.py: the page benchmark on pages verovio did not draw (issue 25). A4 pages of
 test-split tunes drawn by LilyPond and by abcm2ps (bench/engraved_pages.py: title, composer, tempo mark,
 bar numbers, lyrics on ~40% of pages, 3-8 systems), read as sample.py reads a page: staves.find_staves,
-pages.Reader.read_page on the crops (read, first staff settled, joined, meter settled).
+pages.Reader.read_page on the crops (read, first staff settled, sparse staves read again squeezed, joined,
+meter settled).
 
     $ python -m bench.pages_engravers --n_pages=100 --out_dir=reader     # -> results/pages_engravers.md
     $ python -m bench.pages_engravers --n_pages=10 --report=/tmp/p.md    # staff finding only
@@ -62,6 +63,7 @@ report = 'results/pages_engravers.md'
 machine = 'load not recorded'  # goes into the report
 seed = 0
 split = 'test'           # the tunes' split: 'val' for choices made on pages (tune.py's header checks), 'test' to report
+respace = True           # False: staves are not read again squeezed (pages.Reader.respace), as before it
 # -----------------------------------------------------------------------------
 
 LINE_SPACES = 9.0  # a training line image is ~9 staff spaces high (staff, ledger reach, margin) = 64 model px
@@ -271,8 +273,7 @@ def multipage_check(reader, tmp, used):
     for path in (pdf, tif):
         t = time.perf_counter()
         job = sample.load_input(path, reader.img_height, reader.max_width)
-        ids = reader.settle([(job['xs'], reader.decode(job['xs']))])[0]
-        abc = reader.join(job['xs'], ids)[0]
+        abc = reader.read_staves(job['xs'])[0]
         secs = time.perf_counter() - t
         ser = metrics.score([abc], [ref])['ser']
         t = time.perf_counter()
@@ -306,6 +307,8 @@ def main():
         raise ValueError('--abc_dir writes transcriptions: it needs --out_dir (a reader checkpoint, e.g. reader)')
     t0 = time.time()
     reader = pg.Reader(out_dir, device=device, batch_size=batch_size) if out_dir else None
+    if not respace:
+        pg.MIN_SQUEEZE = 1.0  # no staff is squeezed: respace returns the readings as they are
     head = '| engraver, condition | pages | true staves | found | recall | precision | find s/page |'
     if reader is not None:
         head += ' pages read | meter | key | clef | meter+key | page SER | line SER | page/line | read s/page | first staves read again / kept |'
@@ -351,8 +354,9 @@ def main():
               'perspective up to 2.5% of the page height). Tilted: rotated about the centre. Header: the page '
               'transcription\'s M:, K: key, K: clef against the label\'s, as sample.py reads a page (pages.Reader.read_page: '
               'the first staff read again where the next two staves outvote its clef and key and the model finds the new '
-              'reading as likely, `first staves read again / kept`; then tune.settle_meter: of the meters the model finds '
-              'likely on the first staff, the one most bars add up to). '
+              'reading as likely, `first staves read again / kept`; every staff read sparser than a training line read again '
+              'squeezed, its header forced (pages.Reader.respace' + ('' if respace else '; off in this run: --respace=False') + '); '
+              'then tune.settle_meter: of the meters the model finds likely on the first staff, the one most bars add up to). '
               'page/line: page SER / line SER (issue target <= 1.2). '
               'Transcription columns (`pages read` onwards) are over the first pages read of each set; staves over all.', ''] + rows
     if effects:
@@ -363,7 +367,7 @@ def main():
             lines += ['', '## A score of several pages (PDF and multi-page TIFF)', '',
                       'One LilyPond book of test tunes (not those above) over >= 2 A4 pages: its PDF (LilyPond\'s), and the '
                       'same pages rendered by inference/pages.read_pdf saved as one deflate TIFF. Each read with sample.py\'s '
-                      'load_input + the reader (settle, join) in this process (s/page: reading/rendering, finding and '
+                      'load_input + the reader (read_staves: settle, respace, join) in this process (s/page: reading/rendering, finding and '
                       'transcription over the pages), then `python sample.py --image=<file>` run on it (wall time with '
                       'the model load).', ''] + multipage_check(reader, tmp, used)
     os.makedirs(os.path.dirname(os.path.abspath(report)), exist_ok=True)

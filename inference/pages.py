@@ -5,7 +5,9 @@ staff transcribed by the model in batches (Reader), and the lines joined into on
     path --read_image / read_frames / read_pdf--> page images (the frames of a multi-page TIFF, GIF or
       WebP one at a time; PDF pages rendered one at a time with pypdfium2, at the DPI that gives a
       staff space of ~20 px, the middle of the training range 18-27 px)
-    page --staves.find_staves--> crops --Reader.read--> one ABC per staff --tune.join_lines--> one tune
+    page --staves.find_staves--> crops --Reader.read_page--> one tune: every staff read (decode), the first
+      staff's clef and key settled by the next two (settle), sparse staves read again at a training line's
+      spacing (respace), the lines joined (tune.join_lines) and the meter settled by the bars (join)
 
 A staff whose transcription is not ABC (no K: field, or no music) is left out and reported, and the
 rest of the page still comes out.
@@ -20,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import data
-from core import decoding, images
+from core import decoding, images, metrics
 from inference import staves, tune
 from training.checkpoint import find_checkpoint, find_tokenizer, load_model
 
@@ -28,6 +30,13 @@ PDF_DPI = 150            # first render; then re-rendered so the staff space is 
 TARGET_SPACE = 20.0      # px; training images have 18-27 px (prepare.py, verovio scale 100-150)
 MAX_DPI = 400
 DECODE_ROWS = 64       # lines decoded together (Reader.decode); their images are still encoded batch_size at a time
+# An engraver justifies a page's systems to the page width, so their notes can stand further apart than on
+# any training line (each drawn at its natural width): read at 64 px high, abcm2ps and LilyPond val pages
+# have a median 45 and 48 px per note or rest, their training lines 34. Reader.respace reads such a staff again
+# squeezed to SPACING image heights per ABC symbol (20 px at 64), by at most MIN_SQUEEZE, its header
+# (clef, key, meter: read at full width) forced. Both chosen on val pages (docs/pages.md).
+SPACING = 20 / 64
+MIN_SQUEEZE = 0.7
 
 
 # -----------------------------------------------------------------------------
@@ -282,6 +291,31 @@ class Reader:
                 self.settled[1] += 1
         return out
 
+    def respace(self, pages):
+        """[(xs, ids)] of pages (their staves' tensors and token ids) -> the ids, each staff whose reading has
+        fewer ABC symbols (core.metrics.abc_symbols) than its width holds at SPACING read again from its image
+        squeezed to that spacing (never below MIN_SQUEEZE of its width), the header of its first reading (up
+        to its K: line, read at full width, where digits and accidentals keep their shape) forced as a prefix.
+        A dense staff, and one without a header (not ABC: tune.join_lines leaves it out), keep their reading.
+        Greedy attention decoding only (else unchanged)."""
+        out = [list(ids) for _, ids in pages]
+        if self.how == 'ctc' or self.beam_size != 1 or self.temperature != 0:
+            return out
+        jobs = []  # (page, staff, squeezed tensor, header ids)
+        for p, (xs, ids) in enumerate(pages):
+            for k, (x, s) in enumerate(zip(xs, ids)):
+                head, _, body = self.tok.decode(s).rpartition('\n')
+                H, W = x.shape[-2:]
+                squeeze = max(MIN_SQUEEZE, SPACING * H * len(metrics.abc_symbols(body)) / W)
+                if 'K:' in head and body.strip() and squeeze < 1:
+                    thin = F.interpolate(x[None], size=(H, round(W * squeeze)), mode='bilinear', antialias=True,
+                                         align_corners=False)[0]  # (3, H, W * squeeze)
+                    jobs.append((p, k, thin, self.tok.encode(head + '\n')))
+        if jobs:
+            for (p, k, _, _), n in zip(jobs, self.decode([j[2] for j in jobs], prefixes=[j[3] for j in jobs])):
+                out[p][k] = n
+        return out
+
     def meter_scores(self, x, abc):
         """A staff's (3, H, W) tensor and its transcription -> {meter: the model's log-probability of the header
         'M:<meter>', its own L: and K:, reading this staff} for each of tune.METERS (tune.settle_meter's
@@ -302,12 +336,15 @@ class Reader:
             return joined, skipped
         return tune.settle_meter(joined, self.meter_scores(xs[first], abcs[first])), skipped
 
-    def read_page(self, crops):
-        """PIL crops of one page's staves, top to bottom -> (the page's tune, ABC per crop): read, the first
-        staff settled (settle), joined with its meter settled (join)."""
-        xs = [to_tensor(im, self.img_height, self.max_width) for im in crops]
-        ids = self.settle([(xs, self.decode(xs))])[0] if xs else []
+    def read_staves(self, xs):
+        """A page's staves as (3, H, W) tensors, top to bottom -> (the page's tune, ABC per staff): read, the
+        first staff settled (settle), every staff read again squeezed (respace), joined, its meter settled (join)."""
+        ids = self.respace([(xs, self.settle([(xs, self.decode(xs))])[0])])[0] if xs else []
         return self.join(xs, ids)[0], [self.tok.decode(s) for s in ids]
+
+    def read_page(self, crops):
+        """PIL crops of one page's staves, top to bottom -> read_staves of their tensors."""
+        return self.read_staves([to_tensor(im, self.img_height, self.max_width) for im in crops])
 
     def read(self, images):
         """PIL line images -> (ABC per image, token ids per image)."""

@@ -77,6 +77,8 @@ def _fake_reader(transcriptions):
         def settle(self, pages):  # the header checks are tests/test_reader.py's: here the readings as they are
             return [ids for _, ids in pages]
 
+        respace = settle  # a staff's spacing: tests/test_pages.py and test_reader.py
+
         def join(self, xs, ids):
             return join_lines([self.tok.decode(s) for s in ids])
     return Reader
