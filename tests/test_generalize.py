@@ -90,3 +90,24 @@ def test_greedy_stops_at_four_tokens_a_column():
     assert [len(o) for o in m.generate(images, 128, widths=widths)] == [4 * 160 // 8, 4 * 72 // 8]
     assert len(m.generate(images[:1, :, :, :96], 128)[0]) == 4 * 96 // 8  # no widths: every column is real
     assert [len(o) for o in m.generate(images, 128, widths=widths, ignore_eos=True)] == [128, 128]  # benchmarks
+
+
+def test_learning_curve_fits_a_power_law(tmp_path):
+    """bench/learning_curve chains two runs' logs by samples seen, recovers the exponent of an exact
+    power law, and its estimate of the samples to a target is what the law says."""
+    from bench import learning_curve as L
+    a, alpha = 40.0, 0.5
+    paths = []
+    for k, start in enumerate((0, 4000)):
+        rows = [dict(iter=0, samples_seen=0, val_ser=0.99)]  # each run's first eval (skip=1) is left out
+        rows += [dict(iter=i, samples_seen=s, val_ser=a * (start + s) ** -alpha) for i, s in ((1, 1000), (2, 2000), (3, 4000))]
+        p = tmp_path / f'log{k}.jsonl'
+        p.write_text(''.join(json.dumps(r) + '\n' for r in rows))
+        paths.append(str(p))
+    xs, ys = L.load(paths)
+    assert xs.tolist() == [1000, 2000, 4000, 5000, 6000, 8000]
+    got_alpha, got_a = L.fit(xs, ys)
+    assert got_alpha == pytest.approx(alpha, rel=1e-9) and got_a == pytest.approx(a, rel=1e-9)
+    # SER halves when the samples quadruple at alpha 0.5
+    assert L.needed(8000, ys[-1], ys[-1] / 2, got_alpha) == pytest.approx(32000)
+    assert L.needed(8000, 0.2, 0.1, 1.0) == pytest.approx(16000)
