@@ -114,8 +114,8 @@ def corpus(data_dir=None, abc_dir=None, seed=0, max_labels=200):
 def bar_check(xml):
     """music21's view of an export -> (bars, mismatches, short bars kept by the folk conventions:
     one closing a repeat, or a bar split at a section line, i.e. a short bar ending in '||', a
-    final bar line or a repeat and the short bar after it (the next strain's pickup), the two
-    together one meter)."""
+    final bar line, a repeat or a repeat start ('|:') and the short bar after it (the next strain's
+    pickup), the two together one meter)."""
     import music21
     s = music21.converter.parseData(xml, format='musicxml')
     bars = bad = rep = 0
@@ -130,8 +130,9 @@ def bar_check(xml):
         def section_split(a):  # measures a and a+1: one bar split at a section line
             if a < 0 or a + 1 >= len(ms) or len(lens[a]) != 1 or len(lens[a + 1]) != 1 or want[a] != want[a + 1]:
                 return False
-            bl = ms[a].rightBarline
-            return (bl is not None and (getattr(bl, 'direction', None) == 'end' or bl.type in ('double', 'final', 'light-light', 'light-heavy'))
+            bl, nl = ms[a].rightBarline, ms[a + 1].leftBarline  # ... or the next measure's repeat start ('A2 |: BA |')
+            return ((bl is not None and (getattr(bl, 'direction', None) == 'end' or bl.type in ('double', 'final', 'light-light', 'light-heavy'))
+                     or nl is not None and getattr(nl, 'direction', None) == 'start')
                     and 0 < min(lens[a]) < want[a] and 0 < min(lens[a + 1]) < want[a] and min(lens[a]) + min(lens[a + 1]) == want[a])
         for k, m in enumerate(ms):
             bars += 1

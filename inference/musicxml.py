@@ -437,7 +437,7 @@ def _fix_ties(lines):
             if kind == 'field' and text[1] == 'V' and text[3:-1].split():
                 voice = text[3:-1].split()[0]
             if kind == 'grace':
-                tl[i][1] = text.replace('-', '')
+                tl[i][1] = re.sub(r'[-\[\]]', '', text)  # no ties, no chords: abc2xml misreads '{[c/d/}'
             if kind not in ('note', 'rest', 'chord'):
                 continue
             if voice in pend:

@@ -58,6 +58,9 @@ CASES = {
                      "c2 BB/c/ d/g/d/c/ | g3/4 z7 z/4 | a/b/c'/b/b/g/ ge/e/ df/B/d/ |"),
     # a bar split at a double bar line (the next strain's pickup): both halves kept, not padded to two bars
     'section_pickup': ('M:3/4\nL:1/8\nK:G\nBc | A2 G2 G2 | G6 | G4 || GA |\nB2 c2 d2 | e2 c2 c2 |', 'B2 c2 d2 | e2 c2 c2 |'),
+    # ... and at a repeat start (a test tune's label; music21's check first counted it as two wrong bars)
+    'repeat_pickup': ('M:2/2\nL:1/8\nK:A\ncd | eA cA BG Ed |\nge dB A2 |: BA | Be ef ge dB | ag ab a2 :|',
+                      'ge dB A2 |: BA | Be ef ge dB | ag ab a2 :|'),
     # found by random strings of the reader's tokens: a tuplet inside a tuplet (abc2xml nests none:
     # 'cannot divide count 8 by 3'), a grace note right after the mark (counted in: 'implicit tuplet
     # start'), bar lines before any music and bars with none (empty measures)
@@ -72,6 +75,10 @@ CASES = {
     'octave_low': ('M:6/8\nL:1/8\nK:G clef=bass\nF,D,B,, A,,B,,,,,C, | G,3 G,3 |', 'F,D,B,, A,,B,,,,C, | G,3 G,3 |'),
     # a bar number read as volta 4 ('|4'): MuseScore 'empty bar type'; the labels' voltas are 1 and 2
     'volta_four': ('M:2/4\nL:1/8\nK:G\nd/e/f/ |4 z8 | gf ef | ed z d/e/f/ |', 'd/e/f/ | z4 | gf ef | ed z d/e/ |'),
+    # an unclosed chord inside grace notes ('{[c/d/}'): abc2xml ran it on into the notes after it, a
+    # trimmed bar stayed 9 eighths long (music21, the 100-page run after respace); grace chords go
+    'grace_chord': ('M:4/4\nL:1/8\nK:G\nB2 d2 cB AG | de d dc {[c/d/} cB {A/} AF | B,2 A,2 G,4 ||',
+                    'B2 d2 cB AG | de d dc {c/d/} cB {A/} A | B,2 A,2 G,4 ||'),
 }
 
 
