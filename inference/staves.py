@@ -33,6 +33,12 @@ from core import images
 from inference.crops import CROP_MARGIN, MAX_REACH, clean_crop, ink_extent
 
 MAX_SKEW = 3.0          # degrees; deskew searches +-MAX_SKEW
+# Staff lines are thinner than the gaps between them (t <= sp/2), except on a copy whose ink bled: lines
+# 13 px thick at a 22-px staff space on a scanned val page. Thicker lines (up to 0.7 sp) are taken only on
+# a page of ink and paper: at most this share of mid-grey pixels (64-191). The bled page has 3%, the
+# photo-like and noise negatives of bench/scan_negatives 47% or more (2 of 20 photo-like ones made
+# five-line 'staves' of their stripes), scanned val crops 18% (median) to 29%.
+MAX_MID_GREY = 0.4
 
 
 @dataclass
@@ -320,7 +326,8 @@ def find_staves(image, max_skew=MAX_SKEW, crops=True):
     else:
         angle = 0.0
     t, sp = line_metrics(ink)
-    if t < 1 or sp < 4 or t > sp / 2:
+    bled = sp / 2 < t <= 0.7 * sp and np.mean((gray > 63) & (gray < 192)) <= MAX_MID_GREY
+    if t < 1 or sp < 4 or (t > sp / 2 and not bled):
         raise ValueError('no staff found')
     runs = row_runs(ink, max(10, int(2 * sp)))
     groups = group_staves(find_lines(ink, t, sp, runs), sp)

@@ -128,6 +128,27 @@ def test_no_staff():
             staves.find_staves(im)
 
 
+def test_bled_ink_keeps_its_staves_stripes_do_not_pass():
+    """A copy whose ink bled (lily_page1 with its ink grown 2 px each way: lines 6 px thick at a 10-px
+    staff space, thicker than the gaps) still shows its 5 staves; a photo-like image of horizontal
+    stripes whose run lengths look the same (bench/scan_negatives' photo-like blobs 6 and 14: each made
+    five-line 'staves' before MAX_MID_GREY) is still no staff."""
+    from PIL import ImageFilter
+
+    from bench import scan_negatives
+    bled = Image.open(os.path.join(HERE, 'data', 'lily_page1.png')).convert('L').filter(ImageFilter.MinFilter(5))
+    t, sp = staves.line_metrics(staves.ink_mask(np.asarray(bled)))
+    assert sp / 2 < t <= 0.7 * sp
+    p = staves.find_staves(bled)
+    assert len(p.staves) == 5 and all(9 <= st.space <= 12 for st in p.staves)
+    blobs = dict(scan_negatives.negatives(seed=0, n=20))['photo-like blobs']
+    for im in (blobs[6], blobs[14]):
+        t, sp = staves.line_metrics(staves.ink_mask(np.asarray(im.convert('L'))))
+        assert sp / 2 < t <= 0.7 * sp  # what the thickness rule alone lets through
+        with pytest.raises(ValueError, match='no staff found'):
+            staves.find_staves(im)
+
+
 def test_draw_staves(page, tmp_path):
     p = staves.find_staves(page[0])
     im = staves.draw_staves(p)
