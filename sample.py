@@ -262,12 +262,11 @@ def main():
                 j['ids'] = None
                 failed += 1
     # a page's first staff read again where the staves below it outvote its clef and key (Reader.settle),
-    # then every staff read again squeezed to the spacing of a training line (Reader.respace); refinements:
+    # then every staff sparser than a training line read again squeezed to its spacing (Reader.respace); refinements:
     # should one fail, the pages keep the readings they had
     staffed = [j for j in jobs if j['ids'] is not None and j['kind'] == 'page' and not j.get('systems')]
-    for name, refine in (('first staves', reader.settle), ('staves, squeezed,', reader.respace if respace else None)):
-        if refine is None:
-            continue
+    refinements = [('first staves', reader.settle)] + ([('staves, squeezed,', reader.respace)] if respace else [])
+    for name, refine in refinements:
         try:
             for j, ids in zip(staffed, refine([(j['xs'], j['ids']) for j in staffed]) if staffed else []):
                 j['ids'] = ids

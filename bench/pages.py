@@ -280,12 +280,10 @@ def main():
 def transcription_report(pages, found_pages):
     """page SER and line SER with the checkpoint in out_dir; seconds per page for transcription."""
     reader = pg.Reader(out_dir, device=device, batch_size=batch_size, beam_size=beam_size, max_new_tokens=max_new_tokens)
-    if not respace:
-        pg.MIN_SQUEEZE = 1.0  # no staff is squeezed: respace returns the readings as they are
     preds_page, refs_page, preds_line, refs_line, secs = [], [], [], [], []
     for p, page in zip(pages, found_pages):
         t = time.perf_counter()
-        joined, abcs = reader.read_page([s.crop for s in page.staves])
+        joined, abcs = reader.read_page([s.crop for s in page.staves], respace)
         secs.append(time.perf_counter() - t)
         preds_page.append(joined)
         refs_page.append(tune.join_lines(p['lines'])[0])

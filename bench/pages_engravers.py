@@ -219,7 +219,7 @@ def evaluate(pages, images, reader, tag=''):
         if reader is None or (n_read is not None and len(pp) >= n_read):
             continue
         t = time.perf_counter()
-        joined, abcs = reader.read_page([s.crop for s in found])
+        joined, abcs = reader.read_page([s.crop for s in found], respace)
         t_read.append(time.perf_counter() - t)
         ref = tune.join_lines(p['lines'])[0]
         pp.append(joined)
@@ -273,7 +273,7 @@ def multipage_check(reader, tmp, used):
     for path in (pdf, tif):
         t = time.perf_counter()
         job = sample.load_input(path, reader.img_height, reader.max_width)
-        abc = reader.read_staves(job['xs'])[0]
+        abc = reader.read_staves(job['xs'], respace)[0]
         secs = time.perf_counter() - t
         ser = metrics.score([abc], [ref])['ser']
         t = time.perf_counter()
@@ -307,8 +307,6 @@ def main():
         raise ValueError('--abc_dir writes transcriptions: it needs --out_dir (a reader checkpoint, e.g. reader)')
     t0 = time.time()
     reader = pg.Reader(out_dir, device=device, batch_size=batch_size) if out_dir else None
-    if not respace:
-        pg.MIN_SQUEEZE = 1.0  # no staff is squeezed: respace returns the readings as they are
     head = '| engraver, condition | pages | true staves | found | recall | precision | find s/page |'
     if reader is not None:
         head += ' pages read | meter | key | clef | meter+key | page SER | line SER | page/line | read s/page | first staves read again / kept |'

@@ -203,6 +203,11 @@ class Reader:
         self.n_new = max_new_tokens or cfg.max_seq_len
         self.settled = [0, 0]  # settle(): first staves read again, new readings kept
 
+    @property
+    def greedy(self):
+        """greedy attention decoding: the one mode a forced prefix, settle and respace work in."""
+        return self.how != 'ctc' and self.beam_size == 1 and self.temperature == 0
+
     def decode(self, xs, prefixes=None):
         """list of (3, H, W) tensors -> list of token-id lists, returned in the input's order (prefixes:
         greedy decoding only, token ids each line writes first, see core/decoding.generate). The images
@@ -212,7 +217,6 @@ class Reader:
         rows leave the batch when they end (core/decoding.py), so a big batch costs the tokens it writes,
         and its per-step overhead is paid once for many lines."""
         order = sorted(range(len(xs)), key=lambda i: xs[i].shape[-1])
-        greedy = self.how != 'ctc' and self.beam_size == 1 and self.temperature == 0
         out, mems = [], []
         for i in range(0, len(xs), self.batch_size):
             chunk = [xs[k] for k in order[i:i + self.batch_size]]
@@ -223,7 +227,7 @@ class Reader:
             with torch.inference_mode():
                 if self.how == 'ctc':
                     out += self.model.ctc_decode(images, widths)
-                elif greedy:
+                elif self.greedy:
                     mems.append(self.model.encode(images, widths))  # (b, S, D), (b, S)
                 else:
                     out += self.model.generate(images, self.n_new, temperature=self.temperature, top_k=self.top_k,
@@ -272,7 +276,7 @@ class Reader:
         a key that truly changes at the second staff is not. Greedy attention decoding only (else unchanged).
         self.settled counts [staves read again, readings kept]."""
         out = [list(ids) for _, ids in pages]
-        if self.how == 'ctc' or self.beam_size != 1 or self.temperature != 0:
+        if not self.greedy:
             return out
         jobs = []  # (page, staff, forced header ids)
         for p, (xs, ids) in enumerate(pages):
@@ -299,7 +303,7 @@ class Reader:
         A dense staff, and one without a header (not ABC: tune.join_lines leaves it out), keep their reading.
         Greedy attention decoding only (else unchanged)."""
         out = [list(ids) for _, ids in pages]
-        if self.how == 'ctc' or self.beam_size != 1 or self.temperature != 0:
+        if not self.greedy:
             return out
         jobs = []  # (page, staff, squeezed tensor, header ids)
         for p, (xs, ids) in enumerate(pages):
@@ -336,15 +340,18 @@ class Reader:
             return joined, skipped
         return tune.settle_meter(joined, self.meter_scores(xs[first], abcs[first])), skipped
 
-    def read_staves(self, xs):
+    def read_staves(self, xs, respace=True):
         """A page's staves as (3, H, W) tensors, top to bottom -> (the page's tune, ABC per staff): read, the
-        first staff settled (settle), every staff read again squeezed (respace), joined, its meter settled (join)."""
-        ids = self.respace([(xs, self.settle([(xs, self.decode(xs))])[0])])[0] if xs else []
+        first staff settled (settle), sparse staves read again squeezed (respace, unless respace=False),
+        joined, its meter settled (join)."""
+        ids = self.settle([(xs, self.decode(xs))])[0] if xs else []
+        if respace and xs:
+            ids = self.respace([(xs, ids)])[0]
         return self.join(xs, ids)[0], [self.tok.decode(s) for s in ids]
 
-    def read_page(self, crops):
+    def read_page(self, crops, respace=True):
         """PIL crops of one page's staves, top to bottom -> read_staves of their tensors."""
-        return self.read_staves([to_tensor(im, self.img_height, self.max_width) for im in crops])
+        return self.read_staves([to_tensor(im, self.img_height, self.max_width) for im in crops], respace)
 
     def read(self, images):
         """PIL line images -> (ABC per image, token ids per image)."""
