@@ -28,10 +28,12 @@ the reader as one tune; seconds per page for finding + transcription, and sample
 """
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -177,6 +179,12 @@ def header_hits(pred, ref):
     return {'meter': int(pm == rm), 'key': int(pk == rk), 'clef': int(pc == rc), 'meter+key': int(pm == rm and pk == rk)}
 
 
+def invented(pred, ref):
+    """-> 1 where the prediction has an inline [K:..] or [M:..] change the reference has not (the page shows none)."""
+    changes = lambda abc: Counter(re.findall(r'\[[KM]:[^\]]*\]', abc or ''))
+    return int(bool(changes(pred) - changes(ref)))
+
+
 # -----------------------------------------------------------------------------
 
 def draw_miss(im, page, truth, path):
@@ -226,7 +234,7 @@ def evaluate(pages, images, reader, tag=''):
         pr.append(ref)
         if abc_dir:
             write_abc(abc_dir, tag, i, joined, ref)
-        hits.append(header_hits(joined, ref))
+        hits.append(dict(header_hits(joined, ref), invented=invented(joined, ref)))
         for i, j in pairs:
             lp.append(abcs[i] or '')
             lr.append(p['lines'][j])
@@ -293,7 +301,7 @@ def fmt(c, reader):
         h = c['header']
         row += (f" {c['read_pages']} | {h['meter']:.0%} | {h['key']:.0%} | {h['clef']:.0%} | {h['meter+key']:.0%} | {c['page']['ser']:.2%} | "
                 f"{c['line']['ser']:.2%} | {c['page']['ser'] / max(1e-9, c['line']['ser']):.2f} | {c['read_s']:.2f} | "
-                f"{c['settled'][0]} / {c['settled'][1]} |")
+                f"{c['settled'][0]} / {c['settled'][1]} | {h['invented']:.0%} |")
     return row
 
 
@@ -309,7 +317,7 @@ def main():
     reader = pg.Reader(out_dir, device=device, batch_size=batch_size) if out_dir else None
     head = '| engraver, condition | pages | true staves | found | recall | precision | find s/page |'
     if reader is not None:
-        head += ' pages read | meter | key | clef | meter+key | page SER | line SER | page/line | read s/page | first staves read again / kept |'
+        head += ' pages read | meter | key | clef | meter+key | page SER | line SER | page/line | read s/page | first staves read again / kept | pages with a change not drawn |'
     rows, built, effects, used = [head, '|---|' + '---:|' * (head.count('|') - 2)], {}, [], set()
     for eng in names:
         t = time.time()
@@ -354,7 +362,9 @@ def main():
               'the first staff read again where the next two staves outvote its clef and key and the model finds the new '
               'reading as likely, `first staves read again / kept`; every staff read sparser than a training line read again '
               'squeezed, its header forced (pages.Reader.respace' + ('' if respace else '; off in this run: --respace=False') + '); '
-              'then tune.settle_meter: of the meters the model finds likely on the first staff, the one most bars add up to). '
+              'joined (tune.join_lines: a later staff\'s key or clef only where the next staff reads it too, its meter only '
+              'where its bars add up to it); then tune.settle_meter: of the meters the model finds likely on the first staff, '
+              'the one most bars add up to). `pages with a change not drawn`: an inline [K:] or [M:] the label has not. '
               'page/line: page SER / line SER (issue target <= 1.2). '
               'Transcription columns (`pages read` onwards) are over the first pages read of each set; staves over all.', ''] + rows
     if effects:

@@ -28,19 +28,39 @@ pytestmark = pytest.mark.usefixtures('one_thread')  # see tests/conftest.py
 def test_join_lines_header_once_inline_changes_and_skips():
     lines = ['M:4/4\nL:1/8\nK:G\nGABc d2 e2 |', 'M:4/4\nL:1/8\nK:G\nf2 g2 a4 |',
              'garbage without a key', 'M:3/4\nL:1/8\nK:F\nA2 B2 c2 |', 'M:3/4\nL:1/8\nK:F clef=bass\nF,6 |]',
-             'M:3/4\nL:1/8\nK:F\n']
+             'M:3/4\nL:1/8\nK:F\n', 'L:1/8\nK:F clef=bass\nA,6 |]']
     tune, skipped = join_lines(lines)
     assert tune == ('M:4/4\nL:1/8\nK:G\nGABc d2 e2 |\nf2 g2 a4 |\n[K:F][M:3/4] A2 B2 c2 |\n'
-                    '[K:F clef=bass] F,6 |]')
+                    '[K:F clef=bass] F,6 |]\nA,6 |]')
     assert skipped == [2, 5]
     assert join_lines(['nothing', '']) == ('', [0, 1])
     # bench_pages scores a page against its lines joined the same way: a page read without its second
     # line costs exactly that line's symbols and its line break, over the page's symbols
-    lost, _ = join_lines([lines[0], lines[3], lines[4]])
+    lost, _ = join_lines([lines[0], lines[3], lines[4], lines[6]])
     n_line, n_page = len(metrics.abc_symbols('f2 g2 a4 |')), len(metrics.abc_symbols(tune))
-    assert (n_line, n_page) == (6, 32)
+    assert (n_line, n_page) == (6, 35)
     assert metrics.score([lost], [tune])['ser'] == pytest.approx((n_line + 1) / n_page)
 
+
+
+def test_join_lines_takes_only_changes_the_page_shows():
+    """Key and clef are drawn on every staff, so a change lasts: one staff's own key between two that
+    agree, or a last staff's, is a misreading. A meter is drawn once, where it changes: a later staff's
+    M: is taken only where its bars add up to it (a pickup and a short last bar left out)."""
+    d = lambda k, body, m=None: (f'M:{m}\n' if m else '') + f'L:1/8\nK:{k}\n{body}'
+    two = 'A2 B2 | c2 d2 | e4 |'
+    # keys: a lone G between two D staves, a lone G on the last staff; a lasting change to G is taken
+    assert join_lines([d('D', two, '2/4'), d('G', two), d('D', two), d('G', two)])[0] == \
+        'M:2/4\nL:1/8\nK:D\n' + '\n'.join([two] * 4)
+    assert join_lines([d('D', two, '2/4'), d('G', two), d('G', two)])[0] == \
+        'M:2/4\nL:1/8\nK:D\n' + two + '\n[K:G] ' + two + '\n' + two
+    # key and clef are judged apart: the key lasts, a one-staff bass clef does not
+    assert join_lines([d('D', two, '2/4'), d('G clef=bass', two), d('G', two)])[0].split('\n')[4] == '[K:G] ' + two
+    # meters: a meter guessed on a staff whose bars are 2/4 is not a change; one its bars fit is
+    assert join_lines([d('D', two, '2/4'), d('D', two, 'C'), d('D', two)])[0].count('[M:') == 0
+    jig = 'F | A2 B c2 d | e3 f3 | g3 a2'  # a pickup, two 6/8 bars, a short last one
+    assert join_lines([d('D', two, '2/4'), d('D', jig, '6/8'), d('D', two)])[0].split('\n')[4] == '[M:6/8] ' + jig
+    assert join_lines([d('D', two, '2/4'), d('D', 'A2 B2 | c3 d3 |', '6/8'), d('D', two)])[0].count('[M:') == 0
 
 def test_bar_lengths_count_tuplets_chords_graces_and_stop_at_a_meter_change():
     assert abc_bars('|: {g}A2 B | (3cde [CEG]2 | z/ A3/2 [A/c/]4 :| [M:2/4] B4 |') == \
