@@ -277,6 +277,18 @@ def main():
     print(f'wrote {report}', file=sys.stderr)
 
 
+def shown(lines):
+    """Reference ABC per staff of a page -> as the staves show it: a later staff's M: left out where it
+    is the one before (an engraver draws a meter once, where it changes; the page-like labels the reader
+    learned from, data/m21/prepare.py --no_meter_share, have none)."""
+    out, meter = [], None
+    for ln in lines:
+        m = tune.split_abc(ln)[0].get('M')
+        out.append(re.sub(r'(?m)^M:.*\n', '', ln, count=1) if out and m == meter else ln)
+        meter = m
+    return out
+
+
 def transcription_report(pages, found_pages):
     """page SER and line SER with the checkpoint in out_dir; seconds per page for transcription."""
     reader = pg.Reader(out_dir, device=device, batch_size=batch_size, beam_size=beam_size, max_new_tokens=max_new_tokens)
@@ -289,7 +301,7 @@ def transcription_report(pages, found_pages):
         refs_page.append(tune.join_lines(p['lines'])[0])
         if len(abcs) == len(p['lines']):
             preds_line += [a or '' for a in abcs]
-            refs_line += p['lines']
+            refs_line += shown(p['lines'])
     sp, sl = metrics.score(preds_page, refs_page), metrics.score(preds_line, refs_line) if refs_line else None
     out = ['## Transcription', '', f'Checkpoint `{out_dir}`, {"greedy" if beam_size == 1 else f"beam {beam_size}"}, read as sample.py reads a page '
            f'(pages.Reader.read_page{"" if respace else "; --respace=False: no staff read again squeezed"}).', '',

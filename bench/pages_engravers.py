@@ -235,10 +235,10 @@ def evaluate(pages, images, reader, tag=''):
         if abc_dir:
             write_abc(abc_dir, tag, i, joined, ref)
         hits.append(dict(header_hits(joined, ref), invented=invented(joined, ref)))
+        refs = B.shown(p['lines'])  # a later staff's reference without the M: it does not show
         for i, j in pairs:
             lp.append(abcs[i] or '')
-            # a later staff shows no meter (drawn once, on the first): its reference is the page-like label, no M:
-            lr.append(p['lines'][j] if j == 0 else re.sub(r'(?m)^M:.*\n', '', p['lines'][j], count=1))
+            lr.append(refs[j])
     out = dict(missed=missed, pages=len(pages), true=n_true, found=n_found, match=n_match, recall=n_match / max(1, n_true),
                precision=n_match / max(1, n_found), find_s=float(np.mean(t_find)), find_max=float(np.max(t_find)))
     if reader is not None:
