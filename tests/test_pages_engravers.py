@@ -116,6 +116,16 @@ def test_header_hits():
     assert PE.header_of('M:C|\nL:1/8\nK:Bb clef=alto\nB |') == ('C|', 'Bb', 'alto')
 
 
+
+def test_invented_changes_and_line_references_as_shown():
+    ref = 'M:6/8\nL:1/8\nK:D\nd2 e |\n[K:G] B |'
+    assert PE.invented('M:6/8\nL:1/8\nK:D\nd2 e |\n[K:G] B |', ref) == 0  # a change the label has
+    assert PE.invented('M:6/8\nL:1/8\nK:D\nd2 e |\n[M:C][K:G] B |', ref) == 1  # one it has not
+    assert PE.invented('M:6/8\nL:1/8\nK:D\nd2 e |\n[K:G] B |\n[K:D] c |\n[K:G] d |', ref) == 1  # the same, twice
+    # a later staff's line reference drops the M: it repeats (not drawn); a drawn change keeps it
+    lines = ['M:6/8\nL:1/8\nK:D\nd2 e |', 'M:6/8\nL:1/8\nK:D\nf3 |', 'M:9/8\nL:1/8\nK:D\nf6 g3 |', 'M:9/8\nL:1/8\nK:D\na9 |']
+    assert B.shown(lines) == [lines[0], 'L:1/8\nK:D\nf3 |', lines[2], 'L:1/8\nK:D\na9 |']
+
 @need['abcm2ps']
 def test_degraded_page_truth_follows_rotation_and_perspective(job, monkeypatch):
     """a page on grainy paper, rotated (medium's +-1.5 deg) and put in perspective (corners moved by up
