@@ -102,7 +102,7 @@ def corpus(data_dir=None, abc_dir=None, seed=0, max_labels=200):
             out.append((f'broken_{kind}', f'{i}', d))
     for i in range(max(1, len(labels) // 5)):
         k = rng.randint(4, 6)
-        page, _ = tune.join_lines(rng.sample(labels, min(k, len(labels))))
+        page, _ = tune.join_lines(rng.sample(labels, min(k, len(labels))), labels=True)
         if page:
             out.append(('pages', f'page_{i}', page))
     out += [('voices', k, v) for k, v in voice_labels().items()]

@@ -298,7 +298,7 @@ def transcription_report(pages, found_pages):
         joined, abcs = reader.read_page([s.crop for s in page.staves], respace)
         secs.append(time.perf_counter() - t)
         preds_page.append(joined)
-        refs_page.append(tune.join_lines(p['lines'])[0])
+        refs_page.append(tune.join_lines(p['lines'], labels=True)[0])
         if len(abcs) == len(p['lines']):
             preds_line += [a or '' for a in abcs]
             refs_line += shown(p['lines'])

@@ -229,7 +229,7 @@ def evaluate(pages, images, reader, tag=''):
         t = time.perf_counter()
         joined, abcs = reader.read_page([s.crop for s in found], respace)
         t_read.append(time.perf_counter() - t)
-        ref = tune.join_lines(p['lines'])[0]
+        ref = tune.join_lines(p['lines'], labels=True)[0]
         pp.append(joined)
         pr.append(ref)
         if abc_dir:
@@ -276,7 +276,7 @@ def multipage_check(reader, tmp, used):
     frames = [im for _, im in pg.read_pdf(pdf, sample.max_pixels)]
     tif = os.path.join(tmp, 'score.tif')
     frames[0].save(tif, save_all=True, append_images=frames[1:], compression='tiff_deflate')
-    ref = tune.join_lines(refs)[0]
+    ref = tune.join_lines(refs, labels=True)[0]
     rows = ['| file | pages | staves found / true systems | s/page (find + transcribe) | page SER | `sample.py` exit, tunes, wall s |',
             '|---|---:|---:|---:|---:|---|']
     for path in (pdf, tif):

@@ -326,8 +326,9 @@ def find_staves(image, max_skew=MAX_SKEW, crops=True):
     else:
         angle = 0.0
     t, sp = line_metrics(ink)
-    bled = sp / 2 < t <= 0.7 * sp and np.mean((gray > 63) & (gray < 192)) <= MAX_MID_GREY
-    if t < 1 or sp < 4 or (t > sp / 2 and not bled):
+    # lines thicker than sp/2 pass only on a bled copy; its grey share (a pass over the page) is counted only then
+    if t < 1 or sp < 4 or (t > sp / 2 and not (
+            t <= 0.7 * sp and np.mean((gray > 63) & (gray < 192)) <= MAX_MID_GREY)):
         raise ValueError('no staff found')
     runs = row_runs(ink, max(10, int(2 * sp)))
     groups = group_staves(find_lines(ink, t, sp, runs), sp)

@@ -69,12 +69,13 @@ def split_voices(abc):
     return (head, fields, voices) if voices else None
 
 
-def join_lines(abcs):
+def join_lines(abcs, labels=False):
     """Transcriptions of the staves of a tune, top to bottom -> (tune ABC, indices left out).
     Header M:, L:, K: once (from the first readable line; the labels' format), one line per staff,
     inline [K:..] [M:..] [L:..] where a staff's differ from the one before. A line without K: or
     without music is left out.
-    A change is written only where the page shows it, as engravers draw one:
+    A change read is written only where the page shows it, as engravers draw one (labels=True: the
+    lines are labels, references to score against, and every change in them is real):
       - key and clef (K:'s first word, and the rest) are drawn on every staff, so a change lasts: one
         is taken only where the next readable staff reads it too. A key read differently on one staff
         between two that agree is a misreading (2% of later staves on val pages, none of them real);
@@ -105,11 +106,11 @@ def join_lines(abcs):
     out = [] if sv else [body]
     for n, (i, sv, fields, body) in enumerate(read[1:], 1):
         fields = dict(fields)
-        if 'K' in cur:
+        if not labels:
             fields['K'] = _lasting_key(fields['K'], cur['K'], read[n + 1][2]['K'] if n + 1 < len(read) else None)
-        if 'M' in fields and fields['M'] != cur.get('M') \
-                and not _meter_shown(body, fields['M'], cur.get('M'), fields.get('L', cur.get('L', '1/8'))):
-            del fields['M']
+            if 'M' in fields and fields['M'] != cur.get('M') \
+                    and not _meter_shown(body, fields['M'], cur.get('M'), fields.get('L', cur.get('L', '1/8'))):
+                del fields['M']
         inline = ''
         for k in 'KML':  # the key first: it is the one a reader looks for at a line start
             if k in fields and fields[k] != cur.get(k):
@@ -129,11 +130,9 @@ def _lasting_key(k, before, after):
     """A later staff's K: value, the K: in force before it, the next readable staff's (None: the last)
     -> the K: to join it under: its key (first word) and its clef etc. (the rest) each taken where
     it is the one before, or the next staff reads it too; else the one before."""
-    (key, _, rest), (bkey, _, brest) = k.partition(' '), before.partition(' ')
-    akey, _, arest = (after or '').partition(' ')
-    key = key if key in (bkey, akey) else bkey
-    rest = rest if rest == brest or (after is not None and rest == arest) else brest
-    return f'{key} {rest}'.strip()
+    now, was = k.partition(' ')[::2], before.partition(' ')[::2]
+    nxt = after.partition(' ')[::2] if after is not None else (None, None)
+    return ' '.join(a if a in (b, c) else b for a, b, c in zip(now, was, nxt)).strip()
 
 
 def _meter_shown(body, new, old, unit):

@@ -52,6 +52,8 @@ def test_join_lines_takes_only_changes_the_page_shows():
     # keys: a lone G between two D staves, a lone G on the last staff; a lasting change to G is taken
     assert join_lines([d('D', two, '2/4'), d('G', two), d('D', two), d('G', two)])[0] == \
         'M:2/4\nL:1/8\nK:D\n' + '\n'.join([two] * 4)
+    # labels (references) are joined as written: their every change is real
+    assert join_lines([d('D', two, '2/4'), d('G', two)], labels=True)[0].split('\n')[4] == '[K:G] ' + two
     assert join_lines([d('D', two, '2/4'), d('G', two), d('G', two)])[0] == \
         'M:2/4\nL:1/8\nK:D\n' + two + '\n[K:G] ' + two + '\n' + two
     # key and clef are judged apart: the key lasts, a one-staff bass clef does not
